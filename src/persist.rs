@@ -1,0 +1,444 @@
+//! Saving a [`ProtocolStore`] to bytes and restoring it.
+//!
+//! Format version 1: the 4 bytes `RKST`, one format-version byte (`0x01`),
+//! then a protobuf `StoreProto` (below). Every field is validated on load:
+//! key lengths and types, id ranges, the deployed limits (5 receiving
+//! chains, 2,000 skipped keys per chain, 40 archived states), and
+//! references between fields. Corrupt input gives [`Error::CorruptState`].
+
+use std::collections::{BTreeMap, VecDeque};
+
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::{Error, Result};
+use crate::keys::{IdentityKeyPair, KeyPair, PrivateKey, PublicKey, MAX_REGISTRATION_ID};
+use crate::prekey::{PreKeyRecord, SignedPreKeyRecord, MAX_PREKEY_ID};
+use crate::ratchet::{ChainKey, MessageKeySeed, RootKey, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS};
+use crate::session::{
+    PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState, MAX_ARCHIVED_STATES,
+};
+use crate::store::{Address, ProtocolStore};
+use crate::wire::MESSAGE_VERSION;
+
+const MAGIC: &[u8; 4] = b"RKST";
+/// The current saved-state format version.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct StoreProto {
+    #[prost(bytes = "vec", tag = "1")]
+    identity_private: Vec<u8>,
+    #[prost(uint32, tag = "2")]
+    registration_id: u32,
+    #[prost(uint32, tag = "3")]
+    device_id: u32,
+    #[prost(message, repeated, tag = "4")]
+    signed_prekeys: Vec<SignedPreKeyProto>,
+    #[prost(uint32, optional, tag = "5")]
+    current_signed_prekey: Option<u32>,
+    #[prost(message, repeated, tag = "6")]
+    prekeys: Vec<PreKeyProto>,
+    #[prost(uint32, tag = "7")]
+    next_prekey_id: u32,
+    #[prost(uint32, tag = "8")]
+    next_signed_prekey_id: u32,
+    #[prost(message, repeated, tag = "9")]
+    sessions: Vec<SessionEntryProto>,
+    #[prost(message, repeated, tag = "10")]
+    trusted: Vec<TrustProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct SignedPreKeyProto {
+    #[prost(uint32, tag = "1")]
+    id: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    private_key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    signature: Vec<u8>,
+    #[prost(uint64, tag = "4")]
+    timestamp: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct PreKeyProto {
+    #[prost(uint32, tag = "1")]
+    id: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    private_key: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct TrustProto {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    identity_key: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct SessionEntryProto {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(uint32, tag = "2")]
+    device_id: u32,
+    #[prost(message, optional, tag = "3")]
+    current: Option<SessionStateProto>,
+    #[prost(message, repeated, tag = "4")]
+    previous: Vec<SessionStateProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct SessionStateProto {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    local_identity: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    remote_identity: Vec<u8>,
+    #[prost(bytes = "vec", tag = "4")]
+    root_key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    sender_ratchet_private: Vec<u8>,
+    #[prost(bytes = "vec", tag = "6")]
+    sender_chain_key: Vec<u8>,
+    #[prost(uint32, tag = "7")]
+    sender_chain_index: u32,
+    #[prost(message, repeated, tag = "8")]
+    receiver_chains: Vec<ReceiverChainProto>,
+    #[prost(uint32, tag = "9")]
+    previous_counter: u32,
+    #[prost(message, optional, tag = "10")]
+    pending_prekey: Option<PendingPreKeyProto>,
+    #[prost(uint32, tag = "11")]
+    local_registration_id: u32,
+    #[prost(uint32, tag = "12")]
+    remote_registration_id: u32,
+    #[prost(bytes = "vec", tag = "13")]
+    alice_base_key: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct ReceiverChainProto {
+    #[prost(bytes = "vec", tag = "1")]
+    ratchet_key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    chain_key: Vec<u8>,
+    #[prost(uint32, tag = "3")]
+    index: u32,
+    #[prost(message, repeated, tag = "4")]
+    skipped: Vec<SkippedKeyProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct SkippedKeyProto {
+    #[prost(uint32, tag = "1")]
+    counter: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    seed: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct PendingPreKeyProto {
+    #[prost(uint32, optional, tag = "1")]
+    pre_key_id: Option<u32>,
+    #[prost(uint32, tag = "2")]
+    signed_pre_key_id: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    base_key: Vec<u8>,
+}
+
+// ---- save ----------------------------------------------------------------
+
+fn state_to_proto(s: &SessionState) -> SessionStateProto {
+    SessionStateProto {
+        version: u32::from(s.version),
+        local_identity: s.local_identity.serialize().to_vec(),
+        remote_identity: s.remote_identity.serialize().to_vec(),
+        root_key: s.root_key.0.to_vec(),
+        sender_ratchet_private: s.sender_chain.ratchet_key.private_key.serialize().to_vec(),
+        sender_chain_key: s.sender_chain.chain_key.key.to_vec(),
+        sender_chain_index: s.sender_chain.chain_key.index,
+        receiver_chains: s
+            .receiver_chains
+            .iter()
+            .map(|c| ReceiverChainProto {
+                ratchet_key: c.ratchet_key.serialize().to_vec(),
+                chain_key: c.chain_key.key.to_vec(),
+                index: c.chain_key.index,
+                skipped: c
+                    .skipped
+                    .iter()
+                    .map(|k| SkippedKeyProto {
+                        counter: k.counter,
+                        seed: k.seed.to_vec(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        previous_counter: s.previous_counter,
+        pending_prekey: s.pending_prekey.as_ref().map(|p| PendingPreKeyProto {
+            pre_key_id: p.pre_key_id,
+            signed_pre_key_id: p.signed_pre_key_id,
+            base_key: p.base_key.serialize().to_vec(),
+        }),
+        local_registration_id: s.local_registration_id,
+        remote_registration_id: s.remote_registration_id,
+        alice_base_key: s.alice_base_key.serialize().to_vec(),
+    }
+}
+
+impl ProtocolStore {
+    /// Saves the whole store (identity, prekeys, sessions, trust) to bytes.
+    /// The bytes hold private keys: protect them at rest.
+    pub fn save(&self) -> Vec<u8> {
+        let proto = Zeroizing::new(StoreProto {
+            identity_private: self.identity.private_key().serialize().to_vec(),
+            registration_id: self.registration_id,
+            device_id: self.device_id,
+            signed_prekeys: self
+                .signed_prekeys
+                .values()
+                .map(|s| SignedPreKeyProto {
+                    id: s.id,
+                    private_key: s.key_pair.private_key.serialize().to_vec(),
+                    signature: s.signature.to_vec(),
+                    timestamp: s.timestamp,
+                })
+                .collect(),
+            current_signed_prekey: self.current_signed_prekey,
+            prekeys: self
+                .prekeys
+                .values()
+                .map(|p| PreKeyProto {
+                    id: p.id,
+                    private_key: p.key_pair.private_key.serialize().to_vec(),
+                })
+                .collect(),
+            next_prekey_id: self.next_prekey_id,
+            next_signed_prekey_id: self.next_signed_prekey_id,
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(a, r)| SessionEntryProto {
+                    name: a.name.clone(),
+                    device_id: a.device_id,
+                    current: r.current.as_ref().map(state_to_proto),
+                    previous: r.previous.iter().map(state_to_proto).collect(),
+                })
+                .collect(),
+            trusted: self
+                .trusted
+                .iter()
+                .map(|(n, k)| TrustProto {
+                    name: n.clone(),
+                    identity_key: k.serialize().to_vec(),
+                })
+                .collect(),
+        });
+        let mut out = Vec::with_capacity(5 + prost::Message::encoded_len(&*proto));
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT_VERSION);
+        let _ = prost::Message::encode(&*proto, &mut out);
+        out
+    }
+
+    /// Restores a store saved by [`save`](Self::save), validating every field.
+    pub fn restore(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < 5 || &bytes[..4] != MAGIC {
+            return Err(Error::CorruptState(
+                "not a ratchetkit saved store (bad magic)",
+            ));
+        }
+        if bytes[4] != FORMAT_VERSION {
+            return Err(Error::UnsupportedStateVersion(u32::from(bytes[4])));
+        }
+        let proto: Zeroizing<StoreProto> = Zeroizing::new(
+            prost::Message::decode(&bytes[5..])
+                .map_err(|_| Error::CorruptState("protobuf does not parse"))?,
+        );
+        from_proto(&proto)
+    }
+}
+
+// ---- restore ---------------------------------------------------------------
+
+fn corrupt(what: &'static str) -> Error {
+    Error::CorruptState(what)
+}
+
+fn public(bytes: &[u8], what: &'static str) -> Result<PublicKey> {
+    PublicKey::deserialize(bytes).map_err(|_| corrupt(what))
+}
+
+fn private(bytes: &[u8], what: &'static str) -> Result<PrivateKey> {
+    if bytes.len() != 32 {
+        return Err(corrupt(what));
+    }
+    PrivateKey::deserialize(bytes).map_err(|_| corrupt(what))
+}
+
+fn key32(bytes: &[u8], what: &'static str) -> Result<[u8; 32]> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| corrupt(what))
+}
+
+fn prekey_id(id: u32, what: &'static str) -> Result<u32> {
+    if id == 0 || id > MAX_PREKEY_ID {
+        return Err(corrupt(what));
+    }
+    Ok(id)
+}
+
+fn state_from_proto(p: &SessionStateProto) -> Result<SessionState> {
+    if p.version != u32::from(MESSAGE_VERSION) {
+        return Err(corrupt("session version is not 3"));
+    }
+    if p.receiver_chains.len() > MAX_RECEIVER_CHAINS {
+        return Err(corrupt("more than 5 receiving chains"));
+    }
+    let sender_private = private(&p.sender_ratchet_private, "sender ratchet key")?;
+    let mut receiver_chains = VecDeque::with_capacity(p.receiver_chains.len());
+    for c in &p.receiver_chains {
+        if c.skipped.len() > MAX_SKIPPED_KEYS {
+            return Err(corrupt("more than 2000 skipped keys on a chain"));
+        }
+        let mut skipped = VecDeque::with_capacity(c.skipped.len());
+        for k in &c.skipped {
+            if k.counter >= c.index {
+                return Err(corrupt("skipped key not behind its chain"));
+            }
+            skipped.push_back(MessageKeySeed {
+                seed: key32(&k.seed, "skipped message key")?,
+                counter: k.counter,
+            });
+        }
+        receiver_chains.push_back(ReceiverChain {
+            ratchet_key: public(&c.ratchet_key, "receiving chain ratchet key")?,
+            chain_key: ChainKey {
+                key: key32(&c.chain_key, "receiving chain key")?,
+                index: c.index,
+            },
+            skipped,
+        });
+    }
+    let pending_prekey = match &p.pending_prekey {
+        Some(pp) => Some(PendingPreKey {
+            pre_key_id: match pp.pre_key_id {
+                Some(id) => Some(prekey_id(id, "pending prekey id")?),
+                None => None,
+            },
+            signed_pre_key_id: prekey_id(pp.signed_pre_key_id, "pending signed prekey id")?,
+            base_key: public(&pp.base_key, "pending base key")?,
+        }),
+        None => None,
+    };
+    Ok(SessionState {
+        version: MESSAGE_VERSION,
+        local_identity: public(&p.local_identity, "session local identity")?,
+        remote_identity: public(&p.remote_identity, "session remote identity")?,
+        root_key: RootKey(key32(&p.root_key, "root key")?),
+        sender_chain: SenderChain {
+            ratchet_key: KeyPair::from_private_key(sender_private),
+            chain_key: ChainKey {
+                key: key32(&p.sender_chain_key, "sending chain key")?,
+                index: p.sender_chain_index,
+            },
+        },
+        receiver_chains,
+        previous_counter: p.previous_counter,
+        pending_prekey,
+        local_registration_id: p.local_registration_id,
+        remote_registration_id: p.remote_registration_id,
+        alice_base_key: public(&p.alice_base_key, "session base key")?,
+    })
+}
+
+fn from_proto(p: &StoreProto) -> Result<ProtocolStore> {
+    let identity = IdentityKeyPair::from_private_key(private(&p.identity_private, "identity key")?);
+    if !(1..=MAX_REGISTRATION_ID).contains(&p.registration_id) {
+        return Err(corrupt("registration id out of range"));
+    }
+    if p.device_id == 0 {
+        return Err(corrupt("device id is 0"));
+    }
+    let mut signed_prekeys = BTreeMap::new();
+    for s in &p.signed_prekeys {
+        let id = prekey_id(s.id, "signed prekey id")?;
+        let record = SignedPreKeyRecord {
+            id,
+            key_pair: KeyPair::from_private_key(private(&s.private_key, "signed prekey")?),
+            signature: <[u8; 64]>::try_from(s.signature.as_slice())
+                .map_err(|_| corrupt("signed prekey signature length"))?,
+            timestamp: s.timestamp,
+        };
+        if signed_prekeys.insert(id, record).is_some() {
+            return Err(corrupt("duplicate signed prekey id"));
+        }
+    }
+    let current_signed_prekey = match p.current_signed_prekey {
+        Some(id) if signed_prekeys.contains_key(&id) => Some(id),
+        Some(_) => return Err(corrupt("current signed prekey is not held")),
+        None => None,
+    };
+    let mut prekeys = BTreeMap::new();
+    for k in &p.prekeys {
+        let id = prekey_id(k.id, "prekey id")?;
+        let record = PreKeyRecord {
+            id,
+            key_pair: KeyPair::from_private_key(private(&k.private_key, "prekey")?),
+        };
+        if prekeys.insert(id, record).is_some() {
+            return Err(corrupt("duplicate prekey id"));
+        }
+    }
+    let mut sessions = BTreeMap::new();
+    for e in &p.sessions {
+        if e.device_id == 0 {
+            return Err(corrupt("session device id is 0"));
+        }
+        if e.previous.len() > MAX_ARCHIVED_STATES {
+            return Err(corrupt("more than 40 archived session states"));
+        }
+        let record = SessionRecord {
+            current: match &e.current {
+                Some(s) => Some(state_from_proto(s)?),
+                None => None,
+            },
+            previous: e
+                .previous
+                .iter()
+                .map(state_from_proto)
+                .collect::<Result<VecDeque<_>>>()?,
+        };
+        if sessions
+            .insert(Address::new(e.name.clone(), e.device_id), record)
+            .is_some()
+        {
+            return Err(corrupt("duplicate session address"));
+        }
+    }
+    let mut trusted = BTreeMap::new();
+    for t in &p.trusted {
+        if trusted
+            .insert(
+                t.name.clone(),
+                public(&t.identity_key, "trusted identity key")?,
+            )
+            .is_some()
+        {
+            return Err(corrupt("duplicate trusted name"));
+        }
+    }
+    Ok(ProtocolStore {
+        identity,
+        registration_id: p.registration_id,
+        device_id: p.device_id,
+        signed_prekeys,
+        current_signed_prekey,
+        prekeys,
+        next_prekey_id: prekey_id(p.next_prekey_id, "next prekey id")?,
+        next_signed_prekey_id: prekey_id(p.next_signed_prekey_id, "next signed prekey id")?,
+        sessions,
+        trusted,
+    })
+}

@@ -1,0 +1,277 @@
+//! Prekeys and prekey bundles.
+//!
+//! # Bundle byte format (version 1)
+//!
+//! A serialized [`PreKeyBundle`] is the byte `0x01` (format version) followed
+//! by a protobuf (proto2) message:
+//!
+//! ```text
+//! message PreKeyBundle {
+//!   optional uint32 registration_id          = 1;  // 1..=16380
+//!   optional uint32 device_id                = 2;  // >= 1
+//!   optional bytes  identity_key             = 3;  // 33 bytes, 0x05 || u
+//!   optional uint32 signed_pre_key_id        = 4;  // 1..=0xFFFFFF
+//!   optional bytes  signed_pre_key           = 5;  // 33 bytes
+//!   optional bytes  signed_pre_key_signature = 6;  // 64 bytes, XEdDSA
+//!   optional uint32 pre_key_id               = 7;  // 1..=0xFFFFFF, with 8
+//!   optional bytes  pre_key                  = 8;  // 33 bytes, with 7
+//! }
+//! ```
+//! Fields 1–6 are required; 7 and 8 come together or not at all. A reader
+//! rejects any other format version.
+
+use zeroize::Zeroize;
+
+use crate::error::{Error, Result};
+use crate::keys::{KeyPair, PublicKey, SIGNATURE_LEN};
+
+/// The largest prekey or signed prekey id (ids are 24-bit in practice).
+pub const MAX_PREKEY_ID: u32 = 0x00FF_FFFF;
+/// The format version byte of serialized bundles.
+pub const BUNDLE_FORMAT_VERSION: u8 = 1;
+
+pub(crate) fn check_prekey_id(id: u32) -> Result<u32> {
+    if id == 0 || id > MAX_PREKEY_ID {
+        return Err(Error::InvalidArgument("prekey ids must be in 1..=16777215"));
+    }
+    Ok(id)
+}
+
+/// A one-time prekey held by its owner.
+#[derive(Clone, Debug)]
+pub struct PreKeyRecord {
+    /// Its id.
+    pub id: u32,
+    /// Its key pair.
+    pub key_pair: KeyPair,
+}
+
+/// A signed prekey held by its owner.
+#[derive(Clone, Debug)]
+pub struct SignedPreKeyRecord {
+    /// Its id.
+    pub id: u32,
+    /// Its key pair.
+    pub key_pair: KeyPair,
+    /// XEdDSA signature by the identity key over the 33-byte public key.
+    pub signature: [u8; SIGNATURE_LEN],
+    /// Creation time, milliseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// What a server hands out so that others can start a session with a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreKeyBundle {
+    /// The owner's registration id.
+    pub registration_id: u32,
+    /// The owner's device id.
+    pub device_id: u32,
+    /// The owner's identity key.
+    pub identity_key: PublicKey,
+    /// The signed prekey's id.
+    pub signed_pre_key_id: u32,
+    /// The signed prekey.
+    pub signed_pre_key: PublicKey,
+    /// The signature of the signed prekey by the identity key.
+    pub signed_pre_key_signature: [u8; SIGNATURE_LEN],
+    /// An optional one-time prekey: id and key.
+    pub pre_key: Option<(u32, PublicKey)>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct BundleProto {
+    #[prost(uint32, optional, tag = "1")]
+    registration_id: Option<u32>,
+    #[prost(uint32, optional, tag = "2")]
+    device_id: Option<u32>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    identity_key: Option<Vec<u8>>,
+    #[prost(uint32, optional, tag = "4")]
+    signed_pre_key_id: Option<u32>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    signed_pre_key: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "6")]
+    signed_pre_key_signature: Option<Vec<u8>>,
+    #[prost(uint32, optional, tag = "7")]
+    pre_key_id: Option<u32>,
+    #[prost(bytes = "vec", optional, tag = "8")]
+    pre_key: Option<Vec<u8>>,
+}
+
+fn bundle_key(bytes: Option<Vec<u8>>) -> Result<PublicKey> {
+    PublicKey::deserialize(&bytes.ok_or(Error::InvalidBundle("a required key is missing"))?)
+}
+
+impl PreKeyBundle {
+    /// Builds a bundle from its parts, checking ids and ranges (the signature
+    /// is checked when the bundle is processed).
+    pub fn new(
+        registration_id: u32,
+        device_id: u32,
+        identity_key: PublicKey,
+        signed_pre_key_id: u32,
+        signed_pre_key: PublicKey,
+        signed_pre_key_signature: &[u8],
+        pre_key: Option<(u32, PublicKey)>,
+    ) -> Result<Self> {
+        if device_id == 0 {
+            return Err(Error::InvalidBundle("device id must be at least 1"));
+        }
+        check_prekey_id(signed_pre_key_id)
+            .map_err(|_| Error::InvalidBundle("signed prekey id out of range"))?;
+        if let Some((id, _)) = pre_key {
+            check_prekey_id(id).map_err(|_| Error::InvalidBundle("prekey id out of range"))?;
+        }
+        let signed_pre_key_signature = <[u8; SIGNATURE_LEN]>::try_from(signed_pre_key_signature)
+            .map_err(|_| Error::InvalidBundle("signed prekey signature must be 64 bytes"))?;
+        Ok(PreKeyBundle {
+            registration_id,
+            device_id,
+            identity_key,
+            signed_pre_key_id,
+            signed_pre_key,
+            signed_pre_key_signature,
+            pre_key,
+        })
+    }
+
+    /// Serializes the bundle (format version 1, see the module docs).
+    pub fn serialize(&self) -> Vec<u8> {
+        let proto = BundleProto {
+            registration_id: Some(self.registration_id),
+            device_id: Some(self.device_id),
+            identity_key: Some(self.identity_key.serialize().to_vec()),
+            signed_pre_key_id: Some(self.signed_pre_key_id),
+            signed_pre_key: Some(self.signed_pre_key.serialize().to_vec()),
+            signed_pre_key_signature: Some(self.signed_pre_key_signature.to_vec()),
+            pre_key_id: self.pre_key.map(|(id, _)| id),
+            pre_key: self.pre_key.map(|(_, k)| k.serialize().to_vec()),
+        };
+        let mut out = vec![BUNDLE_FORMAT_VERSION];
+        let _ = prost::Message::encode(&proto, &mut out);
+        out
+    }
+
+    /// Parses a serialized bundle strictly.
+    pub fn deserialize(bytes: &[u8]) -> Result<Self> {
+        let Some((&version, body)) = bytes.split_first() else {
+            return Err(Error::InvalidBundle("empty input"));
+        };
+        if version != BUNDLE_FORMAT_VERSION {
+            return Err(Error::InvalidBundle("unknown bundle format version"));
+        }
+        let p: BundleProto = prost::Message::decode(body)
+            .map_err(|_| Error::InvalidBundle("protobuf does not parse"))?;
+        let pre_key = match (p.pre_key_id, p.pre_key) {
+            (Some(id), Some(k)) => Some((id, PublicKey::deserialize(&k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::InvalidBundle(
+                    "prekey id and prekey must come together",
+                ))
+            }
+        };
+        PreKeyBundle::new(
+            p.registration_id
+                .ok_or(Error::InvalidBundle("registration id missing"))?,
+            p.device_id
+                .ok_or(Error::InvalidBundle("device id missing"))?,
+            bundle_key(p.identity_key)?,
+            p.signed_pre_key_id
+                .ok_or(Error::InvalidBundle("signed prekey id missing"))?,
+            bundle_key(p.signed_pre_key)?,
+            &p.signed_pre_key_signature
+                .ok_or(Error::InvalidBundle("signed prekey signature missing"))?,
+            pre_key,
+        )
+    }
+
+    /// Checks the signed prekey's signature under the identity key.
+    pub fn verify_signature(&self) -> bool {
+        self.identity_key.verify_signature(
+            &self.signed_pre_key.serialize(),
+            &self.signed_pre_key_signature,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::IdentityKeyPair;
+    use rand::rngs::OsRng;
+
+    fn bundle(with_prekey: bool) -> PreKeyBundle {
+        let id = IdentityKeyPair::generate(&mut OsRng);
+        let spk = KeyPair::generate(&mut OsRng);
+        let sig = id
+            .private_key()
+            .sign(&spk.public_key.serialize(), &mut OsRng);
+        PreKeyBundle::new(
+            77,
+            1,
+            *id.public_key(),
+            5,
+            spk.public_key,
+            &sig,
+            with_prekey.then(|| (9, KeyPair::generate(&mut OsRng).public_key)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        for p in [true, false] {
+            let b = bundle(p);
+            assert!(b.verify_signature());
+            let bytes = b.serialize();
+            assert_eq!(bytes[0], 1);
+            assert_eq!(PreKeyBundle::deserialize(&bytes).unwrap(), b);
+        }
+    }
+
+    #[test]
+    fn strict_parsing() {
+        let bytes = bundle(true).serialize();
+        for n in 0..bytes.len() {
+            // A cut exactly before fields 7/8 is a valid bundle without a
+            // one-time prekey; every other cut is an error.
+            if let Ok(b) = PreKeyBundle::deserialize(&bytes[..n]) {
+                assert_eq!(b.pre_key, None, "prefix {n}");
+            }
+        }
+        let mut v = bytes.clone();
+        v[0] = 2;
+        assert!(PreKeyBundle::deserialize(&v).is_err());
+        assert!(PreKeyBundle::new(
+            1,
+            0,
+            bundle(false).identity_key,
+            1,
+            bundle(false).identity_key,
+            &[0; 64],
+            None
+        )
+        .is_err());
+        assert!(PreKeyBundle::new(
+            1,
+            1,
+            bundle(false).identity_key,
+            0,
+            bundle(false).identity_key,
+            &[0; 64],
+            None
+        )
+        .is_err());
+        assert!(PreKeyBundle::new(
+            1,
+            1,
+            bundle(false).identity_key,
+            1,
+            bundle(false).identity_key,
+            &[0; 63],
+            None
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,427 @@
+//! Session state (one Double Ratchet conversation) and session records (the
+//! current state plus archived previous states).
+//!
+//! Decryption plans every change on the side and commits it only after the
+//! MAC, the decryption and every limit check have passed, so a failed
+//! decrypt leaves the state exactly as it was, without cloning the state per
+//! message.
+
+use std::collections::VecDeque;
+
+use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use rand::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::keys::{KeyPair, PublicKey};
+use crate::ratchet::{
+    ChainKey, MessageKeySeed, RootKey, MAX_FORWARD_JUMPS, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS,
+};
+use crate::wire::{CiphertextMessage, PreKeySignalMessage, SignalMessage, MESSAGE_VERSION};
+
+/// A session record keeps at most this many previous (archived) states.
+pub const MAX_ARCHIVED_STATES: usize = 40;
+
+type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
+type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
+
+/// Our sending chain: our current ratchet key pair and its chain key.
+#[derive(Clone, Debug)]
+pub(crate) struct SenderChain {
+    pub(crate) ratchet_key: KeyPair,
+    pub(crate) chain_key: ChainKey,
+}
+
+/// A receiving chain: the other side's ratchet key, the chain key and the
+/// message keys skipped on it (oldest first).
+#[derive(Clone, Debug)]
+pub(crate) struct ReceiverChain {
+    pub(crate) ratchet_key: PublicKey,
+    pub(crate) chain_key: ChainKey,
+    pub(crate) skipped: VecDeque<MessageKeySeed>,
+}
+
+/// What the initiator repeats in every message until the other side answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PendingPreKey {
+    pub(crate) pre_key_id: Option<u32>,
+    pub(crate) signed_pre_key_id: u32,
+    pub(crate) base_key: PublicKey,
+}
+
+/// One Double Ratchet conversation with one remote device.
+#[derive(Clone, Debug)]
+pub struct SessionState {
+    pub(crate) version: u8,
+    pub(crate) local_identity: PublicKey,
+    pub(crate) remote_identity: PublicKey,
+    pub(crate) root_key: RootKey,
+    pub(crate) sender_chain: SenderChain,
+    /// Oldest first.
+    pub(crate) receiver_chains: VecDeque<ReceiverChain>,
+    pub(crate) previous_counter: u32,
+    pub(crate) pending_prekey: Option<PendingPreKey>,
+    pub(crate) local_registration_id: u32,
+    pub(crate) remote_registration_id: u32,
+    /// The initiator's base key: identifies the X3DH run that built this state.
+    pub(crate) alice_base_key: PublicKey,
+}
+
+/// How a successful decryption changes a state; applied only on success.
+enum ChainUpdate {
+    /// A stored skipped key was used: remove it.
+    UseSkipped { chain: usize, position: usize },
+    /// An existing receiving chain moved forward.
+    Advance {
+        chain: usize,
+        chain_key: ChainKey,
+        skipped: Vec<MessageKeySeed>,
+    },
+    /// A new ratchet key from the other side: a DH turn.
+    Turn {
+        receiver: ReceiverChain,
+        root_key: RootKey,
+        sender: SenderChain,
+        previous_counter: u32,
+    },
+}
+
+/// Walks `chain_key` forward to `counter`, returning the message key seed at
+/// `counter`, the chain key after it, and the seeds skipped on the way (only
+/// the newest [`MAX_SKIPPED_KEYS`], as older ones would be evicted anyway).
+fn walk_chain(
+    chain_key: &ChainKey,
+    counter: u32,
+) -> Result<(MessageKeySeed, ChainKey, Vec<MessageKeySeed>)> {
+    let jump = u64::from(counter) - u64::from(chain_key.index);
+    if jump > u64::from(MAX_FORWARD_JUMPS) {
+        return Err(Error::TooFarAhead {
+            jump,
+            limit: MAX_FORWARD_JUMPS,
+        });
+    }
+    let keep_from = counter.saturating_sub(MAX_SKIPPED_KEYS as u32);
+    let mut skipped = Vec::new();
+    let mut ck = chain_key.clone();
+    while ck.index < counter {
+        if ck.index >= keep_from {
+            skipped.push(ck.message_key_seed());
+        }
+        ck = ck.next();
+    }
+    let seed = ck.message_key_seed();
+    Ok((seed, ck.next(), skipped))
+}
+
+impl SessionState {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        local_identity: PublicKey,
+        remote_identity: PublicKey,
+        root_key: RootKey,
+        sender_ratchet: KeyPair,
+        sender_chain_key: ChainKey,
+        local_registration_id: u32,
+        remote_registration_id: u32,
+        alice_base_key: PublicKey,
+    ) -> Self {
+        SessionState {
+            version: MESSAGE_VERSION,
+            local_identity,
+            remote_identity,
+            root_key,
+            sender_chain: SenderChain {
+                ratchet_key: sender_ratchet,
+                chain_key: sender_chain_key,
+            },
+            receiver_chains: VecDeque::new(),
+            previous_counter: 0,
+            pending_prekey: None,
+            local_registration_id,
+            remote_registration_id,
+            alice_base_key,
+        }
+    }
+
+    pub(crate) fn add_receiver_chain(&mut self, ratchet_key: PublicKey, chain_key: ChainKey) {
+        self.push_receiver_chain(ReceiverChain {
+            ratchet_key,
+            chain_key,
+            skipped: VecDeque::new(),
+        });
+    }
+
+    fn push_receiver_chain(&mut self, chain: ReceiverChain) {
+        self.receiver_chains.push_back(chain);
+        while self.receiver_chains.len() > MAX_RECEIVER_CHAINS {
+            self.receiver_chains.pop_front();
+        }
+    }
+
+    /// The remote identity key of this session.
+    pub fn remote_identity(&self) -> &PublicKey {
+        &self.remote_identity
+    }
+
+    /// The remote registration id.
+    pub fn remote_registration_id(&self) -> u32 {
+        self.remote_registration_id
+    }
+
+    /// True while this side has not yet received any message in this session
+    /// (so it still sends prekey messages).
+    pub fn has_unacknowledged_prekey_message(&self) -> bool {
+        self.pending_prekey.is_some()
+    }
+
+    /// Encrypts `plaintext` and advances the sending chain.
+    pub(crate) fn encrypt(&mut self, plaintext: &[u8]) -> CiphertextMessage {
+        let seed = self.sender_chain.chain_key.message_key_seed();
+        let keys = seed.derive();
+        let ciphertext = Aes256CbcEnc::new(&keys.cipher_key.into(), &keys.iv.into())
+            .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
+        let message = SignalMessage::new(
+            &keys.mac_key,
+            self.sender_chain.ratchet_key.public_key,
+            self.sender_chain.chain_key.index,
+            self.previous_counter,
+            ciphertext,
+            &self.local_identity,
+            &self.remote_identity,
+        );
+        self.sender_chain.chain_key = self.sender_chain.chain_key.next();
+        match &self.pending_prekey {
+            Some(p) => CiphertextMessage::PreKey(PreKeySignalMessage::new(
+                self.local_registration_id,
+                p.pre_key_id,
+                p.signed_pre_key_id,
+                p.base_key,
+                self.local_identity,
+                message,
+            )),
+            None => CiphertextMessage::Whisper(message),
+        }
+    }
+
+    /// Works out the message key for `message` and the change to apply on
+    /// success, without touching `self`.
+    fn plan<R: RngCore + CryptoRng>(
+        &self,
+        message: &SignalMessage,
+        rng: &mut R,
+    ) -> Result<(MessageKeySeed, ChainUpdate)> {
+        let counter = message.counter();
+        let found = self
+            .receiver_chains
+            .iter()
+            .position(|c| c.ratchet_key == *message.ratchet_key());
+        match found {
+            Some(chain) => {
+                let rc = &self.receiver_chains[chain];
+                if counter < rc.chain_key.index {
+                    let position = rc
+                        .skipped
+                        .iter()
+                        .position(|s| s.counter == counter)
+                        .ok_or(Error::DuplicateMessage { counter })?;
+                    Ok((
+                        rc.skipped[position].clone(),
+                        ChainUpdate::UseSkipped { chain, position },
+                    ))
+                } else {
+                    let (seed, chain_key, skipped) = walk_chain(&rc.chain_key, counter)?;
+                    Ok((
+                        seed,
+                        ChainUpdate::Advance {
+                            chain,
+                            chain_key,
+                            skipped,
+                        },
+                    ))
+                }
+            }
+            None => {
+                if counter > MAX_FORWARD_JUMPS {
+                    return Err(Error::TooFarAhead {
+                        jump: u64::from(counter),
+                        limit: MAX_FORWARD_JUMPS,
+                    });
+                }
+                let their = message.ratchet_key();
+                let (receiver_root, receiver_ck) = self
+                    .root_key
+                    .create_chain(their, &self.sender_chain.ratchet_key.private_key)?;
+                let (seed, chain_key, skipped) = walk_chain(&receiver_ck, counter)?;
+                let new_ratchet = KeyPair::generate(rng);
+                let (root_key, sender_ck) =
+                    receiver_root.create_chain(their, &new_ratchet.private_key)?;
+                let previous_counter = self.sender_chain.chain_key.index.saturating_sub(1);
+                Ok((
+                    seed,
+                    ChainUpdate::Turn {
+                        receiver: ReceiverChain {
+                            ratchet_key: *their,
+                            chain_key,
+                            skipped: skipped.into(),
+                        },
+                        root_key,
+                        sender: SenderChain {
+                            ratchet_key: new_ratchet,
+                            chain_key: sender_ck,
+                        },
+                        previous_counter,
+                    },
+                ))
+            }
+        }
+    }
+
+    fn commit(&mut self, update: ChainUpdate) {
+        match update {
+            ChainUpdate::UseSkipped { chain, position } => {
+                self.receiver_chains[chain].skipped.remove(position);
+            }
+            ChainUpdate::Advance {
+                chain,
+                chain_key,
+                skipped,
+            } => {
+                let rc = &mut self.receiver_chains[chain];
+                rc.chain_key = chain_key;
+                rc.skipped.extend(skipped);
+                while rc.skipped.len() > MAX_SKIPPED_KEYS {
+                    rc.skipped.pop_front();
+                }
+            }
+            ChainUpdate::Turn {
+                mut receiver,
+                root_key,
+                sender,
+                previous_counter,
+            } => {
+                while receiver.skipped.len() > MAX_SKIPPED_KEYS {
+                    receiver.skipped.pop_front();
+                }
+                self.push_receiver_chain(receiver);
+                self.root_key = root_key;
+                self.sender_chain = sender;
+                self.previous_counter = previous_counter;
+            }
+        }
+        self.pending_prekey = None;
+    }
+
+    /// Decrypts `message`; on any error the state is unchanged.
+    pub(crate) fn decrypt<R: RngCore + CryptoRng>(
+        &mut self,
+        message: &SignalMessage,
+        rng: &mut R,
+    ) -> Result<Vec<u8>> {
+        let (seed, update) = self.plan(message, rng)?;
+        let keys = seed.derive();
+        if !message.verify_mac(&keys.mac_key, &self.remote_identity, &self.local_identity) {
+            return Err(Error::InvalidMessage("MAC verification failed"));
+        }
+        let ciphertext = message.ciphertext();
+        if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+            return Err(Error::InvalidMessage(
+                "ciphertext length is not a multiple of 16",
+            ));
+        }
+        let mut buf = Zeroizing::new(ciphertext.to_vec());
+        let len = Aes256CbcDec::new(&keys.cipher_key.into(), &keys.iv.into())
+            .decrypt_padded_mut::<Pkcs7>(&mut buf)
+            .map_err(|_| Error::InvalidMessage("bad padding"))?
+            .len();
+        self.commit(update);
+        Ok(buf[..len].to_vec())
+    }
+}
+
+/// All the states held for one remote device: the current one and up to
+/// [`MAX_ARCHIVED_STATES`] previous ones (newest first).
+#[derive(Clone, Debug, Default)]
+pub struct SessionRecord {
+    pub(crate) current: Option<SessionState>,
+    pub(crate) previous: VecDeque<SessionState>,
+}
+
+impl SessionRecord {
+    /// The current state, if any.
+    pub fn current(&self) -> Option<&SessionState> {
+        self.current.as_ref()
+    }
+
+    /// The number of archived states.
+    pub fn previous_count(&self) -> usize {
+        self.previous.len()
+    }
+
+    /// Makes `state` current, archiving the old current state.
+    pub(crate) fn promote_state(&mut self, state: SessionState) {
+        if let Some(old) = self.current.replace(state) {
+            self.previous.push_front(old);
+            self.previous.truncate(MAX_ARCHIVED_STATES);
+        }
+    }
+
+    /// Makes the state built from `base_key` current, if one is held.
+    /// Returns whether one was found.
+    pub(crate) fn promote_matching_state(&mut self, base_key: &PublicKey) -> bool {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|s| s.alice_base_key == *base_key)
+        {
+            return true;
+        }
+        match self
+            .previous
+            .iter()
+            .position(|s| s.alice_base_key == *base_key)
+        {
+            Some(i) => {
+                if let Some(state) = self.previous.remove(i) {
+                    self.promote_state(state);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Decrypts with the current state, then with each previous state; a
+    /// previous state that decrypts becomes current. On error nothing changes.
+    pub(crate) fn decrypt<R: RngCore + CryptoRng>(
+        &mut self,
+        message: &SignalMessage,
+        rng: &mut R,
+    ) -> Result<Vec<u8>> {
+        let current = self
+            .current
+            .as_mut()
+            .ok_or(Error::InvalidMessage("no current session state"))?;
+        let first_error = match current.decrypt(message, rng) {
+            Ok(pt) => return Ok(pt),
+            Err(e) if !Self::try_older(&e) => return Err(e),
+            Err(e) => e,
+        };
+        for i in 0..self.previous.len() {
+            match self.previous[i].decrypt(message, rng) {
+                Ok(pt) => {
+                    if let Some(state) = self.previous.remove(i) {
+                        self.promote_state(state);
+                    }
+                    return Ok(pt);
+                }
+                Err(e) if !Self::try_older(&e) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Err(first_error)
+    }
+
+    fn try_older(e: &Error) -> bool {
+        !matches!(e, Error::DuplicateMessage { .. })
+    }
+}

@@ -1,0 +1,455 @@
+//! The protocol store an application holds for one local device: identity,
+//! registration id, prekeys, sessions per remote address and trusted
+//! identities. Every operation is all-or-nothing: when it fails, the store
+//! is exactly as it was.
+
+use std::collections::BTreeMap;
+
+use rand::{CryptoRng, RngCore};
+
+use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
+use crate::keys::{generate_registration_id, IdentityKeyPair, KeyPair, PublicKey};
+use crate::prekey::{PreKeyBundle, PreKeyRecord, SignedPreKeyRecord, MAX_PREKEY_ID};
+use crate::session::SessionRecord;
+use crate::wire::{
+    CiphertextMessage, PreKeySignalMessage, SignalMessage, PREKEY_TYPE, WHISPER_TYPE,
+};
+use crate::x3dh;
+
+/// A remote device: the user's name (or service id) and a device id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address {
+    /// The remote user's name.
+    pub name: String,
+    /// The remote device id (1 is the primary device).
+    pub device_id: u32,
+}
+
+impl Address {
+    /// An address from a name and a device id.
+    pub fn new(name: impl Into<String>, device_id: u32) -> Self {
+        Address {
+            name: name.into(),
+            device_id,
+        }
+    }
+}
+
+/// The protocol store of one local device.
+#[derive(Clone, Debug)]
+pub struct ProtocolStore {
+    pub(crate) identity: IdentityKeyPair,
+    pub(crate) registration_id: u32,
+    pub(crate) device_id: u32,
+    pub(crate) signed_prekeys: BTreeMap<u32, SignedPreKeyRecord>,
+    pub(crate) current_signed_prekey: Option<u32>,
+    pub(crate) prekeys: BTreeMap<u32, PreKeyRecord>,
+    pub(crate) next_prekey_id: u32,
+    pub(crate) next_signed_prekey_id: u32,
+    pub(crate) sessions: BTreeMap<Address, SessionRecord>,
+    pub(crate) trusted: BTreeMap<String, PublicKey>,
+}
+
+fn next_id(next: u32) -> u32 {
+    if next >= MAX_PREKEY_ID {
+        1
+    } else {
+        next + 1
+    }
+}
+
+impl ProtocolStore {
+    /// A new store with a fresh identity and registration id, for `device_id`.
+    pub fn generate<R: RngCore + CryptoRng>(device_id: u32, rng: &mut R) -> Result<Self> {
+        Self::with_identity(
+            IdentityKeyPair::generate(rng),
+            generate_registration_id(rng),
+            device_id,
+            rng,
+        )
+    }
+
+    /// A new store around an existing identity.
+    pub fn with_identity<R: RngCore + CryptoRng>(
+        identity: IdentityKeyPair,
+        registration_id: u32,
+        device_id: u32,
+        rng: &mut R,
+    ) -> Result<Self> {
+        if !(1..=crate::keys::MAX_REGISTRATION_ID).contains(&registration_id) {
+            return Err(Error::InvalidArgument(
+                "registration id must be in 1..=16380",
+            ));
+        }
+        if device_id == 0 {
+            return Err(Error::InvalidArgument("device id must be at least 1"));
+        }
+        // Random starting ids, so that ids differ across reinstalls.
+        let start = |rng: &mut R| (rng.next_u32() % MAX_PREKEY_ID) + 1;
+        Ok(ProtocolStore {
+            identity,
+            registration_id,
+            device_id,
+            signed_prekeys: BTreeMap::new(),
+            current_signed_prekey: None,
+            prekeys: BTreeMap::new(),
+            next_prekey_id: start(rng),
+            next_signed_prekey_id: start(rng),
+            sessions: BTreeMap::new(),
+            trusted: BTreeMap::new(),
+        })
+    }
+
+    /// The local identity key pair.
+    pub fn identity(&self) -> &IdentityKeyPair {
+        &self.identity
+    }
+    /// The local public identity key.
+    pub fn identity_key(&self) -> &PublicKey {
+        self.identity.public_key()
+    }
+    /// The local registration id.
+    pub fn registration_id(&self) -> u32 {
+        self.registration_id
+    }
+    /// The local device id.
+    pub fn device_id(&self) -> u32 {
+        self.device_id
+    }
+
+    /// Generates a new signed prekey, which becomes the one put in bundles.
+    /// Older signed prekeys stay usable for messages in flight. `timestamp`
+    /// is milliseconds since the Unix epoch. Returns its id.
+    pub fn generate_signed_prekey<R: RngCore + CryptoRng>(
+        &mut self,
+        timestamp: u64,
+        rng: &mut R,
+    ) -> Result<u32> {
+        let id = self.free_id(self.next_signed_prekey_id, |s, id| {
+            s.signed_prekeys.contains_key(&id)
+        })?;
+        let key_pair = KeyPair::generate(rng);
+        let signature = self
+            .identity
+            .private_key()
+            .sign(&key_pair.public_key.serialize(), rng);
+        self.signed_prekeys.insert(
+            id,
+            SignedPreKeyRecord {
+                id,
+                key_pair,
+                signature,
+                timestamp,
+            },
+        );
+        self.current_signed_prekey = Some(id);
+        self.next_signed_prekey_id = next_id(id);
+        Ok(id)
+    }
+
+    /// Generates `count` one-time prekeys with fresh unique ids and returns
+    /// their ids and public keys (for upload).
+    pub fn generate_prekeys<R: RngCore + CryptoRng>(
+        &mut self,
+        count: u32,
+        rng: &mut R,
+    ) -> Result<Vec<(u32, PublicKey)>> {
+        if self.prekeys.len() as u64 + u64::from(count) > u64::from(MAX_PREKEY_ID) {
+            return Err(Error::LimitExceeded("too many one-time prekeys"));
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let id = self.free_id(self.next_prekey_id, |s, id| s.prekeys.contains_key(&id))?;
+            let key_pair = KeyPair::generate(rng);
+            out.push((id, key_pair.public_key));
+            self.prekeys.insert(id, PreKeyRecord { id, key_pair });
+            self.next_prekey_id = next_id(id);
+        }
+        Ok(out)
+    }
+
+    fn free_id(&self, mut id: u32, taken: impl Fn(&Self, u32) -> bool) -> Result<u32> {
+        for _ in 0..MAX_PREKEY_ID {
+            if !taken(self, id) {
+                return Ok(id);
+            }
+            id = next_id(id);
+        }
+        Err(Error::LimitExceeded("all prekey ids are in use"))
+    }
+
+    /// The number of one-time prekeys held.
+    pub fn prekey_count(&self) -> usize {
+        self.prekeys.len()
+    }
+
+    /// Removes a signed prekey (e.g. an old one after rotation).
+    pub fn remove_signed_prekey(&mut self, id: u32) -> Result<()> {
+        if self.current_signed_prekey == Some(id) {
+            return Err(Error::InvalidArgument(
+                "cannot remove the current signed prekey",
+            ));
+        }
+        self.signed_prekeys
+            .remove(&id)
+            .map(|_| ())
+            .ok_or(Error::MissingSignedPreKey(id))
+    }
+
+    /// A bundle for this device. A signed prekey is made if none exists.
+    /// With `one_time_prekey`, a new one-time prekey is made, kept, and put
+    /// in the bundle (never handed out twice).
+    pub fn create_bundle<R: RngCore + CryptoRng>(
+        &mut self,
+        one_time_prekey: bool,
+        timestamp: u64,
+        rng: &mut R,
+    ) -> Result<PreKeyBundle> {
+        let mut next = self.clone_prekeys();
+        if next.current_signed_prekey.is_none() {
+            next.generate_signed_prekey(timestamp, rng)?;
+        }
+        let pre_key = if one_time_prekey {
+            next.generate_prekeys(1, rng)?.pop()
+        } else {
+            None
+        };
+        let spk_id = next
+            .current_signed_prekey
+            .ok_or(Error::InvalidArgument("no signed prekey"))?;
+        let spk = next
+            .signed_prekeys
+            .get(&spk_id)
+            .ok_or(Error::MissingSignedPreKey(spk_id))?;
+        let bundle = PreKeyBundle::new(
+            self.registration_id,
+            self.device_id,
+            *self.identity_key(),
+            spk_id,
+            spk.key_pair.public_key,
+            &spk.signature,
+            pre_key,
+        )?;
+        self.adopt_prekeys(next);
+        Ok(bundle)
+    }
+
+    /// Prekey-only copy used to make bundle generation all-or-nothing
+    /// without cloning sessions.
+    fn clone_prekeys(&self) -> ProtocolStore {
+        ProtocolStore {
+            identity: self.identity.clone(),
+            registration_id: self.registration_id,
+            device_id: self.device_id,
+            signed_prekeys: self.signed_prekeys.clone(),
+            current_signed_prekey: self.current_signed_prekey,
+            prekeys: self.prekeys.clone(),
+            next_prekey_id: self.next_prekey_id,
+            next_signed_prekey_id: self.next_signed_prekey_id,
+            sessions: BTreeMap::new(),
+            trusted: BTreeMap::new(),
+        }
+    }
+
+    fn adopt_prekeys(&mut self, next: ProtocolStore) {
+        self.signed_prekeys = next.signed_prekeys;
+        self.current_signed_prekey = next.current_signed_prekey;
+        self.prekeys = next.prekeys;
+        self.next_prekey_id = next.next_prekey_id;
+        self.next_signed_prekey_id = next.next_signed_prekey_id;
+    }
+
+    fn check_trust(&self, name: &str, key: &PublicKey) -> Result<()> {
+        match self.trusted.get(name) {
+            Some(trusted) if !trusted.ct_eq(key) => Err(Error::UntrustedIdentity(name.to_owned())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The identity key trusted for `name`, if any.
+    pub fn trusted_identity(&self, name: &str) -> Option<&PublicKey> {
+        self.trusted.get(name)
+    }
+
+    /// Approves `identity_key` for `name` (a user accepting a key change, or
+    /// a key verified out of band). Returns whether it replaced another key.
+    pub fn approve_identity(&mut self, name: &str, identity_key: PublicKey) -> bool {
+        self.trusted
+            .insert(name.to_owned(), identity_key)
+            .is_some_and(|old| old != identity_key)
+    }
+
+    /// Runs X3DH as the initiator with `bundle`, making the new session
+    /// current for `address` (an older session is archived). Trusts the
+    /// identity on first use; a different identity than the trusted one is
+    /// [`Error::UntrustedIdentity`].
+    pub fn process_bundle<R: RngCore + CryptoRng>(
+        &mut self,
+        address: &Address,
+        bundle: &PreKeyBundle,
+        rng: &mut R,
+    ) -> Result<()> {
+        self.check_trust(&address.name, &bundle.identity_key)?;
+        let state = x3dh::initiate(&self.identity, self.registration_id, bundle, rng)?;
+        self.sessions
+            .entry(address.clone())
+            .or_default()
+            .promote_state(state);
+        self.trusted
+            .entry(address.name.clone())
+            .or_insert(bundle.identity_key);
+        Ok(())
+    }
+
+    /// True exactly when [`encrypt`](Self::encrypt) for `address` would not
+    /// fail for lack of a session.
+    pub fn has_session(&self, address: &Address) -> bool {
+        self.sessions
+            .get(address)
+            .is_some_and(|r| r.current.is_some())
+    }
+
+    /// The session record for `address`, if any.
+    pub fn session(&self, address: &Address) -> Option<&SessionRecord> {
+        self.sessions.get(address)
+    }
+
+    /// Encrypts `plaintext` for `address`: a prekey message until the other
+    /// side has answered, a whisper message after.
+    pub fn encrypt(&mut self, address: &Address, plaintext: &[u8]) -> Result<CiphertextMessage> {
+        let state = self
+            .sessions
+            .get(address)
+            .and_then(|r| r.current.as_ref())
+            .ok_or_else(|| Error::NoSession(address.name.clone()))?;
+        self.check_trust(&address.name, &state.remote_identity)?;
+        let remote = state.remote_identity;
+        let state = self
+            .sessions
+            .get_mut(address)
+            .and_then(|r| r.current.as_mut())
+            .ok_or_else(|| Error::NoSession(address.name.clone()))?;
+        let message = state.encrypt(plaintext);
+        self.trusted.entry(address.name.clone()).or_insert(remote);
+        Ok(message)
+    }
+
+    /// Decrypts a message of application type `message_type` (2 = whisper,
+    /// 3 = prekey).
+    pub fn decrypt<R: RngCore + CryptoRng>(
+        &mut self,
+        address: &Address,
+        message_type: u8,
+        bytes: &[u8],
+        rng: &mut R,
+    ) -> Result<Vec<u8>> {
+        match message_type {
+            WHISPER_TYPE => self.decrypt_message(address, bytes, rng),
+            PREKEY_TYPE => self.decrypt_prekey_message(address, bytes, rng),
+            _ => Err(Error::InvalidArgument(
+                "message type must be 2 (whisper) or 3 (prekey)",
+            )),
+        }
+    }
+
+    /// Decrypts a `SignalMessage` ("whisper") from `address`.
+    pub fn decrypt_message<R: RngCore + CryptoRng>(
+        &mut self,
+        address: &Address,
+        bytes: &[u8],
+        rng: &mut R,
+    ) -> Result<Vec<u8>> {
+        let message = SignalMessage::deserialize(bytes)?;
+        let record = self
+            .sessions
+            .get(address)
+            .filter(|r| r.current.is_some())
+            .ok_or_else(|| Error::NoSession(address.name.clone()))?;
+        if let Some(state) = &record.current {
+            self.check_trust(&address.name, &state.remote_identity)?;
+        }
+        let record = self
+            .sessions
+            .get_mut(address)
+            .ok_or_else(|| Error::NoSession(address.name.clone()))?;
+        let plaintext = record.decrypt(&message, rng)?;
+        // A previous state may have become current: its identity may differ.
+        if let Some(state) = &record.current {
+            let remote = state.remote_identity;
+            self.trusted.entry(address.name.clone()).or_insert(remote);
+        }
+        Ok(plaintext)
+    }
+
+    /// Decrypts a `PreKeySignalMessage` from `address`, running X3DH as the
+    /// responder unless a session from the same base key exists. The
+    /// one-time prekey is deleted only after a successful decrypt.
+    pub fn decrypt_prekey_message<R: RngCore + CryptoRng>(
+        &mut self,
+        address: &Address,
+        bytes: &[u8],
+        rng: &mut R,
+    ) -> Result<Vec<u8>> {
+        let message = PreKeySignalMessage::deserialize(bytes)?;
+        self.check_trust(&address.name, message.identity_key())?;
+        let mut record = self.sessions.get(address).cloned().unwrap_or_default();
+        let mut used_prekey = None;
+        if !record.promote_matching_state(message.base_key()) {
+            let spk = self
+                .signed_prekeys
+                .get(&message.signed_pre_key_id())
+                .ok_or(Error::MissingSignedPreKey(message.signed_pre_key_id()))?;
+            let opk = match message.pre_key_id() {
+                Some(id) => Some(self.prekeys.get(&id).ok_or(Error::MissingPreKey(id))?),
+                None => None,
+            };
+            let state = x3dh::respond(
+                &self.identity,
+                self.registration_id,
+                &spk.key_pair,
+                opk.map(|p| &p.key_pair),
+                message.identity_key(),
+                message.base_key(),
+                message.registration_id(),
+            )?;
+            record.promote_state(state);
+            used_prekey = message.pre_key_id();
+        }
+        let plaintext = record.decrypt(message.message(), rng)?;
+        // Commit.
+        self.sessions.insert(address.clone(), record);
+        if let Some(id) = used_prekey {
+            self.prekeys.remove(&id);
+        }
+        self.trusted
+            .entry(address.name.clone())
+            .or_insert(*message.identity_key());
+        Ok(plaintext)
+    }
+
+    /// The safety number between this store's identity and the identity
+    /// trusted for `name`. `local_id` and `remote_id` are the stable ids
+    /// (phone numbers for version 1, service-id bytes for version 2).
+    pub fn safety_number(
+        &self,
+        name: &str,
+        local_id: &[u8],
+        remote_id: &[u8],
+        iterations: u32,
+        version: u32,
+    ) -> Result<Fingerprint> {
+        let remote = self
+            .trusted
+            .get(name)
+            .ok_or_else(|| Error::NoTrustedIdentity(name.to_owned()))?;
+        Fingerprint::new(
+            version,
+            iterations,
+            local_id,
+            self.identity_key(),
+            remote_id,
+            remote,
+        )
+    }
+}

@@ -1,0 +1,295 @@
+//! `ratchetkit-peer`: ratchetkit behind the JSON-lines peer protocol
+//! (shared/interop/PEER_PROTOCOL.md, version 1), for interop tests.
+//!
+//! Reads one JSON request per line on stdin and answers each with one JSON
+//! line on stdout. Diagnostics go to stderr.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ratchetkit::fingerprint::DEFAULT_ITERATIONS;
+use ratchetkit::{Address, Error, ErrorKind, PreKeyBundle, ProtocolStore, PublicKey};
+use serde_json::{json, Map, Value};
+
+type Reply = Result<Value, (&'static str, String)>;
+
+struct Peer {
+    store: Option<ProtocolStore>,
+    /// Device id of each name's last processed bundle.
+    device_ids: BTreeMap<String, u32>,
+}
+
+fn kind(e: &Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::InvalidMessage => "invalid_message",
+        ErrorKind::DuplicateMessage => "duplicate_message",
+        ErrorKind::UntrustedIdentity => "untrusted_identity",
+        ErrorKind::InvalidSignature => "invalid_signature",
+        ErrorKind::InvalidKey => "invalid_key",
+        ErrorKind::NoSession => "no_session",
+        ErrorKind::MissingPreKey => "missing_prekey",
+        // Too far ahead is how libsignal reports it: an invalid message.
+        ErrorKind::LimitExceeded => match e {
+            Error::TooFarAhead { .. } => "invalid_message",
+            _ => "other",
+        },
+        ErrorKind::Fingerprint => match e {
+            Error::InvalidFingerprint(_) => "invalid_message",
+            _ => "other",
+        },
+        _ => "other",
+    }
+}
+
+fn lib(e: Error) -> (&'static str, String) {
+    (kind(&e), e.to_string())
+}
+
+fn bad(msg: impl Into<String>) -> (&'static str, String) {
+    ("other", msg.into())
+}
+
+fn str_arg<'a>(req: &'a Map<String, Value>, key: &str) -> Result<&'a str, (&'static str, String)> {
+    req.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("missing string field {key:?}")))
+}
+
+fn hex_arg(req: &Map<String, Value>, key: &str) -> Result<Vec<u8>, (&'static str, String)> {
+    hex::decode(str_arg(req, key)?).map_err(|_| bad(format!("field {key:?} is not hex")))
+}
+
+fn u32_arg(
+    req: &Map<String, Value>,
+    key: &str,
+    default: Option<u32>,
+) -> Result<u32, (&'static str, String)> {
+    match req.get(key) {
+        None | Some(Value::Null) => {
+            default.ok_or_else(|| bad(format!("missing integer field {key:?}")))
+        }
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad(format!("field {key:?} is not a u32"))),
+    }
+}
+
+fn bool_arg(
+    req: &Map<String, Value>,
+    key: &str,
+    default: bool,
+) -> Result<bool, (&'static str, String)> {
+    match req.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| bad(format!("field {key:?} is not a bool"))),
+    }
+}
+
+fn key_arg(req: &Map<String, Value>, key: &str) -> Result<PublicKey, (&'static str, String)> {
+    PublicKey::deserialize(&hex_arg(req, key)?).map_err(lib)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Peer {
+    fn store(&mut self) -> Result<&mut ProtocolStore, (&'static str, String)> {
+        self.store
+            .as_mut()
+            .ok_or_else(|| bad("init must come first"))
+    }
+
+    fn address(&self, name: &str) -> Address {
+        Address::new(name, self.device_ids.get(name).copied().unwrap_or(1))
+    }
+
+    fn handle(&mut self, op: &str, req: &Map<String, Value>) -> Reply {
+        let rng = &mut rand::rngs::OsRng;
+        match op {
+            "hello" => Ok(
+                json!({"implementation": format!("ratchetkit {}", env!("CARGO_PKG_VERSION")), "protocol": 1}),
+            ),
+            "init" => {
+                let device_id = u32_arg(req, "device_id", Some(1))?;
+                str_arg(req, "name")?;
+                let store = ProtocolStore::generate(device_id, rng).map_err(lib)?;
+                let reply = json!({
+                    "identity_key": hex::encode(store.identity_key().serialize()),
+                    "registration_id": store.registration_id(),
+                });
+                self.store = Some(store);
+                self.device_ids.clear();
+                Ok(reply)
+            }
+            "bundle" => {
+                let one_time = bool_arg(req, "one_time_prekey", true)?;
+                let new_signed = bool_arg(req, "new_signed_prekey", false)?;
+                let store = self.store()?;
+                // All or nothing: rotate on a copy only if the bundle follows.
+                let mut next = store.clone();
+                if new_signed {
+                    next.generate_signed_prekey(now_ms(), rng).map_err(lib)?;
+                }
+                let b = next.create_bundle(one_time, now_ms(), rng).map_err(lib)?;
+                *store = next;
+                let mut out = json!({
+                    "registration_id": b.registration_id,
+                    "device_id": b.device_id,
+                    "identity_key": hex::encode(b.identity_key.serialize()),
+                    "signed_prekey_id": b.signed_pre_key_id,
+                    "signed_prekey": hex::encode(b.signed_pre_key.serialize()),
+                    "signed_prekey_signature": hex::encode(b.signed_pre_key_signature),
+                });
+                if let Some((id, key)) = b.pre_key {
+                    out["prekey_id"] = json!(id);
+                    out["prekey"] = json!(hex::encode(key.serialize()));
+                }
+                Ok(out)
+            }
+            "process_bundle" => {
+                let name = str_arg(req, "peer")?.to_owned();
+                let b = req
+                    .get("bundle")
+                    .and_then(Value::as_object)
+                    .ok_or_else(|| bad("missing object field \"bundle\""))?;
+                let pre_key = match (b.get("prekey_id"), b.get("prekey")) {
+                    (Some(_), Some(_)) => {
+                        Some((u32_arg(b, "prekey_id", None)?, key_arg(b, "prekey")?))
+                    }
+                    (None, None) => None,
+                    _ => return Err(bad("prekey_id and prekey must come together")),
+                };
+                let bundle = PreKeyBundle::new(
+                    u32_arg(b, "registration_id", None)?,
+                    u32_arg(b, "device_id", Some(1))?,
+                    key_arg(b, "identity_key")?,
+                    u32_arg(b, "signed_prekey_id", None)?,
+                    key_arg(b, "signed_prekey")?,
+                    &hex_arg(b, "signed_prekey_signature")?,
+                    pre_key,
+                )
+                .map_err(lib)?;
+                let address = Address::new(name.clone(), bundle.device_id);
+                self.store()?
+                    .process_bundle(&address, &bundle, rng)
+                    .map_err(lib)?;
+                self.device_ids.insert(name, bundle.device_id);
+                Ok(json!({}))
+            }
+            "encrypt" => {
+                let address = self.address(str_arg(req, "peer")?);
+                let plaintext = hex_arg(req, "plaintext")?;
+                let m = self.store()?.encrypt(&address, &plaintext).map_err(lib)?;
+                let ty = if m.message_type() == 3 {
+                    "prekey"
+                } else {
+                    "whisper"
+                };
+                Ok(json!({"type": ty, "body": hex::encode(m.serialize())}))
+            }
+            "decrypt" => {
+                let address = self.address(str_arg(req, "peer")?);
+                let body = hex_arg(req, "body")?;
+                let store = self.store()?;
+                let pt = match str_arg(req, "type")? {
+                    "prekey" => store.decrypt_prekey_message(&address, &body, rng),
+                    "whisper" => store.decrypt_message(&address, &body, rng),
+                    other => return Err(bad(format!("unknown message type {other:?}"))),
+                }
+                .map_err(lib)?;
+                Ok(json!({"plaintext": hex::encode(pt)}))
+            }
+            "fingerprint" | "compare_scannable" => {
+                let name = str_arg(req, "peer")?;
+                let local_id = hex_arg(req, "local_id")?;
+                let remote_id = hex_arg(req, "remote_id")?;
+                let iterations = u32_arg(req, "iterations", Some(DEFAULT_ITERATIONS))?;
+                let version = u32_arg(req, "version", Some(2))?;
+                let store = self.store()?;
+                let fp = store
+                    .safety_number(name, &local_id, &remote_id, iterations, version)
+                    .map_err(lib)?;
+                if op == "fingerprint" {
+                    Ok(
+                        json!({"displayable": fp.displayable(), "scannable": hex::encode(fp.scannable())}),
+                    )
+                } else {
+                    let theirs = hex_arg(req, "scannable")?;
+                    Ok(json!({"match": fp.compare_scannable(&theirs).map_err(lib)?}))
+                }
+            }
+            "trust" => {
+                let name = str_arg(req, "peer")?.to_owned();
+                let key = key_arg(req, "identity_key")?;
+                self.store()?.approve_identity(&name, key);
+                Ok(json!({}))
+            }
+            "has_session" => {
+                let address = self.address(str_arg(req, "peer")?);
+                Ok(json!({"session": self.store()?.has_session(&address)}))
+            }
+            "save" => {
+                let bytes = self.store()?.save();
+                // Discard every live object and rebuild from the bytes alone.
+                self.store = None;
+                self.store = Some(ProtocolStore::restore(&bytes).map_err(lib)?);
+                Ok(json!({}))
+            }
+            "quit" => Ok(json!({})),
+            other => Err(("unsupported", format!("unknown op {other:?}"))),
+        }
+    }
+}
+
+fn main() {
+    let mut peer = Peer {
+        store: None,
+        device_ids: BTreeMap::new(),
+    };
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (op, reply) = match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(req)) => {
+                let op = req
+                    .get("op")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let r = peer.handle(&op, &req);
+                (op, r)
+            }
+            _ => (String::new(), Err(bad("request is not a JSON object"))),
+        };
+        let value = match reply {
+            Ok(Value::Object(mut m)) => {
+                m.insert("ok".into(), json!(true));
+                Value::Object(m)
+            }
+            Ok(_) => json!({"ok": true}),
+            Err((kind, message)) => {
+                eprintln!("[ratchetkit-peer] {op}: {kind}: {message}");
+                json!({"ok": false, "error": kind, "message": message})
+            }
+        };
+        if writeln!(out, "{value}").and_then(|_| out.flush()).is_err() {
+            break;
+        }
+        if op == "quit" {
+            break;
+        }
+    }
+}
