@@ -72,6 +72,10 @@ pub enum Error {
     /// Saved state written by a format version this library does not read.
     #[error("saved state has unsupported format version {0}")]
     UnsupportedStateVersion(u32),
+    /// Encrypted saved state that does not authenticate under the given
+    /// key: the key is wrong, or the bytes were altered.
+    #[error("saved state does not decrypt: wrong key, or the bytes were altered")]
+    StateDecryptionFailed,
     /// Two scannable fingerprints of different versions.
     #[error("fingerprint version mismatch: ours {ours}, theirs {theirs}")]
     FingerprintVersionMismatch {
@@ -140,7 +144,8 @@ impl Error {
             Error::MissingPreKey(_) | Error::MissingSignedPreKey(_) => ErrorKind::MissingPreKey,
             Error::InvalidBundle(_)
             | Error::CorruptState(_)
-            | Error::UnsupportedStateVersion(_) => ErrorKind::CorruptState,
+            | Error::UnsupportedStateVersion(_)
+            | Error::StateDecryptionFailed => ErrorKind::CorruptState,
             Error::FingerprintVersionMismatch { .. }
             | Error::InvalidFingerprint(_)
             | Error::NoTrustedIdentity(_) => ErrorKind::Fingerprint,
