@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use rand::rngs::OsRng;
+use ratchetkit::{Address, CiphertextMessage, ProtocolStore};
+
+/// A local user for tests: a store and the address others use for it.
+pub struct Party {
+    pub store: ProtocolStore,
+    pub addr: Address,
+}
+
+impl Party {
+    pub fn new(name: &str) -> Self {
+        Party {
+            store: ProtocolStore::generate(1, &mut OsRng).unwrap(),
+            addr: Address::new(name, 1),
+        }
+    }
+
+    pub fn send(&mut self, to: &Party, plaintext: &[u8]) -> CiphertextMessage {
+        self.store.encrypt(&to.addr, plaintext).unwrap()
+    }
+
+    pub fn recv(&mut self, from: &Party, m: &CiphertextMessage) -> ratchetkit::Result<Vec<u8>> {
+        self.store
+            .decrypt(&from.addr, m.message_type(), m.serialize(), &mut OsRng)
+    }
+}
+
+/// Alice processes Bob's bundle and they exchange one message each way.
+pub fn established_pair() -> (Party, Party) {
+    let mut alice = Party::new("alice");
+    let mut bob = Party::new("bob");
+    let bundle = bob.store.create_bundle(true, 0, &mut OsRng).unwrap();
+    alice
+        .store
+        .process_bundle(&bob.addr, &bundle, &mut OsRng)
+        .unwrap();
+    let m = alice.send(&bob, b"hello");
+    assert_eq!(bob.recv(&alice, &m).unwrap(), b"hello");
+    let r = bob.send(&alice, b"hi");
+    assert_eq!(alice.recv(&bob, &r).unwrap(), b"hi");
+    (alice, bob)
+}
+
+/// Asserts that `f` fails and leaves the saved bytes of `store` unchanged.
+pub fn assert_fails_unchanged<T: std::fmt::Debug>(
+    store: &mut ProtocolStore,
+    f: impl FnOnce(&mut ProtocolStore) -> ratchetkit::Result<T>,
+) -> ratchetkit::Error {
+    let before = store.save();
+    let err = f(store).expect_err("operation should fail");
+    assert_eq!(
+        store.save(),
+        before,
+        "failed operation ({err}) changed the store"
+    );
+    err
+}
