@@ -5,7 +5,7 @@
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
-use crate::keys::{PublicKey, PUBLIC_KEY_LEN};
+use crate::keys::PublicKey;
 use crate::ratchet::hmac_sha256;
 
 /// The message version this library speaks.
@@ -342,9 +342,6 @@ impl CiphertextMessage {
         }
     }
 }
-
-/// Length of a serialized public key inside messages (re-exported for parsers).
-pub const MESSAGE_KEY_LEN: usize = PUBLIC_KEY_LEN;
 
 #[cfg(test)]
 mod tests {
