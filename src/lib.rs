@@ -47,6 +47,7 @@
 #![deny(unsafe_code)]
 
 pub mod error;
+pub mod ffi;
 pub mod fingerprint;
 pub mod keys;
 mod persist;

@@ -1,0 +1,518 @@
+//! The extern fns called from Rust: panic guard (through a test hook), the
+//! NULL / length / wrong-handle matrix, last-error rules, status numbers and
+//! the generated header's agreement with them.
+
+use std::ffi::{c_char, CStr};
+use std::ptr::{null, null_mut};
+
+use super::bundle::*;
+use super::bytes::*;
+use super::fingerprint::*;
+use super::guard::guard;
+use super::keys::*;
+use super::status::*;
+use super::store::*;
+use super::*;
+
+fn last_error() -> String {
+    let mut buf = [0 as c_char; 512];
+    let mut len = 0usize;
+    let s = unsafe { rk_last_error_message(buf.as_mut_ptr(), buf.len(), &mut len) };
+    assert_eq!(s, rk_status::Ok);
+    let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(msg.len(), len);
+    msg
+}
+
+#[track_caller]
+fn ok(s: rk_status) {
+    assert_eq!(s, rk_status::Ok, "{}", last_error());
+}
+
+fn new_store(device: u32) -> *mut rk_store {
+    let mut s = null_mut();
+    ok(unsafe { rk_store_new(device, &mut s) });
+    s
+}
+
+fn save(store: *const rk_store) -> Vec<u8> {
+    let mut b = rk_bytes {
+        ptr: null_mut(),
+        len: 0,
+    };
+    ok(unsafe { rk_store_save(store, &mut b) });
+    let v = unsafe { std::slice::from_raw_parts(b.ptr, b.len) }.to_vec();
+    unsafe { rk_bytes_free(b) };
+    v
+}
+
+fn take(b: rk_bytes) -> Vec<u8> {
+    let v = unsafe { std::slice::from_raw_parts(b.ptr, b.len) }.to_vec();
+    unsafe { rk_bytes_free(b) };
+    v
+}
+
+const EMPTY: rk_bytes = rk_bytes {
+    ptr: 0x1 as *mut u8,
+    len: 77,
+};
+
+/// Alice (device 1) has a session with bob (device 2); returns both and
+/// a first prekey message from Alice.
+fn pair() -> (*mut rk_store, *mut rk_store, Vec<u8>) {
+    let alice = new_store(1);
+    let bob = new_store(2);
+    let mut bundle = null_mut();
+    ok(unsafe { rk_store_create_bundle(bob, 1, 1000, &mut bundle) });
+    ok(unsafe { rk_store_process_bundle(alice, c"bob".as_ptr(), 2, bundle) });
+    unsafe { rk_bundle_free(bundle) };
+    let mut t = 0u32;
+    let mut ct = EMPTY;
+    ok(unsafe {
+        rk_store_encrypt(
+            alice,
+            c"bob".as_ptr(),
+            2,
+            b"hi".as_ptr(),
+            2,
+            &mut t,
+            &mut ct,
+        )
+    });
+    assert_eq!(t, RK_MESSAGE_TYPE_PREKEY);
+    (alice, bob, take(ct))
+}
+
+#[test]
+fn status_numbers_are_stable() {
+    let pinned: [(rk_status, u32); 23] = [
+        (rk_status::Ok, 0),
+        (rk_status::NullPointer, 100),
+        (rk_status::InvalidArgument, 101),
+        (rk_status::BufferTooSmall, 102),
+        (rk_status::InvalidHandle, 103),
+        (rk_status::InvalidKey, 200),
+        (rk_status::InvalidSignature, 201),
+        (rk_status::InvalidMessage, 202),
+        (rk_status::DuplicateMessage, 203),
+        (rk_status::InvalidBundle, 204),
+        (rk_status::InvalidFingerprint, 205),
+        (rk_status::FingerprintVersionMismatch, 206),
+        (rk_status::LimitExceeded, 207),
+        (rk_status::UntrustedIdentity, 300),
+        (rk_status::NoSession, 301),
+        (rk_status::MissingPrekey, 302),
+        (rk_status::NoTrustedIdentity, 303),
+        (rk_status::InvalidState, 400),
+        (rk_status::WrongPickleKey, 401),
+        (rk_status::UnsupportedStateVersion, 402),
+        (rk_status::Internal, 900),
+        (rk_status::Panic, 901),
+        (rk_status::Poisoned, 902),
+    ];
+    assert_eq!(rk_status::all().len(), pinned.len());
+    for (s, n) in pinned {
+        assert_eq!(s as u32, n);
+        assert_eq!(rk_status::from_u32(n), Some(s));
+        let text = unsafe { CStr::from_ptr(rk_status_str(n)) }
+            .to_str()
+            .unwrap();
+        assert!(!text.is_empty() && text != "unknown status", "{n}");
+    }
+    for n in [1, 99, 104, 199, 208, 304, 403, 899, 903, u32::MAX] {
+        let text = unsafe { CStr::from_ptr(rk_status_str(n)) }
+            .to_str()
+            .unwrap();
+        assert_eq!(text, "unknown status");
+    }
+}
+
+/// The committed header names every status with its number, and its version
+/// macros are Cargo.toml's.
+#[test]
+fn header_agrees_with_the_code() {
+    let header =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/ratchetkit.h"))
+            .unwrap();
+    let in_header: Vec<(String, u32)> = header
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim().trim_end_matches(',');
+            let (name, num) = l.split_once(" = ")?;
+            name.starts_with("RK_STATUS_")
+                .then(|| (name.to_owned(), num.parse().unwrap()))
+        })
+        .collect();
+    assert_eq!(in_header.len(), rk_status::all().len());
+    for s in rk_status::all() {
+        assert!(
+            in_header.iter().any(|(_, n)| *n == s as u32),
+            "{s:?} missing from the header"
+        );
+    }
+    for (name, value) in [
+        ("RK_VERSION_MAJOR", env!("CARGO_PKG_VERSION_MAJOR")),
+        ("RK_VERSION_MINOR", env!("CARGO_PKG_VERSION_MINOR")),
+        ("RK_VERSION_PATCH", env!("CARGO_PKG_VERSION_PATCH")),
+        (
+            "RK_VERSION_STRING",
+            &format!("\"{}\"", env!("CARGO_PKG_VERSION")),
+        ),
+        ("RK_ABI_VERSION", &RK_ABI_VERSION.to_string()),
+    ] {
+        let line = format!("#define {name} {value}");
+        assert!(header.lines().any(|l| l == line), "missing: {line}");
+    }
+    let v = unsafe { CStr::from_ptr(rk_version()) }.to_str().unwrap();
+    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+    assert_eq!(rk_abi_version(), RK_ABI_VERSION);
+}
+
+#[test]
+fn guard_turns_a_panic_into_a_status() {
+    #[allow(clippy::panic)]
+    let s = guard(|| panic!("boom {}", 42));
+    assert_eq!(s, rk_status::Panic);
+    assert!(last_error().contains("panic caught"), "{}", last_error());
+    assert!(last_error().contains("boom 42"));
+    // The next successful call clears it.
+    let mut k = null_mut();
+    ok(unsafe { rk_identity_keypair_generate(&mut k) });
+    assert_eq!(last_error(), "");
+    unsafe { rk_identity_keypair_free(k) };
+}
+
+#[test]
+fn panic_inside_a_store_call_poisons_only_that_store() {
+    let (alice, bob, _) = pair();
+    let before = save(alice);
+    PANIC_WHILE_LOCKED.with(|p| p.set(true));
+    let mut has = false;
+    let s = unsafe { rk_store_has_session(alice, c"bob".as_ptr(), 2, &mut has) };
+    assert_eq!(s, rk_status::Panic);
+    assert!(last_error().contains("test hook"));
+    // Later calls report the poisoned lock instead of panicking.
+    let s = unsafe { rk_store_has_session(alice, c"bob".as_ptr(), 2, &mut has) };
+    assert_eq!(s, rk_status::Poisoned);
+    let mut b = EMPTY;
+    assert_eq!(unsafe { rk_store_save(alice, &mut b) }, rk_status::Poisoned);
+    assert_eq!(b.len, EMPTY.len, "output written on failure");
+    // Other stores are unaffected; the saved state restores.
+    ok(unsafe { rk_store_has_session(bob, c"alice".as_ptr(), 1, &mut has) });
+    let mut restored = null_mut();
+    ok(unsafe { rk_store_restore(before.as_ptr(), before.len(), &mut restored) });
+    ok(unsafe { rk_store_has_session(restored, c"bob".as_ptr(), 2, &mut has) });
+    assert!(has);
+    unsafe {
+        rk_store_free(alice);
+        rk_store_free(bob);
+        rk_store_free(restored);
+    }
+}
+
+#[test]
+fn free_functions_accept_null() {
+    unsafe {
+        rk_store_free(null_mut());
+        rk_bundle_free(null_mut());
+        rk_public_key_free(null_mut());
+        rk_identity_keypair_free(null_mut());
+        rk_fingerprint_free(null_mut());
+        rk_bytes_free(rk_bytes {
+            ptr: null_mut(),
+            len: 0,
+        });
+        rk_bytes_free(rk_bytes {
+            ptr: null_mut(),
+            len: 5,
+        });
+    }
+}
+
+#[test]
+fn last_error_rules() {
+    let mut len = 99usize;
+    // Fails: unknown flag value.
+    let store = new_store(1);
+    let mut b = null_mut();
+    assert_eq!(
+        unsafe { rk_store_create_bundle(store, 2, 0, &mut b) },
+        rk_status::InvalidArgument
+    );
+    assert!(b.is_null());
+    // Length query with NULL/0.
+    assert_eq!(
+        unsafe { rk_last_error_message(null_mut(), 0, &mut len) },
+        rk_status::BufferTooSmall
+    );
+    let msg = last_error();
+    assert_eq!(len, msg.len());
+    assert!(msg.contains("with_one_time_prekey"), "{msg}");
+    // Too small by one (no room for the NUL).
+    let mut small = vec![0 as c_char; msg.len()];
+    assert_eq!(
+        unsafe { rk_last_error_message(small.as_mut_ptr(), small.len(), &mut len) },
+        rk_status::BufferTooSmall
+    );
+    // Reading did not clear it; NULL len_out and NULL buf with cap are refused.
+    assert_eq!(last_error(), msg);
+    assert_eq!(
+        unsafe { rk_last_error_message(small.as_mut_ptr(), small.len(), null_mut()) },
+        rk_status::NullPointer
+    );
+    assert_eq!(
+        unsafe { rk_last_error_message(null_mut(), 10, &mut len) },
+        rk_status::NullPointer
+    );
+    // Per thread.
+    std::thread::spawn(|| assert_eq!(last_error(), ""))
+        .join()
+        .unwrap();
+    // A success clears it.
+    let mut id = 0;
+    ok(unsafe { rk_store_device_id(store, &mut id) });
+    assert_eq!(last_error(), "");
+    unsafe { rk_store_free(store) };
+}
+
+#[test]
+fn null_and_length_matrix() {
+    let (alice, bob, first) = pair();
+    let alice_before = save(alice);
+    let bob_before = save(bob);
+    let name = c"bob".as_ptr();
+    let mut t = 7u32;
+    let mut out = EMPTY;
+    let np = rk_status::NullPointer;
+    unsafe {
+        // NULL store / name / out-pointers / bytes with a length.
+        assert_eq!(
+            rk_store_encrypt(null(), name, 2, b"x".as_ptr(), 1, &mut t, &mut out),
+            np
+        );
+        assert_eq!(
+            rk_store_encrypt(alice, null(), 2, b"x".as_ptr(), 1, &mut t, &mut out),
+            np
+        );
+        assert_eq!(
+            rk_store_encrypt(alice, name, 2, null(), 1, &mut t, &mut out),
+            np
+        );
+        assert_eq!(
+            rk_store_encrypt(alice, name, 2, b"x".as_ptr(), 1, null_mut(), &mut out),
+            np
+        );
+        assert_eq!(
+            rk_store_encrypt(alice, name, 2, b"x".as_ptr(), 1, &mut t, null_mut()),
+            np
+        );
+        assert_eq!((t, out.len), (7, EMPTY.len), "outputs written on failure");
+        // Not UTF-8.
+        assert_eq!(
+            rk_store_encrypt(alice, c"\xff".as_ptr(), 2, null(), 0, &mut t, &mut out),
+            rk_status::InvalidArgument
+        );
+        // Decrypt: NULL, zero length, garbage, unknown type.
+        let an = c"alice".as_ptr();
+        assert_eq!(rk_store_decrypt(bob, an, 1, 3, null(), 5, &mut out), np);
+        assert_eq!(
+            rk_store_decrypt(bob, an, 1, 3, null(), 0, &mut out),
+            rk_status::InvalidMessage
+        );
+        assert_eq!(
+            rk_store_decrypt(bob, an, 1, 3, b"garbage".as_ptr(), 7, &mut out),
+            rk_status::InvalidMessage
+        );
+        assert_eq!(
+            rk_store_decrypt(bob, an, 1, 4, first.as_ptr(), first.len(), &mut out),
+            rk_status::InvalidArgument
+        );
+        assert_eq!(
+            rk_store_decrypt_whisper_message(bob, an, 1, first.as_ptr(), first.len(), &mut out),
+            rk_status::InvalidMessage
+        );
+        // Every truncation of the first message fails and changes nothing.
+        for n in 0..first.len() {
+            assert_ne!(
+                rk_store_decrypt_prekey_message(bob, an, 1, first.as_ptr(), n, &mut out),
+                rk_status::Ok
+            );
+        }
+        assert_eq!(out.len, EMPTY.len, "output written on failure");
+        assert_eq!(save(bob), bob_before);
+        assert_eq!(save(alice), alice_before);
+        // Then the real message decrypts.
+        ok(rk_store_decrypt(
+            bob,
+            an,
+            1,
+            3,
+            first.as_ptr(),
+            first.len(),
+            &mut out,
+        ));
+        assert_eq!(take(out), b"hi");
+        // ...once.
+        let mut again = EMPTY;
+        assert_eq!(
+            rk_store_decrypt(bob, an, 1, 3, first.as_ptr(), first.len(), &mut again),
+            rk_status::DuplicateMessage
+        );
+        // A whisper reply: every flipped byte (all are authenticated) and
+        // every truncation fails and leaves Alice unchanged.
+        let mut reply = EMPTY;
+        ok(rk_store_encrypt(
+            bob,
+            an,
+            1,
+            b"yo".as_ptr(),
+            2,
+            &mut t,
+            &mut reply,
+        ));
+        assert_eq!(t, RK_MESSAGE_TYPE_WHISPER);
+        let reply = take(reply);
+        let alice_before = save(alice);
+        let mut out = EMPTY;
+        for i in 0..reply.len() {
+            let mut m = reply.clone();
+            m[i] ^= 0x01;
+            assert_ne!(
+                rk_store_decrypt(alice, name, 2, 2, m.as_ptr(), m.len(), &mut out),
+                rk_status::Ok,
+                "flipped byte {i}"
+            );
+            assert_ne!(
+                rk_store_decrypt(alice, name, 2, 2, reply.as_ptr(), i, &mut out),
+                rk_status::Ok
+            );
+        }
+        assert_eq!(out.len, EMPTY.len, "output written on failure");
+        assert_eq!(save(alice), alice_before);
+        ok(rk_store_decrypt_whisper_message(
+            alice,
+            name,
+            2,
+            reply.as_ptr(),
+            reply.len(),
+            &mut out,
+        ));
+        assert_eq!(take(out), b"yo");
+        let alice_before = save(alice);
+
+        // Keys: lengths and types.
+        let mut key = null_mut();
+        let mut k33 = [5u8; 33];
+        assert_eq!(
+            rk_public_key_deserialize(k33.as_ptr(), 32, &mut key),
+            rk_status::InvalidKey
+        );
+        assert_eq!(
+            rk_public_key_deserialize(null(), 0, &mut key),
+            rk_status::InvalidKey
+        );
+        assert_eq!(rk_public_key_deserialize(null(), 33, &mut key), np);
+        k33[0] = 6;
+        assert_eq!(
+            rk_public_key_deserialize(k33.as_ptr(), 33, &mut key),
+            rk_status::InvalidKey
+        );
+        assert!(last_error().contains("0x06"), "{}", last_error());
+        k33[0] = 5;
+        assert_eq!(rk_public_key_deserialize(k33.as_ptr(), 33, null_mut()), np);
+        ok(rk_public_key_deserialize(k33.as_ptr(), 33, &mut key));
+        let mut buf = [0u8; 33];
+        assert_eq!(
+            rk_public_key_serialize(key, buf.as_mut_ptr(), 32),
+            rk_status::BufferTooSmall
+        );
+        ok(rk_public_key_serialize(key, buf.as_mut_ptr(), 33));
+        assert_eq!(buf, k33);
+
+        // Wrong handle type (a bad cast in C) is refused, not used.
+        let mut id = 0u32;
+        assert_eq!(
+            rk_bundle_device_id(key.cast::<rk_bundle>(), &mut id),
+            rk_status::InvalidHandle
+        );
+        assert_eq!(
+            rk_store_device_id(key.cast::<rk_store>(), &mut id),
+            rk_status::InvalidHandle
+        );
+        // A wrong-type free is a no-op (the key stays usable).
+        rk_store_free(key.cast::<rk_store>());
+        ok(rk_public_key_serialize(key, buf.as_mut_ptr(), 33));
+        rk_public_key_free(key);
+
+        // Saved state: empty, garbage, truncated, wrong key, short key.
+        let mut s = null_mut();
+        assert_eq!(rk_store_restore(null(), 0, &mut s), rk_status::InvalidState);
+        assert_eq!(
+            rk_store_restore(b"RKST".as_ptr(), 4, &mut s),
+            rk_status::InvalidState
+        );
+        assert_eq!(
+            rk_store_restore(alice_before.as_ptr(), alice_before.len() - 1, &mut s),
+            rk_status::InvalidState
+        );
+        let key = [9u8; 32];
+        let mut sealed = EMPTY;
+        assert_eq!(
+            rk_store_save_encrypted(alice, key.as_ptr(), 31, &mut sealed),
+            rk_status::InvalidKey
+        );
+        ok(rk_store_save_encrypted(
+            alice,
+            key.as_ptr(),
+            32,
+            &mut sealed,
+        ));
+        let sealed = take(sealed);
+        let wrong = [8u8; 32];
+        assert_eq!(
+            rk_store_restore_encrypted(sealed.as_ptr(), sealed.len(), wrong.as_ptr(), 32, &mut s),
+            rk_status::WrongPickleKey
+        );
+        assert!(s.is_null());
+        ok(rk_store_restore_encrypted(
+            sealed.as_ptr(),
+            sealed.len(),
+            key.as_ptr(),
+            32,
+            &mut s,
+        ));
+        assert_eq!(save(s), alice_before);
+        rk_store_free(s);
+
+        rk_store_free(alice);
+        rk_store_free(bob);
+    }
+}
+
+#[test]
+fn rk_bytes_are_nul_terminated_and_never_null() {
+    let store = new_store(1);
+    let mut b = EMPTY;
+    ok(unsafe { rk_store_generate_prekeys(store, 0, &mut b) });
+    assert!(!b.ptr.is_null());
+    assert_eq!(b.len, 0);
+    assert_eq!(unsafe { *b.ptr }, 0);
+    unsafe { rk_bytes_free(b) };
+    let mut b = EMPTY;
+    ok(unsafe { rk_store_generate_prekeys(store, 3, &mut b) });
+    assert_eq!(b.len, 3 * RK_PREKEY_RECORD_LEN);
+    assert_eq!(unsafe { *b.ptr.add(b.len) }, 0);
+    unsafe { rk_bytes_free(b) };
+    let mut b = EMPTY;
+    let mut n = 0usize;
+    ok(unsafe { rk_store_prekey_count(store, &mut n) });
+    assert_eq!(n, 3);
+    assert_eq!(
+        unsafe { rk_store_generate_prekeys(store, RK_MAX_PREKEYS_PER_CALL + 1, &mut b) },
+        rk_status::LimitExceeded
+    );
+    unsafe { rk_store_free(store) };
+}
