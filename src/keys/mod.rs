@@ -1,6 +1,7 @@
 //! Curve25519 keys: public keys with the 33-byte serialization, private keys,
 //! key pairs, identity key pairs, XEdDSA signatures and registration ids.
 
+mod curve;
 mod xeddsa;
 
 use rand::{CryptoRng, Rng, RngCore};
@@ -131,11 +132,9 @@ impl PrivateKey {
     /// [`Error::NonContributoryKey`] when the result is all zeros (a
     /// low-order point).
     pub fn agree(&self, their: &PublicKey) -> Result<Zeroizing<[u8; 32]>> {
-        let shared = Zeroizing::new(x25519_dalek::x25519(*self.0, their.0));
-        if bool::from(shared.ct_eq(&[0u8; 32])) {
-            return Err(Error::NonContributoryKey);
-        }
-        Ok(shared)
+        curve::x25519(&self.0, &their.0)
+            .map(Zeroizing::new)
+            .ok_or(Error::NonContributoryKey)
     }
 
     /// Signs `message` with XEdDSA (the deployed variant).
