@@ -122,10 +122,7 @@ impl PrivateKey {
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(x25519_dalek::x25519(
-            *self.0,
-            x25519_dalek::X25519_BASEPOINT_BYTES,
-        ))
+        PublicKey(curve::x25519_base(&self.0))
     }
 
     /// X25519 with `their` public key. Fails with
