@@ -1,0 +1,239 @@
+//! Benchmarks of every protocol path and of the primitives each one needs
+//! (the "floor"). `make bench` runs them and writes BENCHMARKS.md with each
+//! operation's time, its floor and the ratio (benches/report.py).
+//!
+//! Ids: `op/<operation>` for protocol paths, `floor/<primitive>` for
+//! primitives. The report's table says which primitives make each floor.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use hmac::{Hmac, Mac};
+use rand::rngs::OsRng;
+use ratchetkit::{
+    Address, CiphertextMessage, Fingerprint, IdentityKeyPair, KeyPair, ProtocolStore,
+};
+use sha2::{Digest, Sha256, Sha512};
+
+const SIZES: [(usize, &str); 3] = [(100, "100B"), (1024, "1KiB"), (65536, "64KiB")];
+
+fn alice_bob() -> (ProtocolStore, ProtocolStore, Address, Address) {
+    let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let (a, b) = (Address::new("alice", 1), Address::new("bob", 1));
+    let bundle = bob.create_bundle(true, 0, &mut OsRng).unwrap();
+    alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
+    let m = alice.encrypt(&b, b"hi").unwrap();
+    bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng).unwrap();
+    let r = bob.encrypt(&a, b"hi").unwrap();
+    alice.decrypt(&b, r.message_type(), r.serialize(), &mut OsRng).unwrap();
+    (alice, bob, a, b)
+}
+
+fn deliver(to: &mut ProtocolStore, from: &Address, m: &CiphertextMessage) -> Vec<u8> {
+    to.decrypt(from, m.message_type(), m.serialize(), &mut OsRng).unwrap()
+}
+
+/// Times `routine` only; `setup` runs untimed before each call.
+fn timed<S, T>(iters: u64, mut setup: impl FnMut() -> S, mut routine: impl FnMut(S) -> T) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let input = setup();
+        let start = Instant::now();
+        black_box(routine(input));
+        total += start.elapsed();
+    }
+    total
+}
+
+fn keys(c: &mut Criterion) {
+    let mut g = c.benchmark_group("op");
+    g.bench_function("identity_generate", |b| b.iter(|| IdentityKeyPair::generate(&mut OsRng)));
+    let store = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    g.bench_function("prekey_generate", |b| {
+        b.iter_custom(|n| timed(n, || store.clone(), |mut s| s.generate_prekeys(1, &mut OsRng).unwrap()))
+    });
+    g.bench_function("signed_prekey_generate", |b| {
+        b.iter_custom(|n| timed(n, || store.clone(), |mut s| s.generate_signed_prekey(0, &mut OsRng).unwrap()))
+    });
+    g.finish();
+}
+
+fn x3dh(c: &mut Criterion) {
+    let mut g = c.benchmark_group("op");
+    for (opk, name) in [(true, "with_opk"), (false, "without_opk")] {
+        let alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let bundle = bob.create_bundle(opk, 0, &mut OsRng).unwrap();
+        let bob_addr = Address::new("bob", 1);
+        g.bench_function(format!("x3dh_initiator_{name}"), |b| {
+            b.iter_custom(|n| {
+                timed(n, || alice.clone(), |mut a| a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap())
+            })
+        });
+        let alice_addr = Address::new("alice", 1);
+        g.bench_function(format!("x3dh_responder_{name}"), |b| {
+            b.iter_custom(|n| {
+                timed(
+                    n,
+                    || {
+                        let mut a = alice.clone();
+                        a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap();
+                        (bob.clone(), a.encrypt(&bob_addr, &[0x55; 100]).unwrap())
+                    },
+                    |(mut bob, m)| deliver(&mut bob, &alice_addr, &m),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+fn messages(c: &mut Criterion) {
+    let mut g = c.benchmark_group("op");
+    for (size, label) in SIZES {
+        let pt = vec![0x42u8; size];
+        let (mut alice, mut bob, a, b) = alice_bob();
+        g.bench_function(BenchmarkId::new("encrypt", label), |bench| {
+            bench.iter(|| alice.encrypt(&b, &pt).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("decrypt", label), |bench| {
+            bench.iter_custom(|n| timed(n, || alice.encrypt(&b, &pt).unwrap(), |m| deliver(&mut bob, &a, &m)))
+        });
+        // A DH turn on every message: the two sides strictly alternate, so
+        // every decrypt meets a new ratchet key.
+        let (mut alice, mut bob, a, b) = alice_bob();
+        let mut last = bob.encrypt(&a, &pt).unwrap();
+        g.bench_function(BenchmarkId::new("decrypt_dh_turn", label), |bench| {
+            bench.iter_custom(|n| {
+                let mut total = Duration::ZERO;
+                for _ in 0..n {
+                    deliver(&mut alice, &b, &last);
+                    let m = alice.encrypt(&b, &pt).unwrap();
+                    let start = Instant::now();
+                    black_box(deliver(&mut bob, &a, &m));
+                    total += start.elapsed();
+                    last = bob.encrypt(&a, &pt).unwrap();
+                }
+                total
+            })
+        });
+    }
+    // Decrypting a message 1,000 ahead: 1,000 skipped keys derived and kept.
+    let (mut alice, bob, a, b) = alice_bob();
+    g.bench_function("decrypt_skip_1000", |bench| {
+        bench.iter_custom(|n| {
+            timed(
+                n,
+                || {
+                    let mut last = None;
+                    for _ in 0..1001 {
+                        last = Some(alice.encrypt(&b, &[1u8; 100]).unwrap());
+                    }
+                    (bob.clone(), last.unwrap())
+                },
+                |(mut bob, m)| deliver(&mut bob, &a, &m),
+            )
+        })
+    });
+    g.finish();
+}
+
+fn persistence(c: &mut Criterion) {
+    let mut g = c.benchmark_group("op");
+    let mut store = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    for i in 0..100 {
+        let mut peer = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let bundle = peer.create_bundle(true, 0, &mut OsRng).unwrap();
+        store
+            .process_bundle(&Address::new(format!("peer{i}"), 1), &bundle, &mut OsRng)
+            .unwrap();
+    }
+    let saved = store.save();
+    g.bench_function("save_100_sessions", |b| b.iter(|| store.save()));
+    g.bench_function("restore_100_sessions", |b| b.iter(|| ProtocolStore::restore(&saved).unwrap()));
+    let (alice, bob, ..) = alice_bob();
+    g.bench_function("safety_number", |b| {
+        b.iter(|| Fingerprint::new(2, 5200, b"alice", alice.identity_key(), b"bob", bob.identity_key()).unwrap())
+    });
+    g.finish();
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn floor(c: &mut Criterion) {
+    let mut g = c.benchmark_group("floor");
+    let kp = KeyPair::generate(&mut OsRng);
+    let other = KeyPair::generate(&mut OsRng).public_key;
+    g.bench_function("x25519", |b| b.iter(|| kp.private_key.agree(black_box(&other)).unwrap()));
+    // The portable Montgomery ladder (x25519-dalek), the X25519 the official
+    // library uses: it calibrates this machine against the reference figures.
+    let (k, u) = (kp.private_key.serialize(), *other.u_coordinate());
+    g.bench_function("x25519_portable_ladder", |b| b.iter(|| x25519_dalek::x25519(*k, black_box(u))));
+    g.bench_function("keygen", |b| b.iter(|| KeyPair::generate(&mut OsRng)));
+    let id = IdentityKeyPair::generate(&mut OsRng);
+    let msg = kp.public_key.serialize();
+    let sig = id.private_key().sign(&msg, &mut OsRng);
+    g.bench_function("xeddsa_verify", |b| b.iter(|| id.public_key().verify_signature(&msg, &sig)));
+    g.bench_function("xeddsa_sign", |b| b.iter(|| id.private_key().sign(&msg, &mut OsRng)));
+
+    let key = [7u8; 32];
+    // Chain step: one HMAC key schedule, two MACs (0x01 and 0x02).
+    g.bench_function("chain_step", |b| {
+        b.iter(|| {
+            let mac = <HmacSha256 as Mac>::new_from_slice(black_box(&key)).unwrap();
+            let mut m1 = mac.clone();
+            m1.update(&[1]);
+            let mut m2 = mac;
+            m2.update(&[2]);
+            (m1.finalize().into_bytes(), m2.finalize().into_bytes())
+        })
+    });
+    for (len, name) in [(64usize, "hkdf_64"), (80, "hkdf_80")] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut okm = [0u8; 80];
+                hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), black_box(&key))
+                    .expand(b"WhisperMessageKeys", &mut okm[..len])
+                    .unwrap();
+                okm
+            })
+        });
+    }
+    for (size, label) in SIZES {
+        let pt = vec![0x42u8; size];
+        let iv = [9u8; 16];
+        let ct = cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into()).encrypt_padded_vec_mut::<Pkcs7>(&pt);
+        g.bench_function(BenchmarkId::new("aes_cbc_encrypt", label), |b| {
+            b.iter(|| cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into()).encrypt_padded_vec_mut::<Pkcs7>(black_box(&pt)))
+        });
+        g.bench_function(BenchmarkId::new("aes_cbc_decrypt", label), |b| {
+            b.iter(|| {
+                cbc::Decryptor::<aes::Aes256>::new(&key.into(), &iv.into())
+                    .decrypt_padded_vec_mut::<Pkcs7>(black_box(&ct))
+                    .unwrap()
+            })
+        });
+        // The MAC input: both identities, the version byte and the protobuf.
+        let mac_input = vec![0x11u8; 66 + 1 + 45 + ct.len()];
+        g.bench_function(BenchmarkId::new("hmac_mac", label), |b| {
+            b.iter(|| {
+                let mut m = <HmacSha256 as Mac>::new_from_slice(&key).unwrap();
+                m.update(black_box(&mac_input));
+                m.finalize().into_bytes()
+            })
+        });
+    }
+    g.bench_function("sha512_fingerprint_round", |b| {
+        let h = [3u8; 64];
+        let k = [5u8; 33];
+        b.iter(|| Sha512::new().chain_update(black_box(h)).chain_update(k).finalize())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, floor, keys, x3dh, messages, persistence);
+criterion_main!(benches);

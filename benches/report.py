@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Turn criterion results of benches/protocol.rs into a Markdown table.
+
+    python3 benches/report.py [--dir target/criterion] [--check]
+
+Each operation is shown with its median time, its floor (the sum of the
+medians of the primitives it needs, measured in the same run), the ratio to
+the floor, and the official library's reference figure (libsignal 0.72.1,
+Rust benches, v3 sessions, from the performance issue). Because machines
+differ, the table also calibrates: the reference machine ran the portable
+X25519 ladder in 39.8 us; `floor/x25519_portable_ladder` measures the same
+ladder here, and "vs ref (calibrated)" scales the reference by that factor.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+REF_LADDER_US = 39.8
+
+# Floors: lists of (primitive id, count). "decrypt floor" etc. are expanded.
+def msg_floor(direction: str, size: str) -> list[tuple[str, float]]:
+    return [("floor/chain_step", 1), ("floor/hkdf_80", 1),
+            (f"floor/aes_cbc_{direction}/{size}", 1), (f"floor/hmac_mac/{size}", 1)]
+
+def turn_floor(size: str) -> list[tuple[str, float]]:
+    return [("floor/x25519", 2), ("floor/keygen", 1), ("floor/hkdf_64", 2)] + msg_floor("decrypt", size)
+
+ROWS: list[tuple[str, str, list[tuple[str, float]], float | None]] = [
+    ("encrypt, no DH turn, 100 B", "op/encrypt/100B", msg_floor("encrypt", "100B"), 2.48),
+    ("encrypt, no DH turn, 1 KiB", "op/encrypt/1KiB", msg_floor("encrypt", "1KiB"), 3.88),
+    ("encrypt, no DH turn, 64 KiB", "op/encrypt/64KiB", msg_floor("encrypt", "64KiB"), None),
+    ("decrypt, no DH turn, 100 B", "op/decrypt/100B", msg_floor("decrypt", "100B"), 2.75),
+    ("decrypt, no DH turn, 1 KiB", "op/decrypt/1KiB", msg_floor("decrypt", "1KiB"), 3.49),
+    ("decrypt, no DH turn, 64 KiB", "op/decrypt/64KiB", msg_floor("decrypt", "64KiB"), None),
+    ("decrypt with a DH turn, 100 B", "op/decrypt_dh_turn/100B", turn_floor("100B"), 92.9),
+    ("decrypt with a DH turn, 1 KiB", "op/decrypt_dh_turn/1KiB", turn_floor("1KiB"), None),
+    ("decrypt with a DH turn, 64 KiB", "op/decrypt_dh_turn/64KiB", turn_floor("64KiB"), None),
+    ("decrypt 1,000 ahead (1,000 skipped keys)", "op/decrypt_skip_1000",
+     [("floor/chain_step", 1000)] + msg_floor("decrypt", "100B"), None),
+    ("X3DH initiator, with one-time prekey", "op/x3dh_initiator_with_opk",
+     [("floor/xeddsa_verify", 1), ("floor/keygen", 2), ("floor/x25519", 5), ("floor/hkdf_64", 2)], 272.5),
+    ("X3DH initiator, without one-time prekey", "op/x3dh_initiator_without_opk",
+     [("floor/xeddsa_verify", 1), ("floor/keygen", 2), ("floor/x25519", 4), ("floor/hkdf_64", 2)], 233.0),
+    ("X3DH responder (first prekey message), with", "op/x3dh_responder_with_opk",
+     [("floor/x25519", 4), ("floor/hkdf_64", 1)] + turn_floor("100B"), 248.4),
+    ("X3DH responder (first prekey message), without", "op/x3dh_responder_without_opk",
+     [("floor/x25519", 3), ("floor/hkdf_64", 1)] + turn_floor("100B"), 212.5),
+    ("safety number, 5200 iterations, both sides", "op/safety_number",
+     [("floor/sha512_fingerprint_round", 10400)], 1995.0),
+    ("identity key generation", "op/identity_generate", [("floor/keygen", 1)], None),
+    ("one-time prekey generation", "op/prekey_generate", [("floor/keygen", 1)], None),
+    ("signed prekey generation", "op/signed_prekey_generate",
+     [("floor/keygen", 1), ("floor/xeddsa_sign", 1)], None),
+    ("save a store with 100 sessions", "op/save_100_sessions", [], None),
+    ("restore a store with 100 sessions", "op/restore_100_sessions", [], None),
+]
+
+PRIMITIVES = [
+    ("X25519 DH (build's backend)", "floor/x25519", 39.8),
+    ("X25519 DH, portable ladder (x25519-dalek)", "floor/x25519_portable_ladder", 39.8),
+    ("key generation", "floor/keygen", 12.1),
+    ("XEdDSA verify", "floor/xeddsa_verify", 40.3),
+]
+
+
+def median_us(root: Path, bench_id: str) -> float:
+    path = root / bench_id / "new" / "estimates.json"
+    with path.open() as f:
+        return json.load(f)["median"]["point_estimate"] / 1000.0
+
+
+def fmt(x: float) -> str:
+    return f"{x:.2f}" if x < 100 else f"{x:.1f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", default="target/criterion")
+    ap.add_argument("--check", action="store_true",
+                    help="fail unless every benchmark of the table has a result")
+    args = ap.parse_args()
+    root = Path(args.dir)
+    missing = []
+
+    def get(bid: str) -> float | None:
+        try:
+            return median_us(root, bid)
+        except (OSError, KeyError, ValueError):
+            missing.append(bid)
+            return None
+
+    ladder = get("floor/x25519_portable_ladder")
+    factor = (ladder / REF_LADDER_US) if ladder else None
+    out = []
+    out.append(f"Machine: {platform.machine()}, {platform.processor() or 'unknown CPU'}, "
+               f"{platform.system()} {platform.release()}. Medians from criterion.")
+    if factor:
+        out.append(f"Calibration: the portable X25519 ladder takes {ladder:.1f} us here vs "
+                   f"{REF_LADDER_US} us on the reference machine (factor {factor:.2f}).")
+    out.append("")
+    out.append("| operation | ratchetkit us | floor us | ratio to floor | libsignal ref us | faster than ref | faster than ref (calibrated) |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for label, bid, parts, ref in ROWS:
+        t = get(bid)
+        floor = None
+        if parts:
+            vals = [(get(p), n) for p, n in parts]
+            if all(v is not None for v, _ in vals):
+                floor = sum(v * n for v, n in vals)
+        cells = [label, fmt(t) if t else "-", fmt(floor) if floor else "-",
+                 f"{t / floor:.2f}x" if t and floor else "-",
+                 fmt(ref) if ref else "-",
+                 f"{ref / t:.2f}x" if t and ref else "-",
+                 f"{ref * factor / t:.2f}x" if t and ref and factor else "-"]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    out.append("| primitive | ratchetkit us | libsignal ref us |")
+    out.append("|---|---:|---:|")
+    for label, bid, ref in PRIMITIVES:
+        t = get(bid)
+        out.append(f"| {label} | {fmt(t) if t else '-'} | {ref} |")
+    print("\n".join(out))
+    if args.check and missing:
+        print(f"missing results: {', '.join(sorted(set(missing)))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
