@@ -3,8 +3,9 @@
 //! Format version 1: the 4 bytes `RKST`, one format-version byte (`0x01`),
 //! then a protobuf `StoreProto` (below). Every field is validated on load:
 //! key lengths and types, id ranges, the deployed limits (5 receiving
-//! chains, 2,000 skipped keys per chain, 40 archived states), and
-//! references between fields. Corrupt input gives [`Error::CorruptState`].
+//! chains, 2,000 skipped keys per chain, 40 archived states, 65,536
+//! sessions), and references between fields. Corrupt input gives
+//! [`Error::CorruptState`].
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,7 +18,7 @@ use crate::ratchet::{ChainKey, MessageKeySeed, RootKey, MAX_RECEIVER_CHAINS, MAX
 use crate::session::{
     PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState, MAX_ARCHIVED_STATES,
 };
-use crate::store::{Address, ProtocolStore};
+use crate::store::{Address, ProtocolStore, MAX_SESSIONS};
 use crate::wire::MESSAGE_VERSION;
 
 const MAGIC: &[u8; 4] = b"RKST";
@@ -390,6 +391,9 @@ fn from_proto(p: &StoreProto) -> Result<ProtocolStore> {
         if prekeys.insert(id, record).is_some() {
             return Err(corrupt("duplicate prekey id"));
         }
+    }
+    if p.sessions.len() > MAX_SESSIONS {
+        return Err(corrupt("more than 65536 sessions"));
     }
     let mut sessions = BTreeMap::new();
     for e in &p.sessions {

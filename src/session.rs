@@ -168,6 +168,19 @@ impl SessionState {
         self.remote_registration_id
     }
 
+    /// The number of receiving chains held (at most
+    /// [`MAX_RECEIVER_CHAINS`](crate::ratchet::MAX_RECEIVER_CHAINS)).
+    pub fn receiver_chain_count(&self) -> usize {
+        self.receiver_chains.len()
+    }
+
+    /// The number of skipped message keys held, over all receiving chains
+    /// (at most [`MAX_SKIPPED_KEYS`](crate::ratchet::MAX_SKIPPED_KEYS) per
+    /// chain).
+    pub fn skipped_key_count(&self) -> usize {
+        self.receiver_chains.iter().map(|c| c.skipped.len()).sum()
+    }
+
     /// True while this side has not yet received any message in this session
     /// (so it still sends prekey messages).
     pub fn has_unacknowledged_prekey_message(&self) -> bool {
@@ -355,6 +368,11 @@ impl SessionRecord {
     /// The number of archived states.
     pub fn previous_count(&self) -> usize {
         self.previous.len()
+    }
+
+    /// The archived states, newest first.
+    pub fn previous_states(&self) -> impl Iterator<Item = &SessionState> {
+        self.previous.iter()
     }
 
     /// Makes `state` current, archiving the old current state.

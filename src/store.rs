@@ -13,9 +13,16 @@ use crate::keys::{generate_registration_id, IdentityKeyPair, KeyPair, PublicKey}
 use crate::prekey::{PreKeyBundle, PreKeyRecord, SignedPreKeyRecord, MAX_PREKEY_ID};
 use crate::session::SessionRecord;
 use crate::wire::{
-    CiphertextMessage, PreKeySignalMessage, SignalMessage, PREKEY_TYPE, WHISPER_TYPE,
+    CiphertextMessage, PreKeySignalMessage, SignalMessage, MAX_PLAINTEXT_LEN, PREKEY_TYPE,
+    WHISPER_TYPE,
 };
 use crate::x3dh;
+
+/// A store holds sessions for at most this many remote addresses. A new
+/// session for another address beyond it (from [`ProtocolStore::process_bundle`]
+/// or an incoming prekey message) is [`Error::LimitExceeded`]; sessions can
+/// be dropped with [`ProtocolStore::remove_session`].
+pub const MAX_SESSIONS: usize = 65_536;
 
 /// A remote device: the user's name (or service id) and a device id.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -291,6 +298,7 @@ impl ProtocolStore {
         rng: &mut R,
     ) -> Result<()> {
         self.check_trust(&address.name, &bundle.identity_key)?;
+        self.check_session_limit(address)?;
         let state = x3dh::initiate(&self.identity, self.registration_id, bundle, rng)?;
         self.sessions
             .entry(address.clone())
@@ -315,9 +323,34 @@ impl ProtocolStore {
         self.sessions.get(address)
     }
 
+    /// The number of remote addresses with a session record (at most
+    /// [`MAX_SESSIONS`]).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Deletes the session record (current and archived states) for
+    /// `address`. Returns whether there was one. Trust is kept.
+    pub fn remove_session(&mut self, address: &Address) -> bool {
+        self.sessions.remove(address).is_some()
+    }
+
+    /// Fails when a session for `address` would be one too many.
+    fn check_session_limit(&self, address: &Address) -> Result<()> {
+        if self.sessions.len() >= MAX_SESSIONS && !self.sessions.contains_key(address) {
+            return Err(Error::LimitExceeded("too many sessions in one store"));
+        }
+        Ok(())
+    }
+
     /// Encrypts `plaintext` for `address`: a prekey message until the other
     /// side has answered, a whisper message after.
     pub fn encrypt(&mut self, address: &Address, plaintext: &[u8]) -> Result<CiphertextMessage> {
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(Error::LimitExceeded(
+                "plaintext longer than MAX_PLAINTEXT_LEN",
+            ));
+        }
         let state = self
             .sessions
             .get(address)
@@ -393,6 +426,7 @@ impl ProtocolStore {
     ) -> Result<Vec<u8>> {
         let message = PreKeySignalMessage::deserialize(bytes)?;
         self.check_trust(&address.name, message.identity_key())?;
+        self.check_session_limit(address)?;
         let mut record = self.sessions.get(address).cloned().unwrap_or_default();
         let mut used_prekey = None;
         if !record.promote_matching_state(message.base_key()) {

@@ -18,6 +18,21 @@ pub const MAC_LEN: usize = 8;
 pub const WHISPER_TYPE: u8 = 2;
 /// Message type number of a `PreKeySignalMessage` as applications use it.
 pub const PREKEY_TYPE: u8 = 3;
+/// The largest serialized message (whisper or prekey) accepted: 64 MiB.
+/// Longer input is rejected with [`Error::LimitExceeded`] before any parsing
+/// or copying.
+pub const MAX_MESSAGE_LEN: usize = 64 << 20;
+/// The largest plaintext [`encrypt`](crate::ProtocolStore::encrypt) accepts:
+/// [`MAX_MESSAGE_LEN`] less 4 KiB for the header, padding and MAC, so that
+/// every message produced is accepted by the other side.
+pub const MAX_PLAINTEXT_LEN: usize = MAX_MESSAGE_LEN - 4096;
+
+fn check_length(bytes: &[u8]) -> Result<()> {
+    if bytes.len() > MAX_MESSAGE_LEN {
+        return Err(Error::LimitExceeded("message longer than 64 MiB"));
+    }
+    Ok(())
+}
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct SignalMessageProto {
@@ -110,6 +125,7 @@ impl SignalMessage {
     /// Parses a serialized message strictly. The MAC is checked later, by the
     /// session that holds the key.
     pub fn deserialize(bytes: &[u8]) -> Result<Self> {
+        check_length(bytes)?;
         if bytes.len() < 1 + MAC_LEN {
             return Err(Error::InvalidMessage("SignalMessage too short"));
         }
@@ -244,6 +260,7 @@ impl PreKeySignalMessage {
 
     /// Parses a serialized prekey message strictly (including the inner message).
     pub fn deserialize(bytes: &[u8]) -> Result<Self> {
+        check_length(bytes)?;
         let Some((&first, body)) = bytes.split_first() else {
             return Err(Error::InvalidMessage("PreKeySignalMessage is empty"));
         };
