@@ -2,7 +2,7 @@
 
 use super::bytes::rk_bytes;
 use super::guard::{
-    free_handle, guard, handle_ref, impl_handle, input_bytes, new_handle, out_buf, out_ptr, Handle,
+    free_handle, guard, handle_ref, impl_handle, input_bytes, new_handle, out_buf, out_ptr,
 };
 use super::keys::rk_public_key;
 use super::status::rk_status;
@@ -11,17 +11,13 @@ use crate::prekey::PreKeyBundle;
 /// A prekey bundle: what a device publishes so that others can start a
 /// session with it. Immutable: may be read from several threads at once.
 pub struct rk_bundle {
-    tag: u64,
-    pub(crate) bundle: PreKeyBundle,
+    _opaque: [u8; 0],
 }
-impl_handle!(rk_bundle, 0x726b_6275_6e64_6c65);
+impl_handle!(rk_bundle, PreKeyBundle, 0x726b_6275_6e64_6c65);
 
 impl rk_bundle {
     pub(crate) fn boxed(bundle: PreKeyBundle) -> *mut rk_bundle {
-        new_handle(rk_bundle {
-            tag: Self::TAG,
-            bundle,
-        })
+        new_handle(bundle)
     }
 }
 
@@ -68,15 +64,15 @@ pub unsafe extern "C" fn rk_bundle_new(
             None
         } else {
             // SAFETY: caller's contract.
-            Some((prekey_id, unsafe { handle_ref(prekey) }?.key))
+            Some((prekey_id, *unsafe { handle_ref(prekey) }?))
         };
         let out = out_ptr(bundle_out, "bundle_out")?;
         let bundle = PreKeyBundle::new(
             registration_id,
             device_id,
-            identity_key.key,
+            *identity_key,
             signed_prekey_id,
-            signed_prekey.key,
+            *signed_prekey,
             signature,
             pre_key,
         )?;
@@ -104,7 +100,7 @@ pub unsafe extern "C" fn rk_bundle_serialize(
         // SAFETY: caller's contract.
         let bundle = unsafe { handle_ref(bundle) }?;
         let out = out_ptr(bytes_out, "bytes_out")?;
-        out.write(rk_bytes::from_vec(bundle.bundle.serialize())?);
+        out.write(rk_bytes::from_vec(bundle.serialize())?);
         Ok(())
     })
 }
@@ -147,7 +143,7 @@ unsafe fn bundle_u32(
         // SAFETY: forwarded contract.
         let bundle = unsafe { handle_ref(bundle) }?;
         let out = out_ptr(out, "out")?;
-        out.write(field(&bundle.bundle));
+        out.write(field(bundle));
         Ok(())
     })
 }
@@ -162,7 +158,7 @@ unsafe fn bundle_key(
         // SAFETY: forwarded contract.
         let bundle = unsafe { handle_ref(bundle) }?;
         let out = out_ptr(out, "key_out")?;
-        out.write(rk_public_key::boxed(field(&bundle.bundle)));
+        out.write(rk_public_key::boxed(field(bundle)));
         Ok(())
     })
 }
@@ -280,7 +276,7 @@ pub unsafe extern "C" fn rk_bundle_signed_prekey_signature(
             crate::keys::SIGNATURE_LEN,
             "signature_out",
         )?;
-        out.write(&bundle.bundle.signed_pre_key_signature)
+        out.write(&bundle.signed_pre_key_signature)
     })
 }
 
@@ -309,7 +305,7 @@ pub unsafe extern "C" fn rk_bundle_prekey(
         let has_out = out_ptr(has_out, "has_out")?;
         let id_out = out_ptr(id_out, "id_out")?;
         let key_out = out_ptr(key_out, "key_out")?;
-        match bundle.bundle.pre_key {
+        match bundle.pre_key {
             Some((id, key)) => {
                 has_out.write(true);
                 id_out.write(id);
@@ -344,7 +340,7 @@ pub unsafe extern "C" fn rk_bundle_verify_signature(
         // SAFETY: caller's contract.
         let bundle = unsafe { handle_ref(bundle) }?;
         let out = out_ptr(valid_out, "valid_out")?;
-        out.write(bundle.bundle.verify_signature());
+        out.write(bundle.verify_signature());
         Ok(())
     })
 }

@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use super::bytes::rk_bytes;
 use super::guard::{
     free_handle, guard, handle_ref, impl_handle, input_bytes, new_handle, out_buf, out_ptr,
-    FfiResult, Handle,
+    FfiResult,
 };
 use super::keys::rk_public_key;
 use super::status::rk_status;
@@ -14,17 +14,13 @@ use crate::fingerprint::Fingerprint;
 /// A safety number between a local and a remote identity. Immutable: may be
 /// read from several threads at once.
 pub struct rk_fingerprint {
-    tag: u64,
-    pub(crate) fingerprint: Fingerprint,
+    _opaque: [u8; 0],
 }
-impl_handle!(rk_fingerprint, 0x726b_6670_7269_6e74);
+impl_handle!(rk_fingerprint, Fingerprint, 0x726b_6670_7269_6e74);
 
 impl rk_fingerprint {
     pub(crate) fn boxed(fingerprint: Fingerprint) -> *mut rk_fingerprint {
-        new_handle(rk_fingerprint {
-            tag: Self::TAG,
-            fingerprint,
-        })
+        new_handle(fingerprint)
     }
 }
 
@@ -66,12 +62,7 @@ pub unsafe extern "C" fn rk_fingerprint_new(
         let remote_key = unsafe { handle_ref(remote_key) }?;
         let out = out_ptr(fingerprint_out, "fingerprint_out")?;
         let fp = Fingerprint::new(
-            version,
-            iterations,
-            local_id,
-            &local_key.key,
-            remote_id,
-            &remote_key.key,
+            version, iterations, local_id, local_key, remote_id, remote_key,
         )?;
         out.write(rk_fingerprint::boxed(fp));
         Ok(())
@@ -99,7 +90,7 @@ pub unsafe extern "C" fn rk_fingerprint_displayable(
     guard(|| {
         // SAFETY: caller's contract.
         let fp = unsafe { handle_ref(fingerprint) }?;
-        let digits = fp.fingerprint.displayable().as_bytes();
+        let digits = fp.displayable().as_bytes();
         let mut text = [0u8; crate::fingerprint::SAFETY_NUMBER_DIGITS + 1];
         text[..digits.len()].copy_from_slice(digits);
         let out = out_buf(out.cast::<u8>(), out_cap, text.len(), "out")?;
@@ -127,7 +118,7 @@ pub unsafe extern "C" fn rk_fingerprint_scannable(
         // SAFETY: caller's contract.
         let fp = unsafe { handle_ref(fingerprint) }?;
         let out = out_ptr(scannable_out, "scannable_out")?;
-        out.write(rk_bytes::from_vec(fp.fingerprint.scannable())?);
+        out.write(rk_bytes::from_vec(fp.scannable())?);
         Ok(())
     })
 }
@@ -160,7 +151,7 @@ pub unsafe extern "C" fn rk_fingerprint_compare(
         // SAFETY: caller's contract.
         let theirs = unsafe { input_bytes(theirs, theirs_len, "theirs") }?;
         let out = out_ptr(matches_out, "matches_out")?;
-        out.write(fp.fingerprint.compare_scannable(theirs)?);
+        out.write(fp.compare_scannable(theirs)?);
         Ok(())
     })
 }
@@ -173,7 +164,7 @@ unsafe fn qr(
     // SAFETY: forwarded contract.
     let fp = unsafe { handle_ref(fingerprint) }?;
     let out = out_ptr(out, "out")?;
-    out.write(rk_bytes::from_string(render(&fp.fingerprint)?)?);
+    out.write(rk_bytes::from_string(render(fp)?)?);
     Ok(())
 }
 

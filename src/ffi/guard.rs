@@ -246,88 +246,96 @@ pub(crate) fn out_buf(
 
 // ---- handles ---------------------------------------------------------------
 
-/// An opaque handle type. Each starts with a type tag, checked on every use
-/// so that a handle of the wrong type (a bad cast in C) is refused.
-pub(crate) trait Handle: Sized {
+/// An opaque handle type as C sees it: a marker struct that is never
+/// instantiated. The pointer C holds points to a [`Tagged`] of `Inner`.
+pub(crate) trait Handle {
+    /// What the handle holds.
+    type Inner;
     /// The tag of live handles of this type.
     const TAG: u64;
     /// The C name, for messages.
     const NAME: &'static str;
-    /// The tag of this handle.
-    fn tag(&self) -> u64;
-    /// Overwrites the tag before the handle is freed.
-    fn kill(&mut self);
 }
 
-/// Borrows a handle.
+/// The heap object behind every handle: the type tag first (at offset 0
+/// whatever `T` is, thanks to `repr(C)`), so that a handle of another type
+/// is recognised by reading 8 bytes that every handle has.
+#[repr(C)]
+pub(crate) struct Tagged<T> {
+    tag: u64,
+    value: T,
+}
+
+const DEAD_TAG: u64 = 0xDEAD_DEAD_DEAD_DEAD;
+
+/// Reads the tag of a non-NULL handle pointer, checking alignment.
 ///
 /// # Safety
-/// Unless NULL, `ptr` must be a live handle made by this library (or, for
-/// best-effort detection, some readable memory at least as large).
-pub(crate) unsafe fn handle_ref<'a, H: Handle>(ptr: *const H) -> FfiResult<&'a H> {
+/// `ptr` must point to at least 8 readable bytes (any live handle does).
+unsafe fn tag_of<H: Handle>(ptr: *const H) -> Option<u64> {
+    let t = ptr.cast::<Tagged<H::Inner>>();
+    if !t.is_aligned() {
+        return None;
+    }
+    // SAFETY: aligned for Tagged (so for u64, its first field at offset 0);
+    // readable by the caller's contract.
+    Some(unsafe { t.cast::<u64>().read() })
+}
+
+/// Borrows what a handle holds.
+///
+/// # Safety
+/// Unless NULL, `ptr` must be a live handle made by this library (a live
+/// handle of another type is detected and refused).
+pub(crate) unsafe fn handle_ref<'a, H: Handle>(ptr: *const H) -> FfiResult<&'a H::Inner> {
     if ptr.is_null() {
         return Err(FfiError::null(H::NAME));
     }
-    if !ptr.is_aligned() {
-        return Err(FfiError::new(
-            rk_status::InvalidHandle,
-            format!("{} is not a valid handle (misaligned)", H::NAME),
-        ));
-    }
-    // SAFETY: non-NULL, aligned, live by the caller's contract.
-    let h = unsafe { &*ptr };
-    if h.tag() != H::TAG {
+    // SAFETY: non-NULL; the caller's contract.
+    if unsafe { tag_of(ptr) } != Some(H::TAG) {
         return Err(FfiError::new(
             rk_status::InvalidHandle,
             format!("{} is not a live handle of that type", H::NAME),
         ));
     }
-    Ok(h)
+    // SAFETY: the tag shows a live Tagged<H::Inner> made by `new_handle`;
+    // handles are only read through shared references.
+    Ok(unsafe { &(*ptr.cast::<Tagged<H::Inner>>()).value })
 }
 
 /// Moves a new handle to the heap for C.
-pub(crate) fn new_handle<H: Handle>(h: H) -> *mut H {
-    Box::into_raw(Box::new(h))
+pub(crate) fn new_handle<H: Handle>(value: H::Inner) -> *mut H {
+    Box::into_raw(Box::new(Tagged { tag: H::TAG, value })).cast()
 }
 
 /// Frees a handle; NULL is a no-op, and so is a pointer whose tag is not
-/// that of a live handle of this type (a wrong-type or detected double free
-/// leaks rather than corrupting the heap).
+/// that of a live handle of this type (a wrong-type free, or a double free
+/// that is detected, leaks rather than corrupting the heap).
 ///
 /// # Safety
 /// As [`handle_ref`]; after this call the handle must not be used.
 pub(crate) unsafe fn free_handle<H: Handle>(ptr: *mut H) {
     guard_value((), || {
-        if ptr.is_null() || !ptr.is_aligned() {
-            return;
-        }
-        // SAFETY: non-NULL, aligned, live by the caller's contract.
-        if unsafe { (*ptr).tag() } != H::TAG {
+        // SAFETY: non-NULL; the caller's contract.
+        if ptr.is_null() || unsafe { tag_of(ptr) } != Some(H::TAG) {
             return;
         }
         // SAFETY: made by `new_handle` (tag checked); ownership returns here.
-        let mut b = unsafe { Box::from_raw(ptr) };
-        b.kill();
+        let mut b = unsafe { Box::from_raw(ptr.cast::<Tagged<H::Inner>>()) };
+        // Volatile, so the store is not elided before the free.
+        // SAFETY: a valid, aligned, exclusive reference.
+        unsafe { std::ptr::write_volatile(&mut b.tag, DEAD_TAG) };
         drop(b);
     })
 }
 
-/// Implements [`Handle`] for a handle struct whose first field is `tag: u64`.
-/// (The structs themselves are written out, not macro-made, so that
-/// cbindgen sees them and declares them as opaque types.)
+/// Declares what a handle marker type holds and its tag.
 macro_rules! impl_handle {
-    ($name:ident, $tag:expr) => {
+    ($name:ident, $inner:ty, $tag:expr) => {
         impl $crate::ffi::guard::Handle for $name {
+            type Inner = $inner;
             const TAG: u64 = $tag;
             const NAME: &'static str = stringify!($name);
-            fn tag(&self) -> u64 {
-                self.tag
-            }
-            fn kill(&mut self) {
-                // Volatile, so the store is not elided before the free.
-                // SAFETY: a valid, aligned, exclusive reference.
-                unsafe { std::ptr::write_volatile(&mut self.tag, 0xDEAD_DEAD_DEAD_DEAD) }
-            }
         }
     };
 }

@@ -4,7 +4,7 @@ use rand::rngs::OsRng;
 
 use super::bytes::rk_bytes;
 use super::guard::{
-    free_handle, guard, handle_ref, impl_handle, input_bytes, new_handle, out_buf, out_ptr, Handle,
+    free_handle, guard, handle_ref, impl_handle, input_bytes, new_handle, out_buf, out_ptr,
 };
 use super::status::rk_status;
 use crate::keys::{IdentityKeyPair, PrivateKey, PublicKey};
@@ -12,34 +12,26 @@ use crate::keys::{IdentityKeyPair, PrivateKey, PublicKey};
 /// A Curve25519 public key (serialized as 33 bytes: `0x05` then 32 bytes).
 /// Immutable: may be read from several threads at once.
 pub struct rk_public_key {
-    tag: u64,
-    pub(crate) key: PublicKey,
+    _opaque: [u8; 0],
 }
-impl_handle!(rk_public_key, 0x726b_7075_626b_6579);
+impl_handle!(rk_public_key, PublicKey, 0x726b_7075_626b_6579);
 
 impl rk_public_key {
     pub(crate) fn boxed(key: PublicKey) -> *mut rk_public_key {
-        new_handle(rk_public_key {
-            tag: Self::TAG,
-            key,
-        })
+        new_handle(key)
     }
 }
 
 /// A long-term identity key pair (private key held inside, zeroized when the
 /// handle is freed). Immutable: may be read from several threads at once.
 pub struct rk_identity_keypair {
-    tag: u64,
-    pub(crate) pair: IdentityKeyPair,
+    _opaque: [u8; 0],
 }
-impl_handle!(rk_identity_keypair, 0x726b_6964_6b70_6169);
+impl_handle!(rk_identity_keypair, IdentityKeyPair, 0x726b_6964_6b70_6169);
 
 impl rk_identity_keypair {
     pub(crate) fn boxed(pair: IdentityKeyPair) -> *mut rk_identity_keypair {
-        new_handle(rk_identity_keypair {
-            tag: Self::TAG,
-            pair,
-        })
+        new_handle(pair)
     }
 }
 
@@ -95,7 +87,7 @@ pub unsafe extern "C" fn rk_public_key_serialize(
         // SAFETY: caller's contract.
         let key = unsafe { handle_ref(key) }?;
         let out = out_buf(out, out_cap, crate::keys::PUBLIC_KEY_LEN, "out")?;
-        out.write(&key.key.serialize())
+        out.write(&key.serialize())
     })
 }
 
@@ -119,7 +111,7 @@ pub unsafe extern "C" fn rk_public_key_equals(
         // SAFETY: caller's contract.
         let (a, b) = unsafe { (handle_ref(a)?, handle_ref(b)?) };
         let out = out_ptr(equal_out, "equal_out")?;
-        out.write(a.key.ct_eq(&b.key));
+        out.write(a.ct_eq(b));
         Ok(())
     })
 }
@@ -153,7 +145,7 @@ pub unsafe extern "C" fn rk_public_key_verify_signature(
         // SAFETY: caller's contract.
         let signature = unsafe { input_bytes(signature, signature_len, "signature") }?;
         let out = out_ptr(valid_out, "valid_out")?;
-        out.write(key.key.verify_signature(message, signature));
+        out.write(key.verify_signature(message, signature));
         Ok(())
     })
 }
@@ -244,7 +236,7 @@ pub unsafe extern "C" fn rk_identity_keypair_serialize(
         // SAFETY: caller's contract.
         let pair = unsafe { handle_ref(pair) }?;
         let out = out_ptr(private_key_out, "private_key_out")?;
-        let secret = pair.pair.private_key().serialize();
+        let secret = pair.private_key().serialize();
         out.write(rk_bytes::copy_from(&secret[..])?);
         Ok(())
     })
@@ -269,7 +261,7 @@ pub unsafe extern "C" fn rk_identity_keypair_public_key(
         // SAFETY: caller's contract.
         let pair = unsafe { handle_ref(pair) }?;
         let out = out_ptr(key_out, "key_out")?;
-        out.write(rk_public_key::boxed(*pair.pair.public_key()));
+        out.write(rk_public_key::boxed(*pair.public_key()));
         Ok(())
     })
 }
@@ -306,7 +298,7 @@ pub unsafe extern "C" fn rk_identity_keypair_sign(
             crate::keys::SIGNATURE_LEN,
             "signature_out",
         )?;
-        out.write(&pair.pair.private_key().sign(message, &mut OsRng))
+        out.write(&pair.private_key().sign(message, &mut OsRng))
     })
 }
 

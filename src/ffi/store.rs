@@ -11,7 +11,7 @@ use super::bytes::rk_bytes;
 use super::fingerprint::rk_fingerprint;
 use super::guard::{
     free_handle, guard, handle_ref, impl_handle, input_address, input_bytes, input_flag, input_str,
-    new_handle, out_ptr, FfiError, FfiResult, Handle,
+    new_handle, out_ptr, FfiError, FfiResult,
 };
 use super::keys::{rk_identity_keypair, rk_public_key};
 use super::status::rk_status;
@@ -26,10 +26,14 @@ use crate::wire::{PREKEY_TYPE, WHISPER_TYPE};
 /// once; calls on it serialize. Every failing call leaves the store exactly
 /// as it was.
 pub struct rk_store {
-    tag: u64,
+    _opaque: [u8; 0],
+}
+impl_handle!(rk_store, StoreCell, 0x726b_7374_6f72_6521);
+
+/// What a store handle holds.
+pub(crate) struct StoreCell {
     inner: Mutex<ProtocolStore>,
 }
-impl_handle!(rk_store, 0x726b_7374_6f72_6521);
 
 #[cfg(test)]
 thread_local! {
@@ -41,12 +45,13 @@ thread_local! {
 
 impl rk_store {
     fn boxed(store: ProtocolStore) -> *mut rk_store {
-        new_handle(rk_store {
-            tag: Self::TAG,
+        new_handle(StoreCell {
             inner: Mutex::new(store),
         })
     }
+}
 
+impl StoreCell {
     fn lock(&self) -> FfiResult<MutexGuard<'_, ProtocolStore>> {
         let guard = self.inner.lock().map_err(|_| {
             FfiError::new(
@@ -113,12 +118,8 @@ pub unsafe extern "C" fn rk_store_new_with_identity(
         // SAFETY: caller's contract.
         let identity = unsafe { handle_ref(identity) }?;
         let out = out_ptr(store_out, "store_out")?;
-        let store = ProtocolStore::with_identity(
-            identity.pair.clone(),
-            registration_id,
-            device_id,
-            &mut OsRng,
-        )?;
+        let store =
+            ProtocolStore::with_identity(identity.clone(), registration_id, device_id, &mut OsRng)?;
         out.write(rk_store::boxed(store));
         Ok(())
     })
@@ -418,9 +419,7 @@ pub unsafe extern "C" fn rk_store_process_bundle(
         let address = unsafe { input_address(name, device_id) }?;
         // SAFETY: caller's contract.
         let bundle = unsafe { handle_ref(bundle) }?;
-        store
-            .lock()?
-            .process_bundle(&address, &bundle.bundle, &mut OsRng)?;
+        store.lock()?.process_bundle(&address, bundle, &mut OsRng)?;
         Ok(())
     })
 }
@@ -716,7 +715,7 @@ pub unsafe extern "C" fn rk_store_approve_identity(
         // SAFETY: caller's contract.
         let key = unsafe { handle_ref(identity_key) }?;
         let out = out_ptr(replaced_out, "replaced_out")?;
-        let replaced = store.lock()?.approve_identity(name, key.key);
+        let replaced = store.lock()?.approve_identity(name, *key);
         out.write(replaced);
         Ok(())
     })
