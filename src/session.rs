@@ -330,6 +330,18 @@ impl SessionState {
         message: &SignalMessage,
         rng: &mut R,
     ) -> Result<Vec<u8>> {
+        let (plaintext, update) = self.open(message, rng)?;
+        self.commit(update);
+        Ok(plaintext)
+    }
+
+    /// Decrypts `message` without changing the state: the plaintext and the
+    /// change that [`decrypt`](Self::decrypt) commits.
+    fn open<R: RngCore + CryptoRng>(
+        &self,
+        message: &SignalMessage,
+        rng: &mut R,
+    ) -> Result<(Vec<u8>, ChainUpdate)> {
         let (seed, update) = self.plan(message, rng)?;
         let keys = seed.derive();
         if !message.verify_mac(&keys.mac_key, &self.remote_identity, &self.local_identity) {
@@ -346,8 +358,7 @@ impl SessionState {
             .decrypt_padded_mut::<Pkcs7>(&mut buf)
             .map_err(|_| Error::InvalidMessage("bad padding"))?
             .len();
-        self.commit(update);
-        Ok(buf[..len].to_vec())
+        Ok((buf[..len].to_vec(), update))
     }
 }
 
@@ -410,21 +421,35 @@ impl SessionRecord {
 
     /// Decrypts with the current state, then with each previous state; a
     /// previous state that decrypts becomes current. On error nothing changes.
+    ///
+    /// `trust` vets a state's remote identity: the current state must pass;
+    /// a previous state that does not pass is never used, and when it alone
+    /// would decrypt the message, its error is returned (as libsignal checks
+    /// the identity of the state that decrypted).
     pub(crate) fn decrypt<R: RngCore + CryptoRng>(
         &mut self,
         message: &SignalMessage,
         rng: &mut R,
+        trust: impl Fn(&PublicKey) -> Result<()>,
     ) -> Result<Vec<u8>> {
         let current = self
             .current
             .as_mut()
             .ok_or(Error::InvalidMessage("no current session state"))?;
+        trust(&current.remote_identity)?;
         let first_error = match current.decrypt(message, rng) {
             Ok(pt) => return Ok(pt),
             Err(e) if !Self::try_older(&e) => return Err(e),
             Err(e) => e,
         };
         for i in 0..self.previous.len() {
+            if let Err(untrusted) = trust(&self.previous[i].remote_identity) {
+                if let Ok((plaintext, _)) = self.previous[i].open(message, rng) {
+                    drop(Zeroizing::new(plaintext));
+                    return Err(untrusted);
+                }
+                continue;
+            }
             match self.previous[i].decrypt(message, rng) {
                 Ok(pt) => {
                     if let Some(state) = self.previous.remove(i) {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use rand::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
@@ -56,6 +57,18 @@ pub struct ProtocolStore {
     pub(crate) next_signed_prekey_id: u32,
     pub(crate) sessions: BTreeMap<Address, SessionRecord>,
     pub(crate) trusted: BTreeMap<String, PublicKey>,
+}
+
+/// Fails unless `key` is the identity trusted for `name` or none is trusted yet.
+fn check_trust_in(
+    trusted: &BTreeMap<String, PublicKey>,
+    name: &str,
+    key: &PublicKey,
+) -> Result<()> {
+    match trusted.get(name) {
+        Some(trusted) if !trusted.ct_eq(key) => Err(Error::UntrustedIdentity(name.to_owned())),
+        _ => Ok(()),
+    }
 }
 
 fn next_id(next: u32) -> u32 {
@@ -268,10 +281,7 @@ impl ProtocolStore {
     }
 
     fn check_trust(&self, name: &str, key: &PublicKey) -> Result<()> {
-        match self.trusted.get(name) {
-            Some(trusted) if !trusted.ct_eq(key) => Err(Error::UntrustedIdentity(name.to_owned())),
-            _ => Ok(()),
-        }
+        check_trust_in(&self.trusted, name, key)
     }
 
     /// The identity key trusted for `name`, if any.
@@ -406,7 +416,10 @@ impl ProtocolStore {
             .sessions
             .get_mut(address)
             .ok_or_else(|| Error::NoSession(address.name.clone()))?;
-        let plaintext = record.decrypt(&message, rng)?;
+        let trusted = &self.trusted;
+        let plaintext = record.decrypt(&message, rng, |key| {
+            check_trust_in(trusted, &address.name, key)
+        })?;
         // A previous state may have become current: its identity may differ.
         if let Some(state) = &record.current {
             let remote = state.remote_identity;
@@ -450,7 +463,22 @@ impl ProtocolStore {
             record.promote_state(state);
             used_prekey = message.pre_key_id();
         }
-        let plaintext = record.decrypt(message.message(), rng)?;
+        let plaintext = record.decrypt(message.message(), rng, |key| {
+            check_trust_in(&self.trusted, &address.name, key)
+        })?;
+        // A sender wraps a message in the base key of the state it comes
+        // from; one that decrypts with another state was re-wrapped (and
+        // would otherwise archive a useless state and delete a prekey).
+        if record
+            .current
+            .as_ref()
+            .is_some_and(|s| s.alice_base_key != *message.base_key())
+        {
+            drop(Zeroizing::new(plaintext));
+            return Err(Error::InvalidMessage(
+                "prekey message base key does not match the session that decrypts it",
+            ));
+        }
         // Commit.
         self.sessions.insert(address.clone(), record);
         if let Some(id) = used_prekey {
