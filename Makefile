@@ -20,8 +20,9 @@ build:
 
 demo:
 	$(CARGO) run --release --quiet --example chat
+	@$(MAKE) --no-print-directory demo-c
 
-test: lint rust-test interop
+test: lint rust-test c-test interop
 	@echo "== all tests passed"
 
 lint:
@@ -45,3 +46,174 @@ interop: interop-deps
 	$(DRIVER) --seed $(SEED) --alice "$(PEER_RK)" --bob "$(PEER_RK)"
 	@echo "== interop: libsignal <-> libsignal (proves the driver)"
 	$(DRIVER) --seed $(SEED) --alice "$(PEER_LS)" --bob "$(PEER_LS)"
+
+# ---- C ABI: shared/static library, header, C and C++ tests and examples ----
+#   make c-test                  everything below (part of `make test`)
+#   make demo-c                  the C and C++ examples
+#   make install PREFIX=/opt/rk  library (.so with SONAME links, .a), headers,
+#                                pkg-config file; DESTDIR is honoured
+
+.PHONY: c-test c-deps lib c-header c-symbols c-build c-run c-asan c-valgrind \
+	install install-test demo-c clean-c
+
+CC ?= cc
+CXX ?= g++
+PKG_CONFIG ?= pkg-config
+PREFIX ?= /usr/local
+DESTDIR ?=
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+ABI := $(shell sed -n 's/^pub const RK_ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/ffi/abi.rs)
+# What a static link needs besides libratchetkit.a (rustc --print native-static-libs).
+LIBS_PRIVATE := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+B := build
+STAGE := $(B)/lib
+# Test programs find the staged library next to them, whatever the checkout path.
+RK_LINK := -L$(STAGE) -lratchetkit -Wl,-rpath,'$$ORIGIN/../lib'
+C_TESTS := test_api test_threads
+C_FLAGS := -std=c11 -Wall -Wextra -Werror -g -pthread -Iinclude -DEXPECTED_VERSION='"$(VERSION)"'
+EX_C_FLAGS := -std=c99 -Wall -Wextra -Werror -pedantic -g -Iinclude
+EX_CXX_FLAGS := -std=c++17 -Wall -Wextra -Werror -pedantic -g -Iinclude -Ibindings/cpp
+SAN := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+VALGRIND := valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite \
+	--errors-for-leak-kinds=definite --track-origins=yes
+
+c-test: c-header c-symbols c-run c-asan c-valgrind install-test
+	@echo "== C ABI: all checks passed"
+
+# valgrind and pkg-config, when missing (a fresh machine; CI runs as root).
+c-deps:
+	@missing=""; \
+	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
+	command -v $(PKG_CONFIG) >/dev/null || missing="$$missing pkg-config"; \
+	if [ -n "$$missing" ]; then \
+		echo "== installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# The library as it installs: libratchetkit.so.<version> with the SONAME
+# link libratchetkit.so.<abi> and the dev link libratchetkit.so, and the .a.
+lib:
+	$(CARGO) build --release -p ratchetkit
+	@mkdir -p $(STAGE)
+	cp -f $(TARGET_DIR)/release/libratchetkit.so $(STAGE)/libratchetkit.so.$(VERSION)
+	ln -sf libratchetkit.so.$(VERSION) $(STAGE)/libratchetkit.so.$(ABI)
+	ln -sf libratchetkit.so.$(ABI) $(STAGE)/libratchetkit.so
+	cp -f $(TARGET_DIR)/release/libratchetkit.a $(STAGE)/libratchetkit.a
+
+# The committed header is the generated one, and it compiles cleanly as C99
+# and C++17 (the C++ wrapper too).
+c-header: lib
+	@echo "== header: committed include/ matches the generated header"
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git diff --exit-code -- include/ || { echo "include/ differs from the generated header: commit it"; exit 1; }; \
+		test -z "$$(git status --porcelain -- include/)" || { git status --short -- include/; echo "uncommitted files in include/"; exit 1; }; \
+	else echo "(not a git checkout: diff check skipped)"; fi
+	@echo "== header: gcc -std=c99 -pedantic, g++ -std=c++17"
+	echo '#include "ratchetkit.h"' | $(CC) -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude -x c -fsyntax-only -
+	echo '#include "ratchetkit.h"' | $(CXX) -std=c++17 -Wall -Wextra -Werror -Iinclude -x c++ -fsyntax-only -
+	echo '#include "ratchetkit.hpp"' | $(CXX) $(EX_CXX_FLAGS) -x c++ -fsyntax-only -
+	@echo "== header: version macros = Cargo.toml ($(VERSION)), ABI = $(ABI)"
+	grep -qx '#define RK_VERSION_STRING "$(VERSION)"' include/ratchetkit.h
+	grep -qx '#define RK_ABI_VERSION $(ABI)' include/ratchetkit.h
+
+# Exported symbols = include/ratchetkit.symbols = the header's functions;
+# nothing but rk_ is exported; the SONAME carries the ABI version; every
+# exported function is called from tests/c.
+c-symbols: lib
+	@mkdir -p $(B)
+	nm -D --defined-only $(STAGE)/libratchetkit.so | awk '{print $$NF}' | sort > $(B)/symbols.exported
+	@echo "== symbols: exported = include/ratchetkit.symbols"
+	diff -u include/ratchetkit.symbols $(B)/symbols.exported
+	@echo "== symbols: header functions = include/ratchetkit.symbols"
+	grep -oE '^(RK_MUST_USE )?[a-z][a-z0-9_ ]*[ *]rk_[a-z0-9_]+\(' include/ratchetkit.h \
+		| sed -E 's/.*[ *](rk_[a-z0-9_]+)\($$/\1/' | sort | diff -u include/ratchetkit.symbols -
+	@echo "== symbols: SONAME libratchetkit.so.$(ABI)"
+	readelf -d $(STAGE)/libratchetkit.so | grep -F 'Library soname: [libratchetkit.so.$(ABI)]'
+	@echo "== symbols: every exported function is exercised by tests/c"
+	@for s in $$(cat include/ratchetkit.symbols); do \
+		grep -qw "$$s" tests/c/*.c || { echo "not called from tests/c: $$s"; exit 1; }; \
+	done; echo "$$(wc -l < include/ratchetkit.symbols) functions, all called"
+
+c-build: lib
+	@mkdir -p $(B)/c $(B)/c-asan $(B)/cpp
+	for t in $(C_TESTS); do \
+		$(CC) $(C_FLAGS) tests/c/$$t.c -o $(B)/c/$$t $(RK_LINK); \
+		$(CC) $(C_FLAGS) $(SAN) tests/c/$$t.c -o $(B)/c-asan/$$t $(RK_LINK); \
+	done
+	$(CC) $(EX_C_FLAGS) examples/c/chat.c -o $(B)/c/chat $(RK_LINK)
+	$(CC) $(EX_C_FLAGS) $(SAN) examples/c/chat.c -o $(B)/c-asan/chat $(RK_LINK)
+	$(CXX) $(EX_CXX_FLAGS) examples/cpp/chat.cpp -o $(B)/cpp/chat $(RK_LINK)
+
+c-run: c-build
+	@for t in $(C_TESTS); do echo "== C: $$t"; $(B)/c/$$t; done
+
+# AddressSanitizer + UBSan (on the C side; leaks are checked across the
+# whole process by LeakSanitizer).
+c-asan: c-build
+	@for t in $(C_TESTS) chat; do \
+		echo "== ASan+UBSan: $$t"; \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(B)/c-asan/$$t > $(B)/c-asan/$$t.out 2>&1 || { cat $(B)/c-asan/$$t.out; exit 1; }; \
+		grep -E 'passed|Done' $(B)/c-asan/$$t.out; \
+	done
+
+# valgrind memcheck: 0 errors and nothing definitely lost, or it fails.
+c-valgrind: c-deps c-build
+	@for t in c/test_api c/test_threads c/chat cpp/chat; do \
+		log=$(B)/$$t.valgrind.log; \
+		echo "== valgrind: $$t"; \
+		$(VALGRIND) --log-file=$$log $(B)/$$t > /dev/null || { cat $$log; exit 1; }; \
+		grep -q 'ERROR SUMMARY: 0 errors' $$log || { cat $$log; exit 1; }; \
+		grep -Eq 'definitely lost: 0 bytes|All heap blocks were freed' $$log || { cat $$log; exit 1; }; \
+		grep -E 'ERROR SUMMARY|definitely lost|All heap blocks' $$log | sed 's/^==[0-9]*== */   /'; \
+	done
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(STAGE)/libratchetkit.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libratchetkit.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libratchetkit.so.$(ABI)
+	ln -sf libratchetkit.so.$(ABI) $(DESTDIR)$(PREFIX)/lib/libratchetkit.so
+	install -m 0644 $(STAGE)/libratchetkit.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 include/ratchetkit.h bindings/cpp/ratchetkit.hpp $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|' \
+		ratchetkit.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ratchetkit.pc
+
+# Install into a scratch prefix, then build the examples against the
+# installed copy through pkg-config, dynamically and statically, and run them.
+IT := $(CURDIR)/$(B)/install-test
+install-test: c-deps lib
+	rm -rf $(IT)
+	$(MAKE) --no-print-directory install PREFIX=$(IT)/usr
+	@echo "== install: pkg-config --cflags --libs ratchetkit"
+	PKG_CONFIG_PATH=$(IT)/usr/lib/pkgconfig $(PKG_CONFIG) --modversion ratchetkit | grep -qx '$(VERSION)'
+	PKG_CONFIG_PATH=$(IT)/usr/lib/pkgconfig $(PKG_CONFIG) --cflags --libs ratchetkit
+	$(CC) -std=c99 -Wall -Wextra -Werror examples/c/chat.c -o $(IT)/chat \
+		$$(PKG_CONFIG_PATH=$(IT)/usr/lib/pkgconfig $(PKG_CONFIG) --cflags --libs ratchetkit) \
+		-Wl,-rpath,$(IT)/usr/lib
+	$(CXX) -std=c++17 -Wall -Wextra -Werror examples/cpp/chat.cpp -o $(IT)/chat-cpp \
+		$$(PKG_CONFIG_PATH=$(IT)/usr/lib/pkgconfig $(PKG_CONFIG) --cflags --libs ratchetkit) \
+		-Wl,-rpath,$(IT)/usr/lib
+	$(CC) -std=c99 -Wall -Wextra -Werror examples/c/chat.c -o $(IT)/chat-static \
+		$$(PKG_CONFIG_PATH=$(IT)/usr/lib/pkgconfig $(PKG_CONFIG) --cflags ratchetkit) \
+		$(IT)/usr/lib/libratchetkit.a \
+		$$(PKG_CONFIG_PATH=$(IT)/usr/lib/pkgconfig $(PKG_CONFIG) --static --libs ratchetkit | sed 's/-lratchetkit//')
+	@echo "== install: the programs load the installed libratchetkit.so.$(ABI)"
+	readelf -d $(IT)/chat | grep -F 'Shared library: [libratchetkit.so.$(ABI)]'
+	ldd $(IT)/chat | grep -F '$(IT)/usr/lib/libratchetkit.so.$(ABI)'
+	! readelf -d $(IT)/chat-static | grep -F libratchetkit
+	$(IT)/chat > $(IT)/chat.out && tail -n 1 $(IT)/chat.out
+	$(IT)/chat-cpp > $(IT)/chat-cpp.out && tail -n 1 $(IT)/chat-cpp.out
+	$(IT)/chat-static > $(IT)/chat-static.out && tail -n 1 $(IT)/chat-static.out
+
+demo-c: c-build
+	@echo
+	@echo "== C example (examples/c/chat.c)"
+	@$(B)/c/chat
+	@echo
+	@echo "== C++ example (examples/cpp/chat.cpp, bindings/cpp/ratchetkit.hpp)"
+	@$(B)/cpp/chat
+
+clean-c:
+	rm -rf $(B)

@@ -1,0 +1,453 @@
+// ratchetkit C++17 wrapper: header-only RAII over the C API (ratchetkit.h).
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//
+// - Every handle is owned by a std::unique_ptr whose deleter is the
+//   matching rk_*_free, so it is released exactly once.
+// - Every failing call throws ratchetkit::Error, which carries the rk_status
+//   and the library's detail message for this thread.
+// - Byte outputs are ratchetkit::Buffer: it owns the library's rk_bytes and
+//   frees (zeroizes) it on destruction. Copy out of it only what you need.
+// - Thread safety is the C API's: a Store may be used from several threads
+//   (calls serialize inside the library); the other classes are immutable
+//   and may be read concurrently.
+#ifndef RATCHETKIT_HPP
+#define RATCHETKIT_HPP
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "ratchetkit.h"
+
+namespace ratchetkit {
+
+/// A failed call: the status and the library's detail message.
+class Error : public std::runtime_error {
+public:
+    Error(rk_status status, const std::string &message)
+        : std::runtime_error(message), status_(status) {}
+    /// The rk_status of the failed call.
+    rk_status status() const noexcept { return status_; }
+
+private:
+    rk_status status_;
+};
+
+namespace detail {
+
+inline std::string last_error() {
+    size_t len = 0;
+    // Length query: BUFFER_TOO_SMALL with the length in `len`.
+    rk_status st = rk_last_error_message(nullptr, 0, &len);
+    if (st != RK_STATUS_BUFFER_TOO_SMALL || len == 0) {
+        return std::string();
+    }
+    std::string msg(len + 1, '\0');
+    if (rk_last_error_message(&msg[0], msg.size(), &len) != RK_STATUS_OK) {
+        return std::string();
+    }
+    msg.resize(len);
+    return msg;
+}
+
+inline void check(rk_status status, const char *what) {
+    if (status != RK_STATUS_OK) {
+        std::string detail = last_error();
+        std::string msg = std::string(what) + ": " + rk_status_str(status);
+        if (!detail.empty()) {
+            msg += ": " + detail;
+        }
+        throw Error(status, msg);
+    }
+}
+
+template <typename T, void (*Free)(T *)>
+struct Deleter {
+    void operator()(T *p) const noexcept { Free(p); }
+};
+
+template <typename T, void (*Free)(T *)>
+using Owned = std::unique_ptr<T, Deleter<T, Free>>;
+
+inline const uint8_t *bytes_of(std::string_view s) {
+    return reinterpret_cast<const uint8_t *>(s.data());
+}
+
+}  // namespace detail
+
+/// Bytes returned by the library; freed and zeroized on destruction.
+class Buffer {
+public:
+    Buffer() noexcept : b_{nullptr, 0} {}
+    explicit Buffer(rk_bytes b) noexcept : b_(b) {}
+    Buffer(Buffer &&o) noexcept : b_(o.b_) { o.b_ = rk_bytes{nullptr, 0}; }
+    Buffer &operator=(Buffer &&o) noexcept {
+        if (this != &o) {
+            rk_bytes_free(b_);
+            b_ = o.b_;
+            o.b_ = rk_bytes{nullptr, 0};
+        }
+        return *this;
+    }
+    Buffer(const Buffer &) = delete;
+    Buffer &operator=(const Buffer &) = delete;
+    ~Buffer() { rk_bytes_free(b_); }
+
+    const uint8_t *data() const noexcept { return b_.ptr; }
+    size_t size() const noexcept { return b_.len; }
+    const uint8_t *begin() const noexcept { return b_.ptr; }
+    const uint8_t *end() const noexcept { return b_.ptr + b_.len; }
+    /// The bytes as text (no copy; valid while the Buffer lives).
+    std::string_view view() const noexcept {
+        return std::string_view(reinterpret_cast<const char *>(b_.ptr), b_.len);
+    }
+    /// A copy as std::string (not zeroized when it is destroyed).
+    std::string str() const { return std::string(view()); }
+
+private:
+    rk_bytes b_;
+};
+
+/// A Curve25519 public key.
+class PublicKey {
+public:
+    explicit PublicKey(rk_public_key *raw) : h_(raw) {}
+
+    /// Parses 33 serialized bytes (0x05 then 32 bytes).
+    static PublicKey deserialize(const uint8_t *data, size_t len) {
+        rk_public_key *raw = nullptr;
+        detail::check(rk_public_key_deserialize(data, len, &raw), "rk_public_key_deserialize");
+        return PublicKey(raw);
+    }
+
+    std::array<uint8_t, RK_PUBLIC_KEY_LEN> serialize() const {
+        std::array<uint8_t, RK_PUBLIC_KEY_LEN> out{};
+        detail::check(rk_public_key_serialize(get(), out.data(), out.size()),
+                      "rk_public_key_serialize");
+        return out;
+    }
+
+    bool operator==(const PublicKey &other) const {
+        bool eq = false;
+        detail::check(rk_public_key_equals(get(), other.get(), &eq), "rk_public_key_equals");
+        return eq;
+    }
+    bool operator!=(const PublicKey &other) const { return !(*this == other); }
+
+    bool verify_signature(std::string_view message, const uint8_t *sig, size_t sig_len) const {
+        bool valid = false;
+        detail::check(rk_public_key_verify_signature(get(), detail::bytes_of(message),
+                                                     message.size(), sig, sig_len, &valid),
+                      "rk_public_key_verify_signature");
+        return valid;
+    }
+
+    const rk_public_key *get() const noexcept { return h_.get(); }
+
+private:
+    detail::Owned<rk_public_key, rk_public_key_free> h_;
+};
+
+/// A long-term identity key pair.
+class IdentityKeyPair {
+public:
+    explicit IdentityKeyPair(rk_identity_keypair *raw) : h_(raw) {}
+
+    static IdentityKeyPair generate() {
+        rk_identity_keypair *raw = nullptr;
+        detail::check(rk_identity_keypair_generate(&raw), "rk_identity_keypair_generate");
+        return IdentityKeyPair(raw);
+    }
+    /// From the 32 private key bytes of private_key().
+    static IdentityKeyPair deserialize(const uint8_t *data, size_t len) {
+        rk_identity_keypair *raw = nullptr;
+        detail::check(rk_identity_keypair_deserialize(data, len, &raw),
+                      "rk_identity_keypair_deserialize");
+        return IdentityKeyPair(raw);
+    }
+    /// The 32 private key bytes (secret).
+    Buffer private_key() const {
+        rk_bytes b;
+        detail::check(rk_identity_keypair_serialize(get(), &b), "rk_identity_keypair_serialize");
+        return Buffer(b);
+    }
+    PublicKey public_key() const {
+        rk_public_key *raw = nullptr;
+        detail::check(rk_identity_keypair_public_key(get(), &raw),
+                      "rk_identity_keypair_public_key");
+        return PublicKey(raw);
+    }
+    std::array<uint8_t, RK_SIGNATURE_LEN> sign(std::string_view message) const {
+        std::array<uint8_t, RK_SIGNATURE_LEN> sig{};
+        detail::check(rk_identity_keypair_sign(get(), detail::bytes_of(message), message.size(),
+                                               sig.data(), sig.size()),
+                      "rk_identity_keypair_sign");
+        return sig;
+    }
+
+    const rk_identity_keypair *get() const noexcept { return h_.get(); }
+
+private:
+    detail::Owned<rk_identity_keypair, rk_identity_keypair_free> h_;
+};
+
+/// A prekey bundle.
+class Bundle {
+public:
+    explicit Bundle(rk_bundle *raw) : h_(raw) {}
+
+    static Bundle deserialize(const uint8_t *data, size_t len) {
+        rk_bundle *raw = nullptr;
+        detail::check(rk_bundle_deserialize(data, len, &raw), "rk_bundle_deserialize");
+        return Bundle(raw);
+    }
+    Buffer serialize() const {
+        rk_bytes b;
+        detail::check(rk_bundle_serialize(get(), &b), "rk_bundle_serialize");
+        return Buffer(b);
+    }
+    uint32_t registration_id() const {
+        uint32_t v = 0;
+        detail::check(rk_bundle_registration_id(get(), &v), "rk_bundle_registration_id");
+        return v;
+    }
+    uint32_t device_id() const {
+        uint32_t v = 0;
+        detail::check(rk_bundle_device_id(get(), &v), "rk_bundle_device_id");
+        return v;
+    }
+    PublicKey identity_key() const {
+        rk_public_key *raw = nullptr;
+        detail::check(rk_bundle_identity_key(get(), &raw), "rk_bundle_identity_key");
+        return PublicKey(raw);
+    }
+    /// The one-time prekey's id and key, if the bundle has one.
+    std::optional<std::pair<uint32_t, PublicKey>> prekey() const {
+        bool has = false;
+        uint32_t id = 0;
+        rk_public_key *raw = nullptr;
+        detail::check(rk_bundle_prekey(get(), &has, &id, &raw), "rk_bundle_prekey");
+        if (!has) {
+            return std::nullopt;
+        }
+        return std::make_pair(id, PublicKey(raw));
+    }
+    bool verify_signature() const {
+        bool valid = false;
+        detail::check(rk_bundle_verify_signature(get(), &valid), "rk_bundle_verify_signature");
+        return valid;
+    }
+
+    const rk_bundle *get() const noexcept { return h_.get(); }
+
+private:
+    detail::Owned<rk_bundle, rk_bundle_free> h_;
+};
+
+/// A safety number.
+class Fingerprint {
+public:
+    explicit Fingerprint(rk_fingerprint *raw) : h_(raw) {}
+
+    /// The 60 digits.
+    std::string displayable() const {
+        char digits[RK_SAFETY_NUMBER_LEN + 1];
+        detail::check(rk_fingerprint_displayable(get(), digits, sizeof digits),
+                      "rk_fingerprint_displayable");
+        return std::string(digits);
+    }
+    /// The bytes a QR code carries.
+    Buffer scannable() const {
+        rk_bytes b;
+        detail::check(rk_fingerprint_scannable(get(), &b), "rk_fingerprint_scannable");
+        return Buffer(b);
+    }
+    /// Whether the other side's scanned code matches ours.
+    bool matches(const Buffer &theirs) const {
+        bool match = false;
+        detail::check(rk_fingerprint_compare(get(), theirs.data(), theirs.size(), &match),
+                      "rk_fingerprint_compare");
+        return match;
+    }
+    std::string qr_svg() const {
+        rk_bytes b;
+        detail::check(rk_fingerprint_qr_svg(get(), &b), "rk_fingerprint_qr_svg");
+        return Buffer(b).str();
+    }
+    std::string qr_text() const {
+        rk_bytes b;
+        detail::check(rk_fingerprint_qr_text(get(), &b), "rk_fingerprint_qr_text");
+        return Buffer(b).str();
+    }
+
+    const rk_fingerprint *get() const noexcept { return h_.get(); }
+
+private:
+    detail::Owned<rk_fingerprint, rk_fingerprint_free> h_;
+};
+
+/// An encrypted message: its type (RK_MESSAGE_TYPE_*) travels with it.
+struct Message {
+    uint32_t type;
+    Buffer bytes;
+};
+
+/// The protocol store of one local device. Safe to share between threads.
+class Store {
+public:
+    /// A fresh identity for local device `device_id`.
+    explicit Store(uint32_t device_id) {
+        rk_store *raw = nullptr;
+        detail::check(rk_store_new(device_id, &raw), "rk_store_new");
+        h_.reset(raw);
+    }
+
+    static Store with_identity(const IdentityKeyPair &identity, uint32_t registration_id,
+                               uint32_t device_id) {
+        rk_store *raw = nullptr;
+        detail::check(
+            rk_store_new_with_identity(identity.get(), registration_id, device_id, &raw),
+            "rk_store_new_with_identity");
+        return Store(raw);
+    }
+    static Store restore(const Buffer &saved) {
+        rk_store *raw = nullptr;
+        detail::check(rk_store_restore(saved.data(), saved.size(), &raw), "rk_store_restore");
+        return Store(raw);
+    }
+    static Store restore_encrypted(const Buffer &saved,
+                                   const std::array<uint8_t, RK_PICKLE_KEY_LEN> &key) {
+        rk_store *raw = nullptr;
+        detail::check(
+            rk_store_restore_encrypted(saved.data(), saved.size(), key.data(), key.size(), &raw),
+            "rk_store_restore_encrypted");
+        return Store(raw);
+    }
+
+    PublicKey identity_key() const {
+        rk_public_key *raw = nullptr;
+        detail::check(rk_store_identity_key(get(), &raw), "rk_store_identity_key");
+        return PublicKey(raw);
+    }
+    IdentityKeyPair identity_keypair() const {
+        rk_identity_keypair *raw = nullptr;
+        detail::check(rk_store_identity_keypair(get(), &raw), "rk_store_identity_keypair");
+        return IdentityKeyPair(raw);
+    }
+    uint32_t registration_id() const {
+        uint32_t v = 0;
+        detail::check(rk_store_registration_id(get(), &v), "rk_store_registration_id");
+        return v;
+    }
+    uint32_t device_id() const {
+        uint32_t v = 0;
+        detail::check(rk_store_device_id(get(), &v), "rk_store_device_id");
+        return v;
+    }
+    uint32_t generate_signed_prekey(uint64_t timestamp_ms) {
+        uint32_t id = 0;
+        detail::check(rk_store_generate_signed_prekey(get(), timestamp_ms, &id),
+                      "rk_store_generate_signed_prekey");
+        return id;
+    }
+    void remove_signed_prekey(uint32_t id) {
+        detail::check(rk_store_remove_signed_prekey(get(), id), "rk_store_remove_signed_prekey");
+    }
+    /// `count` records of RK_PREKEY_RECORD_LEN bytes (id BE32, public key).
+    Buffer generate_prekeys(uint32_t count) {
+        rk_bytes b;
+        detail::check(rk_store_generate_prekeys(get(), count, &b), "rk_store_generate_prekeys");
+        return Buffer(b);
+    }
+    size_t prekey_count() const {
+        size_t n = 0;
+        detail::check(rk_store_prekey_count(get(), &n), "rk_store_prekey_count");
+        return n;
+    }
+    Bundle create_bundle(bool with_one_time_prekey, uint64_t timestamp_ms) {
+        rk_bundle *raw = nullptr;
+        detail::check(
+            rk_store_create_bundle(get(), with_one_time_prekey ? 1u : 0u, timestamp_ms, &raw),
+            "rk_store_create_bundle");
+        return Bundle(raw);
+    }
+    void process_bundle(const std::string &name, uint32_t device_id, const Bundle &bundle) {
+        detail::check(rk_store_process_bundle(get(), name.c_str(), device_id, bundle.get()),
+                      "rk_store_process_bundle");
+    }
+    bool has_session(const std::string &name, uint32_t device_id) const {
+        bool has = false;
+        detail::check(rk_store_has_session(get(), name.c_str(), device_id, &has),
+                      "rk_store_has_session");
+        return has;
+    }
+    Message encrypt(const std::string &name, uint32_t device_id, std::string_view plaintext) {
+        uint32_t type = 0;
+        rk_bytes b;
+        detail::check(rk_store_encrypt(get(), name.c_str(), device_id,
+                                       detail::bytes_of(plaintext), plaintext.size(), &type, &b),
+                      "rk_store_encrypt");
+        return Message{type, Buffer(b)};
+    }
+    Buffer decrypt(const std::string &name, uint32_t device_id, const Message &message) {
+        rk_bytes b;
+        detail::check(rk_store_decrypt(get(), name.c_str(), device_id, message.type,
+                                       message.bytes.data(), message.bytes.size(), &b),
+                      "rk_store_decrypt");
+        return Buffer(b);
+    }
+    PublicKey trusted_identity(const std::string &name) const {
+        rk_public_key *raw = nullptr;
+        detail::check(rk_store_trusted_identity(get(), name.c_str(), &raw),
+                      "rk_store_trusted_identity");
+        return PublicKey(raw);
+    }
+    /// Returns whether a different key was trusted before.
+    bool approve_identity(const std::string &name, const PublicKey &key) {
+        bool replaced = false;
+        detail::check(rk_store_approve_identity(get(), name.c_str(), key.get(), &replaced),
+                      "rk_store_approve_identity");
+        return replaced;
+    }
+    Fingerprint safety_number(const std::string &name, std::string_view local_id,
+                              std::string_view remote_id,
+                              uint32_t iterations = RK_DEFAULT_ITERATIONS,
+                              uint32_t version = RK_FINGERPRINT_VERSION) const {
+        rk_fingerprint *raw = nullptr;
+        detail::check(rk_store_safety_number(get(), name.c_str(), detail::bytes_of(local_id),
+                                             local_id.size(), detail::bytes_of(remote_id),
+                                             remote_id.size(), iterations, version, &raw),
+                      "rk_store_safety_number");
+        return Fingerprint(raw);
+    }
+    Buffer save() const {
+        rk_bytes b;
+        detail::check(rk_store_save(get(), &b), "rk_store_save");
+        return Buffer(b);
+    }
+    Buffer save_encrypted(const std::array<uint8_t, RK_PICKLE_KEY_LEN> &key) const {
+        rk_bytes b;
+        detail::check(rk_store_save_encrypted(get(), key.data(), key.size(), &b),
+                      "rk_store_save_encrypted");
+        return Buffer(b);
+    }
+
+    const rk_store *get() const noexcept { return h_.get(); }
+
+private:
+    explicit Store(rk_store *raw) : h_(raw) {}
+    detail::Owned<rk_store, rk_store_free> h_;
+};
+
+/// The library's version string.
+inline std::string version() { return rk_version(); }
+
+}  // namespace ratchetkit
+
+#endif  // RATCHETKIT_HPP

@@ -1,0 +1,179 @@
+/* ratchetkit from C: Alice and Bob chat in one process.
+ *
+ * Bob publishes a prekey bundle (handed over as bytes, as a server would),
+ * Alice starts a session from it (X3DH), and they exchange messages both
+ * ways, some delivered out of order. Midway Alice saves her store encrypted
+ * under a 32-byte key, frees it, and restores it. Finally both compute the
+ * safety number, shown as digits and as a QR code for the terminal.
+ *
+ * Build: cc chat.c $(pkg-config --cflags --libs ratchetkit) -o chat */
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ratchetkit.h"
+
+/* Error handling to copy: on any status other than RK_STATUS_OK, report
+ * the status and this thread's detail message, then bail out. */
+static void die(const char *what, rk_status status) {
+    char detail[512];
+    size_t len = 0;
+    if (rk_last_error_message(detail, sizeof detail, &len) != RK_STATUS_OK) {
+        strcpy(detail, "(no detail)");
+    }
+    fprintf(stderr, "error: %s: %s (%u): %s\n", what, rk_status_str(status), (unsigned)status,
+            detail);
+    exit(1);
+}
+
+#define TRY(call)                                                                                  \
+    do {                                                                                           \
+        rk_status st_ = (call);                                                                    \
+        if (st_ != RK_STATUS_OK) {                                                                 \
+            die(#call, st_);                                                                       \
+        }                                                                                          \
+    } while (0)
+
+/* A message on the wire: the type travels with the bytes. */
+typedef struct {
+    uint32_t type;
+    rk_bytes bytes;
+} envelope;
+
+static envelope send_text(rk_store *from, const char *who, const char *to_name, uint32_t to_device,
+                          const char *text) {
+    envelope e;
+    TRY(rk_store_encrypt(from, to_name, to_device, (const uint8_t *)text, strlen(text), &e.type,
+                         &e.bytes));
+    printf("  %-5s -> %-5s  %-28s [%s message, %zu bytes]\n", who, to_name, text,
+           e.type == RK_MESSAGE_TYPE_PREKEY ? "prekey" : "whisper", e.bytes.len);
+    return e;
+}
+
+static void deliver(rk_store *to, const char *who, const char *from_name, uint32_t from_device,
+                    envelope *e) {
+    rk_bytes plaintext;
+    TRY(rk_store_decrypt(to, from_name, from_device, e->type, e->bytes.ptr, e->bytes.len,
+                         &plaintext));
+    printf("  %-5s <- %-5s  %.*s\n", who, from_name, (int)plaintext.len,
+           (const char *)plaintext.ptr);
+    rk_bytes_free(plaintext); /* zeroizes the plaintext */
+    rk_bytes_free(e->bytes);
+    e->bytes = (rk_bytes){NULL, 0};
+}
+
+int main(void) {
+    printf("ratchetkit %s (ABI %u), C example\n\n", rk_version(), rk_abi_version());
+    if (rk_abi_version() != RK_ABI_VERSION) {
+        fprintf(stderr, "error: library ABI %u, header ABI %u\n", rk_abi_version(),
+                RK_ABI_VERSION);
+        return 1;
+    }
+
+    /* Two devices: Alice (device 1) and Bob (device 1). */
+    rk_store *alice = NULL, *bob = NULL;
+    TRY(rk_store_new(1, &alice));
+    TRY(rk_store_new(1, &bob));
+
+    /* Bob publishes a bundle with a one-time prekey; it travels as bytes. */
+    rk_bundle *published = NULL;
+    rk_bytes wire;
+    TRY(rk_store_create_bundle(bob, 1, 1700000000000ULL, &published));
+    TRY(rk_bundle_serialize(published, &wire));
+    rk_bundle_free(published);
+    printf("Bob publishes a prekey bundle (%zu bytes).\n", wire.len);
+
+    /* Alice fetches it and starts a session (X3DH). */
+    rk_bundle *fetched = NULL;
+    TRY(rk_bundle_deserialize(wire.ptr, wire.len, &fetched));
+    rk_bytes_free(wire);
+    TRY(rk_store_process_bundle(alice, "bob", 1, fetched));
+    rk_bundle_free(fetched);
+    printf("Alice processed Bob's bundle: session established.\n\n");
+
+    /* Alice writes first: prekey messages until Bob answers. */
+    envelope a1 = send_text(alice, "alice", "bob", 1, "Hi Bob!");
+    envelope a2 = send_text(alice, "alice", "bob", 1, "Are you there?");
+    deliver(bob, "bob", "alice", 1, &a1);
+    deliver(bob, "bob", "alice", 1, &a2);
+
+    /* Bob answers; the network reorders his three messages. */
+    envelope b1 = send_text(bob, "bob", "alice", 1, "Hi Alice, I'm here.");
+    envelope b2 = send_text(bob, "bob", "alice", 1, "This one arrives first.");
+    envelope b3 = send_text(bob, "bob", "alice", 1, "And this one second.");
+    printf("  (delivered out of order: 2, 3, 1)\n");
+    deliver(alice, "alice", "bob", 1, &b2);
+    deliver(alice, "alice", "bob", 1, &b3);
+    deliver(alice, "alice", "bob", 1, &b1);
+
+    /* Midway: Alice saves her whole store encrypted under an app key (in a
+     * real app, from the platform keystore), frees it, and restores it. */
+    uint8_t key[RK_PICKLE_KEY_LEN];
+    for (size_t i = 0; i < sizeof key; i++) {
+        key[i] = (uint8_t)(0xA5 ^ (i * 29));
+    }
+    rk_bytes saved;
+    TRY(rk_store_save_encrypted(alice, key, sizeof key, &saved));
+    rk_store_free(alice);
+    alice = NULL;
+    printf("\nAlice saved her store encrypted (%zu bytes) and closed it.\n", saved.len);
+    uint8_t wrong_key[RK_PICKLE_KEY_LEN] = {0};
+    rk_store *nope = NULL;
+    rk_status st = rk_store_restore_encrypted(saved.ptr, saved.len, wrong_key, sizeof wrong_key,
+                                              &nope);
+    printf("Restoring with a wrong key: %s.\n", rk_status_str(st));
+    TRY(rk_store_restore_encrypted(saved.ptr, saved.len, key, sizeof key, &alice));
+    rk_bytes_free(saved);
+    memset(key, 0, sizeof key);
+    printf("Alice restored her store with the right key.\n\n");
+
+    /* The conversation carries on, again partly out of order. */
+    envelope a3 = send_text(alice, "alice", "bob", 1, "Back after a restart.");
+    envelope a4 = send_text(alice, "alice", "bob", 1, "Did you get that?");
+    printf("  (delivered out of order: 2, 1)\n");
+    deliver(bob, "bob", "alice", 1, &a4);
+    deliver(bob, "bob", "alice", 1, &a3);
+    envelope b4 = send_text(bob, "bob", "alice", 1, "Yes, both. Bye!");
+    deliver(alice, "alice", "bob", 1, &b4);
+
+    /* Safety numbers: the same on both sides; compare the scannable form
+     * as if Bob scanned Alice's QR code. */
+    rk_fingerprint *fa = NULL, *fb = NULL;
+    TRY(rk_store_safety_number(alice, "bob", (const uint8_t *)"alice", 5, (const uint8_t *)"bob",
+                               3, RK_DEFAULT_ITERATIONS, RK_FINGERPRINT_VERSION, &fa));
+    TRY(rk_store_safety_number(bob, "alice", (const uint8_t *)"bob", 3, (const uint8_t *)"alice",
+                               5, RK_DEFAULT_ITERATIONS, RK_FINGERPRINT_VERSION, &fb));
+    char digits_a[RK_SAFETY_NUMBER_LEN + 1], digits_b[RK_SAFETY_NUMBER_LEN + 1];
+    TRY(rk_fingerprint_displayable(fa, digits_a, sizeof digits_a));
+    TRY(rk_fingerprint_displayable(fb, digits_b, sizeof digits_b));
+    printf("\nSafety number (Alice's view):\n ");
+    for (int i = 0; i < RK_SAFETY_NUMBER_LEN; i++) {
+        printf("%s%c", i % 5 == 0 ? " " : "", digits_a[i]);
+        if (i == 29) {
+            printf("\n ");
+        }
+    }
+    printf("\nBob sees the same digits: %s\n", strcmp(digits_a, digits_b) == 0 ? "yes" : "NO");
+    rk_bytes scanned;
+    bool match = false;
+    TRY(rk_fingerprint_scannable(fa, &scanned));
+    TRY(rk_fingerprint_compare(fb, scanned.ptr, scanned.len, &match));
+    rk_bytes_free(scanned);
+    printf("Bob scans Alice's code: %s\n\n", match ? "verified" : "MISMATCH");
+    rk_bytes qr;
+    TRY(rk_fingerprint_qr_text(fa, &qr));
+    fputs((const char *)qr.ptr, stdout);
+    rk_bytes_free(qr);
+
+    rk_fingerprint_free(fa);
+    rk_fingerprint_free(fb);
+    rk_store_free(alice);
+    rk_store_free(bob);
+    if (strcmp(digits_a, digits_b) != 0 || !match) {
+        return 1;
+    }
+    printf("\nDone.\n");
+    return 0;
+}
