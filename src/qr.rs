@@ -42,12 +42,12 @@ pub fn terminal_text(data: &[u8]) -> Result<String> {
 }
 
 impl Fingerprint {
-    /// The scannable form as a QR code in an SVG document (see [`svg`]).
+    /// The scannable form as a QR code in an SVG document (see [`svg()`]).
     pub fn qr_svg(&self) -> Result<String> {
         svg(&self.scannable())
     }
 
-    /// The scannable form as a QR code for a terminal (see [`terminal_text`]).
+    /// The scannable form as a QR code for a terminal (see [`terminal_text()`]).
     pub fn qr_text(&self) -> Result<String> {
         terminal_text(&self.scannable())
     }

@@ -3,7 +3,7 @@
 //!
 //! This layer only checks and converts arguments, calls the core and
 //! converts results; the protocol lives in the core. Every extern fn runs
-//! inside one guard ([`guard`]) that turns errors into an `rk_status` and a
+//! inside one guard (`guard::guard`) that turns errors into an `rk_status` and a
 //! thread-local message, and catches panics so that none crosses into C.
 //!
 //! Conventions (also in the header preamble):
