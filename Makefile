@@ -144,6 +144,7 @@ c-build: lib
 	$(CC) $(EX_C_FLAGS) examples/c/chat.c -o $(B)/c/chat $(RK_LINK)
 	$(CC) $(EX_C_FLAGS) $(SAN) examples/c/chat.c -o $(B)/c-asan/chat $(RK_LINK)
 	$(CXX) $(EX_CXX_FLAGS) examples/cpp/chat.cpp -o $(B)/cpp/chat $(RK_LINK)
+	$(CXX) $(EX_CXX_FLAGS) $(SAN) examples/cpp/chat.cpp -o $(B)/c-asan/chat-cpp $(RK_LINK)
 
 c-run: c-build
 	@for t in $(C_TESTS); do echo "== C: $$t"; $(B)/c/$$t; done
@@ -151,7 +152,7 @@ c-run: c-build
 # AddressSanitizer + UBSan (on the C side; leaks are checked across the
 # whole process by LeakSanitizer).
 c-asan: c-build
-	@for t in $(C_TESTS) chat; do \
+	@for t in $(C_TESTS) chat chat-cpp; do \
 		echo "== ASan+UBSan: $$t"; \
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

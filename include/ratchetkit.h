@@ -977,7 +977,7 @@ RK_MUST_USE rk_status rk_store_device_id(const struct rk_store *store, uint32_t 
  * `store` must be NULL or a live `rk_store`; `id_out` must be writable.
  */
 RK_MUST_USE
-rk_status rk_store_generate_signed_prekey(const struct rk_store *store,
+rk_status rk_store_generate_signed_prekey(struct rk_store *store,
                                           uint64_t timestamp_ms,
                                           uint32_t *id_out);
 
@@ -993,7 +993,7 @@ rk_status rk_store_generate_signed_prekey(const struct rk_store *store,
  * # Safety
  * `store` must be NULL or a live `rk_store`.
  */
-RK_MUST_USE rk_status rk_store_remove_signed_prekey(const struct rk_store *store, uint32_t id);
+RK_MUST_USE rk_status rk_store_remove_signed_prekey(struct rk_store *store, uint32_t id);
 
 /**
  * Generates `count` (at most `RK_MAX_PREKEYS_PER_CALL`) one-time prekeys
@@ -1012,7 +1012,7 @@ RK_MUST_USE rk_status rk_store_remove_signed_prekey(const struct rk_store *store
  * writable.
  */
 RK_MUST_USE
-rk_status rk_store_generate_prekeys(const struct rk_store *store,
+rk_status rk_store_generate_prekeys(struct rk_store *store,
                                     uint32_t count,
                                     struct rk_bytes *records_out);
 
@@ -1046,7 +1046,7 @@ RK_MUST_USE rk_status rk_store_prekey_count(const struct rk_store *store, size_t
  * `store` must be NULL or a live `rk_store`; `bundle_out` must be writable.
  */
 RK_MUST_USE
-rk_status rk_store_create_bundle(const struct rk_store *store,
+rk_status rk_store_create_bundle(struct rk_store *store,
                                  uint32_t with_one_time_prekey,
                                  uint64_t timestamp_ms,
                                  struct rk_bundle **bundle_out);
@@ -1070,7 +1070,7 @@ rk_status rk_store_create_bundle(const struct rk_store *store,
  * be NULL or a NUL-terminated string.
  */
 RK_MUST_USE
-rk_status rk_store_process_bundle(const struct rk_store *store,
+rk_status rk_store_process_bundle(struct rk_store *store,
                                   const char *name,
                                   uint32_t device_id,
                                   const struct rk_bundle *bundle);
@@ -1112,7 +1112,7 @@ rk_status rk_store_has_session(const struct rk_store *store,
  * readable bytes; the outputs must be writable.
  */
 RK_MUST_USE
-rk_status rk_store_encrypt(const struct rk_store *store,
+rk_status rk_store_encrypt(struct rk_store *store,
                            const char *name,
                            uint32_t device_id,
                            const uint8_t *plaintext,
@@ -1143,7 +1143,7 @@ rk_status rk_store_encrypt(const struct rk_store *store,
  * bytes; `plaintext_out` must be writable.
  */
 RK_MUST_USE
-rk_status rk_store_decrypt(const struct rk_store *store,
+rk_status rk_store_decrypt(struct rk_store *store,
                            const char *name,
                            uint32_t device_id,
                            uint32_t message_type,
@@ -1160,7 +1160,7 @@ rk_status rk_store_decrypt(const struct rk_store *store,
  * As `rk_store_decrypt`.
  */
 RK_MUST_USE
-rk_status rk_store_decrypt_prekey_message(const struct rk_store *store,
+rk_status rk_store_decrypt_prekey_message(struct rk_store *store,
                                           const char *name,
                                           uint32_t device_id,
                                           const uint8_t *message,
@@ -1176,7 +1176,7 @@ rk_status rk_store_decrypt_prekey_message(const struct rk_store *store,
  * As `rk_store_decrypt`.
  */
 RK_MUST_USE
-rk_status rk_store_decrypt_whisper_message(const struct rk_store *store,
+rk_status rk_store_decrypt_whisper_message(struct rk_store *store,
                                            const char *name,
                                            uint32_t device_id,
                                            const uint8_t *message,
@@ -1217,7 +1217,7 @@ rk_status rk_store_trusted_identity(const struct rk_store *store,
  * writable.
  */
 RK_MUST_USE
-rk_status rk_store_approve_identity(const struct rk_store *store,
+rk_status rk_store_approve_identity(struct rk_store *store,
                                     const char *name,
                                     const struct rk_public_key *identity_key,
                                     bool *replaced_out);

@@ -352,17 +352,17 @@ public:
     }
     uint32_t generate_signed_prekey(uint64_t timestamp_ms) {
         uint32_t id = 0;
-        detail::check(rk_store_generate_signed_prekey(get(), timestamp_ms, &id),
+        detail::check(rk_store_generate_signed_prekey(h_.get(), timestamp_ms, &id),
                       "rk_store_generate_signed_prekey");
         return id;
     }
     void remove_signed_prekey(uint32_t id) {
-        detail::check(rk_store_remove_signed_prekey(get(), id), "rk_store_remove_signed_prekey");
+        detail::check(rk_store_remove_signed_prekey(h_.get(), id), "rk_store_remove_signed_prekey");
     }
     /// `count` records of RK_PREKEY_RECORD_LEN bytes (id BE32, public key).
     Buffer generate_prekeys(uint32_t count) {
         rk_bytes b;
-        detail::check(rk_store_generate_prekeys(get(), count, &b), "rk_store_generate_prekeys");
+        detail::check(rk_store_generate_prekeys(h_.get(), count, &b), "rk_store_generate_prekeys");
         return Buffer(b);
     }
     size_t prekey_count() const {
@@ -373,12 +373,12 @@ public:
     Bundle create_bundle(bool with_one_time_prekey, uint64_t timestamp_ms) {
         rk_bundle *raw = nullptr;
         detail::check(
-            rk_store_create_bundle(get(), with_one_time_prekey ? 1u : 0u, timestamp_ms, &raw),
+            rk_store_create_bundle(h_.get(), with_one_time_prekey ? 1u : 0u, timestamp_ms, &raw),
             "rk_store_create_bundle");
         return Bundle(raw);
     }
     void process_bundle(const std::string &name, uint32_t device_id, const Bundle &bundle) {
-        detail::check(rk_store_process_bundle(get(), name.c_str(), device_id, bundle.get()),
+        detail::check(rk_store_process_bundle(h_.get(), name.c_str(), device_id, bundle.get()),
                       "rk_store_process_bundle");
     }
     bool has_session(const std::string &name, uint32_t device_id) const {
@@ -390,14 +390,14 @@ public:
     Message encrypt(const std::string &name, uint32_t device_id, std::string_view plaintext) {
         uint32_t type = 0;
         rk_bytes b;
-        detail::check(rk_store_encrypt(get(), name.c_str(), device_id,
+        detail::check(rk_store_encrypt(h_.get(), name.c_str(), device_id,
                                        detail::bytes_of(plaintext), plaintext.size(), &type, &b),
                       "rk_store_encrypt");
         return Message{type, Buffer(b)};
     }
     Buffer decrypt(const std::string &name, uint32_t device_id, const Message &message) {
         rk_bytes b;
-        detail::check(rk_store_decrypt(get(), name.c_str(), device_id, message.type,
+        detail::check(rk_store_decrypt(h_.get(), name.c_str(), device_id, message.type,
                                        message.bytes.data(), message.bytes.size(), &b),
                       "rk_store_decrypt");
         return Buffer(b);
@@ -411,7 +411,7 @@ public:
     /// Returns whether a different key was trusted before.
     bool approve_identity(const std::string &name, const PublicKey &key) {
         bool replaced = false;
-        detail::check(rk_store_approve_identity(get(), name.c_str(), key.get(), &replaced),
+        detail::check(rk_store_approve_identity(h_.get(), name.c_str(), key.get(), &replaced),
                       "rk_store_approve_identity");
         return replaced;
     }
@@ -439,6 +439,7 @@ public:
     }
 
     const rk_store *get() const noexcept { return h_.get(); }
+    rk_store *get() noexcept { return h_.get(); }
 
 private:
     explicit Store(rk_store *raw) : h_(raw) {}

@@ -247,7 +247,7 @@ pub unsafe extern "C" fn rk_store_device_id(store: *const rk_store, id_out: *mut
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn rk_store_generate_signed_prekey(
-    store: *const rk_store,
+    store: *mut rk_store,
     timestamp_ms: u64,
     id_out: *mut u32,
 ) -> rk_status {
@@ -275,10 +275,7 @@ pub unsafe extern "C" fn rk_store_generate_signed_prekey(
 /// `store` must be NULL or a live `rk_store`.
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn rk_store_remove_signed_prekey(
-    store: *const rk_store,
-    id: u32,
-) -> rk_status {
+pub unsafe extern "C" fn rk_store_remove_signed_prekey(store: *mut rk_store, id: u32) -> rk_status {
     guard(|| {
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
@@ -304,7 +301,7 @@ pub unsafe extern "C" fn rk_store_remove_signed_prekey(
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn rk_store_generate_prekeys(
-    store: *const rk_store,
+    store: *mut rk_store,
     count: u32,
     records_out: *mut rk_bytes,
 ) -> rk_status {
@@ -370,7 +367,7 @@ pub unsafe extern "C" fn rk_store_prekey_count(
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn rk_store_create_bundle(
-    store: *const rk_store,
+    store: *mut rk_store,
     with_one_time_prekey: u32,
     timestamp_ms: u64,
     bundle_out: *mut *mut rk_bundle,
@@ -407,7 +404,7 @@ pub unsafe extern "C" fn rk_store_create_bundle(
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn rk_store_process_bundle(
-    store: *const rk_store,
+    store: *mut rk_store,
     name: *const c_char,
     device_id: u32,
     bundle: *const rk_bundle,
@@ -472,7 +469,7 @@ pub unsafe extern "C" fn rk_store_has_session(
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn rk_store_encrypt(
-    store: *const rk_store,
+    store: *mut rk_store,
     name: *const c_char,
     device_id: u32,
     plaintext: *const u8,
@@ -505,7 +502,7 @@ enum Kind {
 }
 
 unsafe fn decrypt(
-    store: *const rk_store,
+    store: *mut rk_store,
     name: *const c_char,
     device_id: u32,
     kind: Kind,
@@ -564,7 +561,7 @@ unsafe fn decrypt(
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn rk_store_decrypt(
-    store: *const rk_store,
+    store: *mut rk_store,
     name: *const c_char,
     device_id: u32,
     message_type: u32,
@@ -597,7 +594,7 @@ pub unsafe extern "C" fn rk_store_decrypt(
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn rk_store_decrypt_prekey_message(
-    store: *const rk_store,
+    store: *mut rk_store,
     name: *const c_char,
     device_id: u32,
     message: *const u8,
@@ -629,7 +626,7 @@ pub unsafe extern "C" fn rk_store_decrypt_prekey_message(
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn rk_store_decrypt_whisper_message(
-    store: *const rk_store,
+    store: *mut rk_store,
     name: *const c_char,
     device_id: u32,
     message: *const u8,
@@ -702,7 +699,7 @@ pub unsafe extern "C" fn rk_store_trusted_identity(
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn rk_store_approve_identity(
-    store: *const rk_store,
+    store: *mut rk_store,
     name: *const c_char,
     identity_key: *const rk_public_key,
     replaced_out: *mut bool,
