@@ -290,7 +290,7 @@ fn null_and_length_matrix() {
     unsafe {
         // NULL store / name / out-pointers / bytes with a length.
         assert_eq!(
-            rk_store_encrypt(null(), name, 2, b"x".as_ptr(), 1, &mut t, &mut out),
+            rk_store_encrypt(null_mut(), name, 2, b"x".as_ptr(), 1, &mut t, &mut out),
             np
         );
         assert_eq!(
