@@ -84,7 +84,7 @@ const _: () = {
 #[no_mangle]
 pub extern "C" fn rk_version() -> *const c_char {
     static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
-    VERSION.as_ptr().cast()
+    guard::guard_value(c"".as_ptr(), || VERSION.as_ptr().cast())
 }
 
 /// The ABI version of the library (`RK_ABI_VERSION` of the header it was
@@ -95,7 +95,7 @@ pub extern "C" fn rk_version() -> *const c_char {
 /// Thread safety: any thread. Does not touch the thread's last error.
 #[no_mangle]
 pub extern "C" fn rk_abi_version() -> u32 {
-    RK_ABI_VERSION
+    guard::guard_value(RK_ABI_VERSION, || RK_ABI_VERSION)
 }
 
 /// Copies the detail message of the last failed call on this thread (empty
