@@ -27,18 +27,26 @@ fn alice_bob() -> (ProtocolStore, ProtocolStore, Address, Address) {
     let bundle = bob.create_bundle(true, 0, &mut OsRng).unwrap();
     alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
     let m = alice.encrypt(&b, b"hi").unwrap();
-    bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng).unwrap();
+    bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+        .unwrap();
     let r = bob.encrypt(&a, b"hi").unwrap();
-    alice.decrypt(&b, r.message_type(), r.serialize(), &mut OsRng).unwrap();
+    alice
+        .decrypt(&b, r.message_type(), r.serialize(), &mut OsRng)
+        .unwrap();
     (alice, bob, a, b)
 }
 
 fn deliver(to: &mut ProtocolStore, from: &Address, m: &CiphertextMessage) -> Vec<u8> {
-    to.decrypt(from, m.message_type(), m.serialize(), &mut OsRng).unwrap()
+    to.decrypt(from, m.message_type(), m.serialize(), &mut OsRng)
+        .unwrap()
 }
 
 /// Times `routine` only; `setup` runs untimed before each call.
-fn timed<S, T>(iters: u64, mut setup: impl FnMut() -> S, mut routine: impl FnMut(S) -> T) -> Duration {
+fn timed<S, T>(
+    iters: u64,
+    mut setup: impl FnMut() -> S,
+    mut routine: impl FnMut(S) -> T,
+) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let input = setup();
@@ -51,13 +59,27 @@ fn timed<S, T>(iters: u64, mut setup: impl FnMut() -> S, mut routine: impl FnMut
 
 fn keys(c: &mut Criterion) {
     let mut g = c.benchmark_group("op");
-    g.bench_function("identity_generate", |b| b.iter(|| IdentityKeyPair::generate(&mut OsRng)));
+    g.bench_function("identity_generate", |b| {
+        b.iter(|| IdentityKeyPair::generate(&mut OsRng))
+    });
     let store = ProtocolStore::generate(1, &mut OsRng).unwrap();
     g.bench_function("prekey_generate", |b| {
-        b.iter_custom(|n| timed(n, || store.clone(), |mut s| s.generate_prekeys(1, &mut OsRng).unwrap()))
+        b.iter_custom(|n| {
+            timed(
+                n,
+                || store.clone(),
+                |mut s| s.generate_prekeys(1, &mut OsRng).unwrap(),
+            )
+        })
     });
     g.bench_function("signed_prekey_generate", |b| {
-        b.iter_custom(|n| timed(n, || store.clone(), |mut s| s.generate_signed_prekey(0, &mut OsRng).unwrap()))
+        b.iter_custom(|n| {
+            timed(
+                n,
+                || store.clone(),
+                |mut s| s.generate_signed_prekey(0, &mut OsRng).unwrap(),
+            )
+        })
     });
     g.finish();
 }
@@ -71,7 +93,11 @@ fn x3dh(c: &mut Criterion) {
         let bob_addr = Address::new("bob", 1);
         g.bench_function(format!("x3dh_initiator_{name}"), |b| {
             b.iter_custom(|n| {
-                timed(n, || alice.clone(), |mut a| a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap())
+                timed(
+                    n,
+                    || alice.clone(),
+                    |mut a| a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap(),
+                )
             })
         });
         let alice_addr = Address::new("alice", 1);
@@ -96,14 +122,20 @@ fn messages(c: &mut Criterion) {
     let mut g = c.benchmark_group("op");
     for (size, label) in SIZES {
         let pt = vec![0x42u8; size];
-        let (mut alice, _, _, b) = alice_bob();
+        let (alice, _, _, b) = alice_bob();
         g.bench_function(BenchmarkId::new("encrypt", label), |bench| {
             bench.iter(|| alice.encrypt(&b, &pt).unwrap())
         });
         // A fresh pair: the encrypt bench left Bob far behind Alice's chain.
-        let (mut alice, mut bob, a, b) = alice_bob();
+        let (alice, mut bob, a, b) = alice_bob();
         g.bench_function(BenchmarkId::new("decrypt", label), |bench| {
-            bench.iter_custom(|n| timed(n, || alice.encrypt(&b, &pt).unwrap(), |m| deliver(&mut bob, &a, &m)))
+            bench.iter_custom(|n| {
+                timed(
+                    n,
+                    || alice.encrypt(&b, &pt).unwrap(),
+                    |m| deliver(&mut bob, &a, &m),
+                )
+            })
         });
         // A DH turn on every message: the two sides strictly alternate, so
         // every decrypt meets a new ratchet key.
@@ -126,10 +158,13 @@ fn messages(c: &mut Criterion) {
     }
     // Decrypting a message 1,000 ahead in a known chain: 1,000 skipped keys
     // derived and kept.
-    let (mut alice, mut bob, a, b) = alice_bob();
+    let (alice, mut bob, a, b) = alice_bob();
     let first = alice.encrypt(&b, &[1u8; 100]).unwrap();
     deliver(&mut bob, &a, &first);
-    let ahead = (0..1001).map(|_| alice.encrypt(&b, &[1u8; 100]).unwrap()).last().unwrap();
+    let ahead = (0..1001)
+        .map(|_| alice.encrypt(&b, &[1u8; 100]).unwrap())
+        .last()
+        .unwrap();
     g.bench_function("decrypt_skip_1000", |bench| {
         bench.iter_custom(|n| timed(n, || bob.clone(), |mut bob| deliver(&mut bob, &a, &ahead)))
     });
@@ -148,10 +183,22 @@ fn persistence(c: &mut Criterion) {
     }
     let saved = store.save();
     g.bench_function("save_100_sessions", |b| b.iter(|| store.save()));
-    g.bench_function("restore_100_sessions", |b| b.iter(|| ProtocolStore::restore(&saved).unwrap()));
+    g.bench_function("restore_100_sessions", |b| {
+        b.iter(|| ProtocolStore::restore(&saved).unwrap())
+    });
     let (alice, bob, ..) = alice_bob();
     g.bench_function("safety_number", |b| {
-        b.iter(|| Fingerprint::new(2, 5200, b"alice", alice.identity_key(), b"bob", bob.identity_key()).unwrap())
+        b.iter(|| {
+            Fingerprint::new(
+                2,
+                5200,
+                b"alice",
+                alice.identity_key(),
+                b"bob",
+                bob.identity_key(),
+            )
+            .unwrap()
+        })
     });
     g.finish();
 }
@@ -162,17 +209,25 @@ fn floor(c: &mut Criterion) {
     let mut g = c.benchmark_group("floor");
     let kp = KeyPair::generate(&mut OsRng);
     let other = KeyPair::generate(&mut OsRng).public_key;
-    g.bench_function("x25519", |b| b.iter(|| kp.private_key.agree(black_box(&other)).unwrap()));
+    g.bench_function("x25519", |b| {
+        b.iter(|| kp.private_key.agree(black_box(&other)).unwrap())
+    });
     // The portable Montgomery ladder (x25519-dalek), the X25519 the official
     // library uses: it calibrates this machine against the reference figures.
     let (k, u) = (kp.private_key.serialize(), *other.u_coordinate());
-    g.bench_function("x25519_portable_ladder", |b| b.iter(|| x25519_dalek::x25519(*k, black_box(u))));
+    g.bench_function("x25519_portable_ladder", |b| {
+        b.iter(|| x25519_dalek::x25519(*k, black_box(u)))
+    });
     g.bench_function("keygen", |b| b.iter(|| KeyPair::generate(&mut OsRng)));
     let id = IdentityKeyPair::generate(&mut OsRng);
     let msg = kp.public_key.serialize();
     let sig = id.private_key().sign(&msg, &mut OsRng);
-    g.bench_function("xeddsa_verify", |b| b.iter(|| id.public_key().verify_signature(&msg, &sig)));
-    g.bench_function("xeddsa_sign", |b| b.iter(|| id.private_key().sign(&msg, &mut OsRng)));
+    g.bench_function("xeddsa_verify", |b| {
+        b.iter(|| id.public_key().verify_signature(&msg, &sig))
+    });
+    g.bench_function("xeddsa_sign", |b| {
+        b.iter(|| id.private_key().sign(&msg, &mut OsRng))
+    });
 
     let key = [7u8; 32];
     // Chain step: one HMAC key schedule, two MACs (0x01 and 0x02).
@@ -200,9 +255,13 @@ fn floor(c: &mut Criterion) {
     for (size, label) in SIZES {
         let pt = vec![0x42u8; size];
         let iv = [9u8; 16];
-        let ct = cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into()).encrypt_padded_vec_mut::<Pkcs7>(&pt);
+        let ct = cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into())
+            .encrypt_padded_vec_mut::<Pkcs7>(&pt);
         g.bench_function(BenchmarkId::new("aes_cbc_encrypt", label), |b| {
-            b.iter(|| cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into()).encrypt_padded_vec_mut::<Pkcs7>(black_box(&pt)))
+            b.iter(|| {
+                cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into())
+                    .encrypt_padded_vec_mut::<Pkcs7>(black_box(&pt))
+            })
         });
         g.bench_function(BenchmarkId::new("aes_cbc_decrypt", label), |b| {
             b.iter(|| {
@@ -224,7 +283,12 @@ fn floor(c: &mut Criterion) {
     g.bench_function("sha512_fingerprint_round", |b| {
         let h = [3u8; 64];
         let k = [5u8; 33];
-        b.iter(|| Sha512::new().chain_update(black_box(h)).chain_update(k).finalize())
+        b.iter(|| {
+            Sha512::new()
+                .chain_update(black_box(h))
+                .chain_update(k)
+                .finalize()
+        })
     });
     g.finish();
 }

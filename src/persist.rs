@@ -18,7 +18,7 @@ use crate::ratchet::{ChainKey, MessageKeySeed, RootKey, MAX_RECEIVER_CHAINS, MAX
 use crate::session::{
     PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState, MAX_ARCHIVED_STATES,
 };
-use crate::store::{Address, ProtocolStore, MAX_SESSIONS};
+use crate::store::{Address, ProtocolStore, SessionCell, TrustMap, MAX_SESSIONS};
 use crate::wire::MESSAGE_VERSION;
 
 const MAGIC: &[u8; 4] = b"RKST";
@@ -221,15 +221,19 @@ impl ProtocolStore {
             sessions: self
                 .sessions
                 .iter()
-                .map(|(a, r)| SessionEntryProto {
-                    name: a.name.clone(),
-                    device_id: a.device_id,
-                    current: r.current.as_ref().map(state_to_proto),
-                    previous: r.previous.iter().map(state_to_proto).collect(),
+                .map(|(a, cell)| {
+                    let r = cell.lock();
+                    SessionEntryProto {
+                        name: a.name.clone(),
+                        device_id: a.device_id,
+                        current: r.current.as_ref().map(state_to_proto),
+                        previous: r.previous.iter().map(state_to_proto).collect(),
+                    }
                 })
                 .collect(),
             trusted: self
                 .trusted
+                .read()
                 .iter()
                 .map(|(n, k)| TrustProto {
                     name: n.clone(),
@@ -415,7 +419,10 @@ fn from_proto(p: &StoreProto) -> Result<ProtocolStore> {
                 .collect::<Result<VecDeque<_>>>()?,
         };
         if sessions
-            .insert(Address::new(e.name.clone(), e.device_id), record)
+            .insert(
+                Address::new(e.name.clone(), e.device_id),
+                SessionCell::new(record),
+            )
             .is_some()
         {
             return Err(corrupt("duplicate session address"));
@@ -443,6 +450,6 @@ fn from_proto(p: &StoreProto) -> Result<ProtocolStore> {
         next_prekey_id: prekey_id(p.next_prekey_id, "next prekey id")?,
         next_signed_prekey_id: prekey_id(p.next_signed_prekey_id, "next signed prekey id")?,
         sessions,
-        trusted,
+        trusted: TrustMap::new(trusted),
     })
 }

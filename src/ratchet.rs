@@ -1,6 +1,8 @@
 //! Double Ratchet key derivation as deployed: root keys, chain keys and
 //! message keys.
 
+use std::sync::OnceLock;
+
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -18,24 +20,45 @@ pub const MAX_SKIPPED_KEYS: usize = 2_000;
 /// A session keeps at most this many receiving chains.
 pub const MAX_RECEIVER_CHAINS: usize = 5;
 
-/// HMAC-SHA256 under a 32-byte key. HMAC pads keys shorter than the block
-/// with zeros, so the key is given as a zero-padded block (infallible).
-pub(crate) fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+/// An HMAC-SHA256 instance keyed with a 32-byte key. HMAC pads keys shorter
+/// than the block with zeros, so the key is given as a zero-padded block
+/// (infallible, no length check at run time).
+fn hmac_keyed(key: &[u8; 32]) -> HmacSha256 {
     let mut block = Zeroizing::new([0u8; 64]);
     block[..32].copy_from_slice(key);
-    let mut mac = <HmacSha256 as hmac::digest::KeyInit>::new(block.as_ref().into());
+    <HmacSha256 as hmac::digest::KeyInit>::new(block.as_ref().into())
+}
+
+/// HMAC-SHA256 under a 32-byte key over the concatenation of `parts`.
+pub(crate) fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = hmac_keyed(key);
     for p in parts {
         mac.update(p);
     }
     mac.finalize().into_bytes().into()
 }
 
+/// HMAC keyed with HKDF's default salt (32 zero bytes): the extract step of
+/// every salt-less HKDF starts from this state, computed once.
+fn zero_salt_hmac() -> &'static HmacSha256 {
+    static STATE: OnceLock<HmacSha256> = OnceLock::new();
+    STATE.get_or_init(|| hmac_keyed(&[0u8; 32]))
+}
+
 /// HKDF-SHA256 with the given salt (`None` = 32 zero bytes) filling `out`.
-pub(crate) fn hkdf(salt: Option<&[u8]>, ikm: &[u8], info: &[u8], out: &mut [u8]) {
-    let hk = Hkdf::<Sha256>::new(Some(salt.unwrap_or(&[0u8; 32])), ikm);
-    // Outputs here are at most 80 bytes, far below HKDF's 8160-byte limit.
-    if hk.expand(info, out).is_err() {
-        out.zeroize();
+pub(crate) fn hkdf(salt: Option<&[u8; 32]>, ikm: &[u8], info: &[u8], out: &mut [u8]) {
+    let mut extract = match salt {
+        Some(salt) => hmac_keyed(salt),
+        None => zero_salt_hmac().clone(),
+    };
+    extract.update(ikm);
+    let prk = Zeroizing::new(<[u8; 32]>::from(extract.finalize().into_bytes()));
+    // A 32-byte PRK is always accepted, and outputs here are at most 80
+    // bytes, far below HKDF's 8160-byte limit; on the impossible error the
+    // output is zeros rather than a panic.
+    match Hkdf::<Sha256>::from_prk(prk.as_ref()) {
+        Ok(hk) if hk.expand(info, out).is_ok() => {}
+        _ => out.zeroize(),
     }
 }
 
@@ -80,20 +103,25 @@ impl ChainKey {
         self.index
     }
 
-    /// The message key seed for this index: `HMAC(CK, 0x01)`.
-    pub(crate) fn message_key_seed(&self) -> MessageKeySeed {
-        MessageKeySeed {
-            seed: hmac_sha256(&self.key, &[&[0x01]]),
-            counter: self.index,
-        }
-    }
-
-    /// The next chain key: `HMAC(CK, 0x02)`, index + 1.
-    pub(crate) fn next(&self) -> ChainKey {
-        ChainKey {
-            key: hmac_sha256(&self.key, &[&[0x02]]),
-            index: self.index.wrapping_add(1),
-        }
+    /// One chain step with a single HMAC key schedule: the message key seed
+    /// for this index (`HMAC(CK, 0x01)`) and the next chain key
+    /// (`HMAC(CK, 0x02)`, index + 1).
+    pub(crate) fn step(&self) -> (MessageKeySeed, ChainKey) {
+        let mac = hmac_keyed(&self.key);
+        let mut seed_mac = mac.clone();
+        seed_mac.update(&[0x01]);
+        let mut next_mac = mac;
+        next_mac.update(&[0x02]);
+        (
+            MessageKeySeed {
+                seed: seed_mac.finalize().into_bytes().into(),
+                counter: self.index,
+            },
+            ChainKey {
+                key: next_mac.finalize().into_bytes().into(),
+                index: self.index.wrapping_add(1),
+            },
+        )
     }
 }
 
@@ -153,13 +181,32 @@ mod tests {
             key: [7u8; 32],
             index: 0,
         };
-        let n = ck.next();
+        let (s, n) = ck.step();
         assert_eq!(n.index, 1);
         assert_ne!(n.key, ck.key);
-        let s = ck.message_key_seed();
+        assert_eq!(s.seed, hmac_sha256(&ck.key, &[&[1]]));
+        assert_eq!(n.key, hmac_sha256(&ck.key, &[&[2]]));
         assert_ne!(s.seed, n.key);
         let mk = s.derive();
         assert_ne!(mk.cipher_key, mk.mac_key);
+    }
+
+    #[test]
+    fn hkdf_matches_the_plain_crate() {
+        for salt in [None, Some([3u8; 32])] {
+            let mut ours = [0u8; 80];
+            hkdf(
+                salt.as_ref(),
+                b"input keying material",
+                b"WhisperMessageKeys",
+                &mut ours,
+            );
+            let mut plain = [0u8; 80];
+            Hkdf::<Sha256>::new(Some(&salt.unwrap_or([0u8; 32])), b"input keying material")
+                .expand(b"WhisperMessageKeys", &mut plain)
+                .unwrap();
+            assert_eq!(ours, plain);
+        }
     }
 
     #[test]

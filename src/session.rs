@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -17,12 +17,13 @@ use crate::keys::{KeyPair, PublicKey};
 use crate::ratchet::{
     ChainKey, MessageKeySeed, RootKey, MAX_FORWARD_JUMPS, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS,
 };
-use crate::wire::{CiphertextMessage, PreKeySignalMessage, SignalMessage, MESSAGE_VERSION};
+use crate::wire::{
+    CiphertextMessage, PreKeySignalMessage, SignalMessage, SignalMessageRef, MESSAGE_VERSION,
+};
 
 /// A session record keeps at most this many previous (archived) states.
 pub const MAX_ARCHIVED_STATES: usize = 40;
 
-type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
 
 /// Our sending chain: our current ratchet key pair and its chain key.
@@ -104,13 +105,14 @@ fn walk_chain(
     let mut skipped = Vec::new();
     let mut ck = chain_key.clone();
     while ck.index < counter {
-        if ck.index >= keep_from {
-            skipped.push(ck.message_key_seed());
+        let (seed, next) = ck.step();
+        if seed.counter >= keep_from {
+            skipped.push(seed);
         }
-        ck = ck.next();
+        ck = next;
     }
-    let seed = ck.message_key_seed();
-    Ok((seed, ck.next(), skipped))
+    let (seed, next) = ck.step();
+    Ok((seed, next, skipped))
 }
 
 impl SessionState {
@@ -188,22 +190,19 @@ impl SessionState {
     }
 
     /// Encrypts `plaintext` and advances the sending chain.
-    pub(crate) fn encrypt(&mut self, plaintext: &[u8]) -> CiphertextMessage {
-        let seed = self.sender_chain.chain_key.message_key_seed();
-        let keys = seed.derive();
-        let ciphertext = Aes256CbcEnc::new(&keys.cipher_key.into(), &keys.iv.into())
-            .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
-        let message = SignalMessage::new(
-            &keys.mac_key,
+    pub(crate) fn encrypt(&mut self, plaintext: &[u8]) -> Result<CiphertextMessage> {
+        let (seed, next) = self.sender_chain.chain_key.step();
+        let message = SignalMessage::encrypt(
+            &seed.derive(),
             self.sender_chain.ratchet_key.public_key,
             self.sender_chain.chain_key.index,
             self.previous_counter,
-            ciphertext,
+            plaintext,
             &self.local_identity,
             &self.remote_identity,
-        );
-        self.sender_chain.chain_key = self.sender_chain.chain_key.next();
-        match &self.pending_prekey {
+        )?;
+        self.sender_chain.chain_key = next;
+        Ok(match &self.pending_prekey {
             Some(p) => CiphertextMessage::PreKey(PreKeySignalMessage::new(
                 self.local_registration_id,
                 p.pre_key_id,
@@ -213,21 +212,21 @@ impl SessionState {
                 message,
             )),
             None => CiphertextMessage::Whisper(message),
-        }
+        })
     }
 
     /// Works out the message key for `message` and the change to apply on
     /// success, without touching `self`.
     fn plan<R: RngCore + CryptoRng>(
         &self,
-        message: &SignalMessage,
+        message: &SignalMessageRef<'_>,
         rng: &mut R,
     ) -> Result<(MessageKeySeed, ChainUpdate)> {
-        let counter = message.counter();
+        let counter = message.counter;
         let found = self
             .receiver_chains
             .iter()
-            .position(|c| c.ratchet_key == *message.ratchet_key());
+            .position(|c| c.ratchet_key == message.ratchet_key);
         match found {
             Some(chain) => {
                 let rc = &self.receiver_chains[chain];
@@ -260,7 +259,7 @@ impl SessionState {
                         limit: MAX_FORWARD_JUMPS,
                     });
                 }
-                let their = message.ratchet_key();
+                let their = &message.ratchet_key;
                 let (receiver_root, receiver_ck) = self
                     .root_key
                     .create_chain(their, &self.sender_chain.ratchet_key.private_key)?;
@@ -327,7 +326,7 @@ impl SessionState {
     /// Decrypts `message`; on any error the state is unchanged.
     pub(crate) fn decrypt<R: RngCore + CryptoRng>(
         &mut self,
-        message: &SignalMessage,
+        message: &SignalMessageRef<'_>,
         rng: &mut R,
     ) -> Result<Vec<u8>> {
         let (plaintext, update) = self.open(message, rng)?;
@@ -339,7 +338,7 @@ impl SessionState {
     /// change that [`decrypt`](Self::decrypt) commits.
     fn open<R: RngCore + CryptoRng>(
         &self,
-        message: &SignalMessage,
+        message: &SignalMessageRef<'_>,
         rng: &mut R,
     ) -> Result<(Vec<u8>, ChainUpdate)> {
         let (seed, update) = self.plan(message, rng)?;
@@ -347,18 +346,21 @@ impl SessionState {
         if !message.verify_mac(&keys.mac_key, &self.remote_identity, &self.local_identity) {
             return Err(Error::InvalidMessage("MAC verification failed"));
         }
-        let ciphertext = message.ciphertext();
+        let ciphertext = message.ciphertext;
         if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
             return Err(Error::InvalidMessage(
                 "ciphertext length is not a multiple of 16",
             ));
         }
+        // The output buffer is the only allocation: decrypted in place, then
+        // cut to the plaintext; zeroized if the padding is bad.
         let mut buf = Zeroizing::new(ciphertext.to_vec());
         let len = Aes256CbcDec::new(&keys.cipher_key.into(), &keys.iv.into())
             .decrypt_padded_mut::<Pkcs7>(&mut buf)
             .map_err(|_| Error::InvalidMessage("bad padding"))?
             .len();
-        Ok((buf[..len].to_vec(), update))
+        buf.truncate(len);
+        Ok((std::mem::take(&mut *buf), update))
     }
 }
 
@@ -428,7 +430,7 @@ impl SessionRecord {
     /// the identity of the state that decrypted).
     pub(crate) fn decrypt<R: RngCore + CryptoRng>(
         &mut self,
-        message: &SignalMessage,
+        message: &SignalMessageRef<'_>,
         rng: &mut R,
         trust: impl Fn(&PublicKey) -> Result<()>,
     ) -> Result<Vec<u8>> {

@@ -4,6 +4,7 @@
 //! is exactly as it was.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
@@ -14,7 +15,7 @@ use crate::keys::{generate_registration_id, IdentityKeyPair, KeyPair, PublicKey}
 use crate::prekey::{PreKeyBundle, PreKeyRecord, SignedPreKeyRecord, MAX_PREKEY_ID};
 use crate::session::SessionRecord;
 use crate::wire::{
-    CiphertextMessage, PreKeySignalMessage, SignalMessage, MAX_PLAINTEXT_LEN, PREKEY_TYPE,
+    CiphertextMessage, PreKeySignalMessage, SignalMessageRef, MAX_PLAINTEXT_LEN, PREKEY_TYPE,
     WHISPER_TYPE,
 };
 use crate::x3dh;
@@ -44,7 +45,73 @@ impl Address {
     }
 }
 
+/// One address's session record behind its own lock, so that different
+/// sessions of one store encrypt and decrypt in parallel.
+#[derive(Debug, Default)]
+pub(crate) struct SessionCell(Mutex<SessionRecord>);
+
+impl SessionCell {
+    pub(crate) fn new(record: SessionRecord) -> Self {
+        SessionCell(Mutex::new(record))
+    }
+    /// Locks the record. Every change to a record is committed in one step
+    /// after all checks, so a lock poisoned by a panic still guards a whole
+    /// record and is used as is.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SessionRecord> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    pub(crate) fn get_mut(&mut self) -> &mut SessionRecord {
+        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Clone for SessionCell {
+    fn clone(&self) -> Self {
+        SessionCell::new(self.lock().clone())
+    }
+}
+
+/// Trusted identities by remote name, behind a reader-writer lock.
+#[derive(Debug, Default)]
+pub(crate) struct TrustMap(RwLock<BTreeMap<String, PublicKey>>);
+
+impl TrustMap {
+    pub(crate) fn new(map: BTreeMap<String, PublicKey>) -> Self {
+        TrustMap(RwLock::new(map))
+    }
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, PublicKey>> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+    pub(crate) fn get_mut(&mut self) -> &mut BTreeMap<String, PublicKey> {
+        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+    /// Trust on first use from a shared reference: records `key` for `name`
+    /// unless some key is already trusted.
+    fn trust_if_unknown(&self, name: &str, key: PublicKey) {
+        if self.read().contains_key(name) {
+            return;
+        }
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_insert(key);
+    }
+}
+
+impl Clone for TrustMap {
+    fn clone(&self) -> Self {
+        TrustMap::new(self.read().clone())
+    }
+}
+
 /// The protocol store of one local device.
+///
+/// `ProtocolStore` is `Send + Sync`. [`encrypt`](Self::encrypt) and
+/// [`decrypt_message`](Self::decrypt_message) take `&self` and lock only the
+/// one session they use, so independent sessions run in parallel from
+/// several threads; operations that create sessions or change keys and trust
+/// take `&mut self`.
 #[derive(Clone, Debug)]
 pub struct ProtocolStore {
     pub(crate) identity: IdentityKeyPair,
@@ -55,8 +122,8 @@ pub struct ProtocolStore {
     pub(crate) prekeys: BTreeMap<u32, PreKeyRecord>,
     pub(crate) next_prekey_id: u32,
     pub(crate) next_signed_prekey_id: u32,
-    pub(crate) sessions: BTreeMap<Address, SessionRecord>,
-    pub(crate) trusted: BTreeMap<String, PublicKey>,
+    pub(crate) sessions: BTreeMap<Address, SessionCell>,
+    pub(crate) trusted: TrustMap,
 }
 
 /// Fails unless `key` is the identity trusted for `name` or none is trusted yet.
@@ -117,7 +184,7 @@ impl ProtocolStore {
             next_prekey_id: start(rng),
             next_signed_prekey_id: start(rng),
             sessions: BTreeMap::new(),
-            trusted: BTreeMap::new(),
+            trusted: TrustMap::default(),
         })
     }
 
@@ -268,7 +335,7 @@ impl ProtocolStore {
             next_prekey_id: self.next_prekey_id,
             next_signed_prekey_id: self.next_signed_prekey_id,
             sessions: BTreeMap::new(),
-            trusted: BTreeMap::new(),
+            trusted: TrustMap::default(),
         }
     }
 
@@ -281,18 +348,19 @@ impl ProtocolStore {
     }
 
     fn check_trust(&self, name: &str, key: &PublicKey) -> Result<()> {
-        check_trust_in(&self.trusted, name, key)
+        check_trust_in(&self.trusted.read(), name, key)
     }
 
     /// The identity key trusted for `name`, if any.
-    pub fn trusted_identity(&self, name: &str) -> Option<&PublicKey> {
-        self.trusted.get(name)
+    pub fn trusted_identity(&self, name: &str) -> Option<PublicKey> {
+        self.trusted.read().get(name).copied()
     }
 
     /// Approves `identity_key` for `name` (a user accepting a key change, or
     /// a key verified out of band). Returns whether it replaced another key.
     pub fn approve_identity(&mut self, name: &str, identity_key: PublicKey) -> bool {
         self.trusted
+            .get_mut()
             .insert(name.to_owned(), identity_key)
             .is_some_and(|old| old != identity_key)
     }
@@ -313,8 +381,10 @@ impl ProtocolStore {
         self.sessions
             .entry(address.clone())
             .or_default()
+            .get_mut()
             .promote_state(state);
         self.trusted
+            .get_mut()
             .entry(address.name.clone())
             .or_insert(bundle.identity_key);
         Ok(())
@@ -325,12 +395,12 @@ impl ProtocolStore {
     pub fn has_session(&self, address: &Address) -> bool {
         self.sessions
             .get(address)
-            .is_some_and(|r| r.current.is_some())
+            .is_some_and(|r| r.lock().current.is_some())
     }
 
-    /// The session record for `address`, if any.
-    pub fn session(&self, address: &Address) -> Option<&SessionRecord> {
-        self.sessions.get(address)
+    /// A copy of the session record for `address`, if any.
+    pub fn session(&self, address: &Address) -> Option<SessionRecord> {
+        self.sessions.get(address).map(|cell| cell.lock().clone())
     }
 
     /// The number of remote addresses with a session record (at most
@@ -354,27 +424,21 @@ impl ProtocolStore {
     }
 
     /// Encrypts `plaintext` for `address`: a prekey message until the other
-    /// side has answered, a whisper message after.
-    pub fn encrypt(&mut self, address: &Address, plaintext: &[u8]) -> Result<CiphertextMessage> {
+    /// side has answered, a whisper message after. Locks only this session.
+    pub fn encrypt(&self, address: &Address, plaintext: &[u8]) -> Result<CiphertextMessage> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(Error::LimitExceeded(
                 "plaintext longer than MAX_PLAINTEXT_LEN",
             ));
         }
-        let state = self
-            .sessions
-            .get(address)
-            .and_then(|r| r.current.as_ref())
-            .ok_or_else(|| Error::NoSession(address.name.clone()))?;
-        self.check_trust(&address.name, &state.remote_identity)?;
+        let no_session = || Error::NoSession(address.name.clone());
+        let mut record = self.sessions.get(address).ok_or_else(no_session)?.lock();
+        let state = record.current.as_mut().ok_or_else(no_session)?;
         let remote = state.remote_identity;
-        let state = self
-            .sessions
-            .get_mut(address)
-            .and_then(|r| r.current.as_mut())
-            .ok_or_else(|| Error::NoSession(address.name.clone()))?;
-        let message = state.encrypt(plaintext);
-        self.trusted.entry(address.name.clone()).or_insert(remote);
+        self.check_trust(&address.name, &remote)?;
+        let message = state.encrypt(plaintext)?;
+        drop(record);
+        self.trusted.trust_if_unknown(&address.name, remote);
         Ok(message)
     }
 
@@ -396,34 +460,31 @@ impl ProtocolStore {
         }
     }
 
-    /// Decrypts a `SignalMessage` ("whisper") from `address`.
+    /// Decrypts a `SignalMessage` ("whisper") from `address`. Locks only
+    /// this session.
     pub fn decrypt_message<R: RngCore + CryptoRng>(
-        &mut self,
+        &self,
         address: &Address,
         bytes: &[u8],
         rng: &mut R,
     ) -> Result<Vec<u8>> {
-        let message = SignalMessage::deserialize(bytes)?;
-        let record = self
-            .sessions
-            .get(address)
-            .filter(|r| r.current.is_some())
-            .ok_or_else(|| Error::NoSession(address.name.clone()))?;
-        if let Some(state) = &record.current {
-            self.check_trust(&address.name, &state.remote_identity)?;
+        let message = SignalMessageRef::parse(bytes)?;
+        let no_session = || Error::NoSession(address.name.clone());
+        let mut record = self.sessions.get(address).ok_or_else(no_session)?.lock();
+        if record.current.is_none() {
+            return Err(no_session());
         }
-        let record = self
-            .sessions
-            .get_mut(address)
-            .ok_or_else(|| Error::NoSession(address.name.clone()))?;
-        let trusted = &self.trusted;
-        let plaintext = record.decrypt(&message, rng, |key| {
-            check_trust_in(trusted, &address.name, key)
-        })?;
+        let plaintext = {
+            let trusted = self.trusted.read();
+            record.decrypt(&message, rng, |key| {
+                check_trust_in(&trusted, &address.name, key)
+            })?
+        };
         // A previous state may have become current: its identity may differ.
-        if let Some(state) = &record.current {
-            let remote = state.remote_identity;
-            self.trusted.entry(address.name.clone()).or_insert(remote);
+        let remote = record.current.as_ref().map(|s| s.remote_identity);
+        drop(record);
+        if let Some(remote) = remote {
+            self.trusted.trust_if_unknown(&address.name, remote);
         }
         Ok(plaintext)
     }
@@ -440,7 +501,11 @@ impl ProtocolStore {
         let message = PreKeySignalMessage::deserialize(bytes)?;
         self.check_trust(&address.name, message.identity_key())?;
         self.check_session_limit(address)?;
-        let mut record = self.sessions.get(address).cloned().unwrap_or_default();
+        let mut record = self
+            .sessions
+            .get_mut(address)
+            .map(|cell| cell.get_mut().clone())
+            .unwrap_or_default();
         let mut used_prekey = None;
         if !record.promote_matching_state(message.base_key()) {
             let spk = self
@@ -463,9 +528,12 @@ impl ProtocolStore {
             record.promote_state(state);
             used_prekey = message.pre_key_id();
         }
-        let plaintext = record.decrypt(message.message(), rng, |key| {
-            check_trust_in(&self.trusted, &address.name, key)
-        })?;
+        let plaintext = {
+            let trusted = self.trusted.get_mut();
+            record.decrypt(&message.message().borrowed(), rng, |key| {
+                check_trust_in(trusted, &address.name, key)
+            })?
+        };
         // A sender wraps a message in the base key of the state it comes
         // from; one that decrypts with another state was re-wrapped (and
         // would otherwise archive a useless state and delete a prekey).
@@ -480,11 +548,13 @@ impl ProtocolStore {
             ));
         }
         // Commit.
-        self.sessions.insert(address.clone(), record);
+        self.sessions
+            .insert(address.clone(), SessionCell::new(record));
         if let Some(id) = used_prekey {
             self.prekeys.remove(&id);
         }
         self.trusted
+            .get_mut()
             .entry(address.name.clone())
             .or_insert(*message.identity_key());
         Ok(plaintext)
@@ -502,8 +572,7 @@ impl ProtocolStore {
         version: u32,
     ) -> Result<Fingerprint> {
         let remote = self
-            .trusted
-            .get(name)
+            .trusted_identity(name)
             .ok_or_else(|| Error::NoTrustedIdentity(name.to_owned()))?;
         Fingerprint::new(
             version,
@@ -511,7 +580,7 @@ impl ProtocolStore {
             local_id,
             self.identity_key(),
             remote_id,
-            remote,
+            &remote,
         )
     }
 }

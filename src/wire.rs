@@ -2,11 +2,20 @@
 //! `PreKeySignalMessage` (type 3), protobuf through prost, byte-exact with the
 //! official library.
 
+use std::ops::Range;
+
+use aes::cipher::{block_padding::Pkcs7, BlockEncryptMut, KeyIvInit};
+use prost::encoding::{
+    decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
+    DecodeContext, WireType,
+};
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
-use crate::keys::PublicKey;
-use crate::ratchet::hmac_sha256;
+use crate::keys::{PublicKey, PUBLIC_KEY_LEN};
+use crate::ratchet::{hmac_sha256, MessageKeys};
+
+type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 
 /// The message version this library speaks.
 pub const MESSAGE_VERSION: u8 = 3;
@@ -34,6 +43,9 @@ fn check_length(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The prost-generated form of `SignalMessage`: the oracle the hand-walked
+/// encoder and parser are tested against.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 struct SignalMessageProto {
     #[prost(bytes = "vec", optional, tag = "1")]
@@ -84,71 +96,81 @@ pub struct SignalMessage {
     ratchet_key: PublicKey,
     counter: u32,
     previous_counter: u32,
-    ciphertext: Vec<u8>,
+    /// Where the ciphertext sits in `serialized`.
+    ciphertext: Range<usize>,
     serialized: Vec<u8>,
 }
 
-impl SignalMessage {
-    /// Builds and MACs a message (version 3).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        mac_key: &[u8; 32],
-        ratchet_key: PublicKey,
-        counter: u32,
-        previous_counter: u32,
-        ciphertext: Vec<u8>,
-        sender_identity: &PublicKey,
-        receiver_identity: &PublicKey,
-    ) -> Self {
-        let proto = SignalMessageProto {
-            ratchet_key: Some(ratchet_key.serialize().to_vec()),
-            counter: Some(counter),
-            previous_counter: Some(previous_counter),
-            ciphertext: Some(ciphertext),
-        };
-        let mut serialized = Vec::with_capacity(1 + prost::Message::encoded_len(&proto) + MAC_LEN);
-        serialized.push(VERSION_BYTE);
-        // Encoding into a Vec only fails on lack of capacity, which a Vec grows.
-        let _ = prost::Message::encode(&proto, &mut serialized);
-        let mac = compute_mac(mac_key, sender_identity, receiver_identity, &serialized);
-        serialized.extend_from_slice(&mac);
-        let ciphertext = proto.ciphertext.unwrap_or_default();
-        SignalMessage {
-            ratchet_key,
-            counter,
-            previous_counter,
-            ciphertext,
-            serialized,
-        }
-    }
+/// A parsed `SignalMessage` borrowing the bytes it was parsed from: the
+/// per-message decrypt path reads messages without copying them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SignalMessageRef<'a> {
+    pub(crate) ratchet_key: PublicKey,
+    pub(crate) counter: u32,
+    pub(crate) previous_counter: u32,
+    pub(crate) ciphertext: &'a [u8],
+    /// The whole message as received (version byte, protobuf, MAC).
+    pub(crate) serialized: &'a [u8],
+}
 
-    /// Parses a serialized message strictly. The MAC is checked later, by the
-    /// session that holds the key.
-    pub fn deserialize(bytes: &[u8]) -> Result<Self> {
+/// Takes a length-delimited field's payload off `buf`.
+fn take_bytes<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8]> {
+    let len = decode_varint(buf)
+        .map_err(|_| Error::InvalidMessage("SignalMessage protobuf does not parse"))?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&l| l <= buf.len())
+        .ok_or(Error::InvalidMessage(
+            "SignalMessage protobuf does not parse",
+        ))?;
+    let (field, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(field)
+}
+
+impl<'a> SignalMessageRef<'a> {
+    /// Parses a serialized message strictly without copying it: the same
+    /// acceptance as prost's generated decoder for `SignalMessage` (last
+    /// occurrence of a field wins, unknown fields skipped), plus the required
+    /// fields. The MAC is checked later, by the session that holds the key.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self> {
+        const BAD: Error = Error::InvalidMessage("SignalMessage protobuf does not parse");
         check_length(bytes)?;
         if bytes.len() < 1 + MAC_LEN {
             return Err(Error::InvalidMessage("SignalMessage too short"));
         }
         check_version(bytes[0])?;
-        let body = &bytes[1..bytes.len() - MAC_LEN];
-        let proto: SignalMessageProto = prost::Message::decode(body)
-            .map_err(|_| Error::InvalidMessage("SignalMessage protobuf does not parse"))?;
-        let ratchet_key = message_key(
-            proto.ratchet_key,
-            "SignalMessage ratchet key missing or invalid",
-        )?;
-        let counter = proto
-            .counter
-            .ok_or(Error::InvalidMessage("SignalMessage counter missing"))?;
-        let ciphertext = proto
-            .ciphertext
-            .ok_or(Error::InvalidMessage("SignalMessage ciphertext missing"))?;
-        Ok(SignalMessage {
+        let mut buf = &bytes[1..bytes.len() - MAC_LEN];
+        let (mut ratchet_key, mut counter, mut previous_counter, mut ciphertext) =
+            (None, None, None, None);
+        while !buf.is_empty() {
+            let (tag, wire_type) = decode_key(&mut buf).map_err(|_| BAD)?;
+            match (tag, wire_type) {
+                (1, WireType::LengthDelimited) => ratchet_key = Some(take_bytes(&mut buf)?),
+                (2, WireType::Varint) => {
+                    counter = Some(decode_varint(&mut buf).map_err(|_| BAD)? as u32)
+                }
+                (3, WireType::Varint) => {
+                    previous_counter = Some(decode_varint(&mut buf).map_err(|_| BAD)? as u32)
+                }
+                (4, WireType::LengthDelimited) => ciphertext = Some(take_bytes(&mut buf)?),
+                (1..=4, _) => return Err(BAD),
+                _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default())
+                    .map_err(|_| BAD)?,
+            }
+        }
+        let ratchet_key = ratchet_key
+            .and_then(|k| PublicKey::deserialize(k).ok())
+            .ok_or(Error::InvalidMessage(
+                "SignalMessage ratchet key missing or invalid",
+            ))?;
+        Ok(SignalMessageRef {
             ratchet_key,
-            counter,
-            previous_counter: proto.previous_counter.unwrap_or(0),
-            ciphertext,
-            serialized: bytes.to_vec(),
+            counter: counter.ok_or(Error::InvalidMessage("SignalMessage counter missing"))?,
+            previous_counter: previous_counter.unwrap_or(0),
+            ciphertext: ciphertext
+                .ok_or(Error::InvalidMessage("SignalMessage ciphertext missing"))?,
+            serialized: bytes,
         })
     }
 
@@ -168,6 +190,93 @@ impl SignalMessage {
         );
         bool::from(expected.ct_eq(&self.serialized[split..]))
     }
+}
+
+/// Length of the AES-CBC/PKCS#7 ciphertext of `plaintext_len` bytes.
+pub(crate) fn padded_len(plaintext_len: usize) -> usize {
+    (plaintext_len / 16 + 1) * 16
+}
+
+impl SignalMessage {
+    /// Builds, encrypts and MACs a message (version 3) in one buffer: the
+    /// protobuf header is written with prost's encoders, the plaintext is
+    /// AES-256-CBC encrypted in place, and the MAC appended. The only
+    /// allocation is the message itself.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encrypt(
+        keys: &MessageKeys,
+        ratchet_key: PublicKey,
+        counter: u32,
+        previous_counter: u32,
+        plaintext: &[u8],
+        sender_identity: &PublicKey,
+        receiver_identity: &PublicKey,
+    ) -> Result<Self> {
+        let ct_len = padded_len(plaintext.len());
+        let header_len = 1
+            + key_len(1)
+            + 1
+            + PUBLIC_KEY_LEN
+            + key_len(2)
+            + encoded_len_varint(u64::from(counter))
+            + key_len(3)
+            + encoded_len_varint(u64::from(previous_counter))
+            + key_len(4)
+            + encoded_len_varint(ct_len as u64);
+        let mut out = Vec::with_capacity(header_len + ct_len + MAC_LEN);
+        out.push(VERSION_BYTE);
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(PUBLIC_KEY_LEN as u64, &mut out);
+        out.extend_from_slice(&ratchet_key.serialize());
+        encode_key(2, WireType::Varint, &mut out);
+        encode_varint(u64::from(counter), &mut out);
+        encode_key(3, WireType::Varint, &mut out);
+        encode_varint(u64::from(previous_counter), &mut out);
+        encode_key(4, WireType::LengthDelimited, &mut out);
+        encode_varint(ct_len as u64, &mut out);
+        let ct_start = out.len();
+        out.extend_from_slice(plaintext);
+        out.resize(ct_start + ct_len, 0);
+        Aes256CbcEnc::new(&keys.cipher_key.into(), &keys.iv.into())
+            .encrypt_padded_mut::<Pkcs7>(&mut out[ct_start..], plaintext.len())
+            .map_err(|_| Error::InvalidArgument("plaintext does not fit its padded buffer"))?;
+        let mac = compute_mac(&keys.mac_key, sender_identity, receiver_identity, &out);
+        out.extend_from_slice(&mac);
+        Ok(SignalMessage {
+            ratchet_key,
+            counter,
+            previous_counter,
+            ciphertext: ct_start..ct_start + ct_len,
+            serialized: out,
+        })
+    }
+
+    /// Parses a serialized message strictly. The MAC is checked later, by the
+    /// session that holds the key.
+    pub fn deserialize(bytes: &[u8]) -> Result<Self> {
+        let parsed = SignalMessageRef::parse(bytes)?;
+        // The ciphertext is a sub-slice of `bytes`: its offset is the
+        // distance between the two starts.
+        let start = parsed.ciphertext.as_ptr() as usize - bytes.as_ptr() as usize;
+        Ok(SignalMessage {
+            ratchet_key: parsed.ratchet_key,
+            counter: parsed.counter,
+            previous_counter: parsed.previous_counter,
+            ciphertext: start..start + parsed.ciphertext.len(),
+            serialized: bytes.to_vec(),
+        })
+    }
+
+    /// This message as the decrypt path reads it.
+    pub(crate) fn borrowed(&self) -> SignalMessageRef<'_> {
+        SignalMessageRef {
+            ratchet_key: self.ratchet_key,
+            counter: self.counter,
+            previous_counter: self.previous_counter,
+            ciphertext: &self.serialized[self.ciphertext.clone()],
+            serialized: &self.serialized,
+        }
+    }
 
     /// The sender's ratchet key.
     pub fn ratchet_key(&self) -> &PublicKey {
@@ -183,7 +292,7 @@ impl SignalMessage {
     }
     /// The AES-CBC ciphertext.
     pub fn ciphertext(&self) -> &[u8] {
-        &self.ciphertext
+        &self.serialized[self.ciphertext.clone()]
     }
     /// The serialized bytes.
     pub fn serialize(&self) -> &[u8] {
@@ -370,13 +479,113 @@ mod tests {
         let a = KeyPair::generate(&mut OsRng).public_key;
         let b = KeyPair::generate(&mut OsRng).public_key;
         let rk = KeyPair::generate(&mut OsRng).public_key;
-        let key = [9u8; 32];
+        let keys = test_keys();
         (
-            SignalMessage::new(&key, rk, 7, 3, vec![1, 2, 3], &a, &b),
+            SignalMessage::encrypt(&keys, rk, 7, 3, &[1, 2, 3], &a, &b).unwrap(),
             a,
             b,
-            key,
+            keys.mac_key,
         )
+    }
+
+    fn test_keys() -> MessageKeys {
+        MessageKeys {
+            cipher_key: [1u8; 32],
+            mac_key: [9u8; 32],
+            iv: [4u8; 16],
+            counter: 0,
+        }
+    }
+
+    #[test]
+    fn encoding_is_byte_identical_to_prost() {
+        let (a, b) = (
+            KeyPair::generate(&mut OsRng).public_key,
+            KeyPair::generate(&mut OsRng).public_key,
+        );
+        for (counter, prev, len) in [
+            (0u32, 0u32, 0usize),
+            (1, 0, 15),
+            (127, 128, 16),
+            (300, 70000, 1000),
+            (u32::MAX, u32::MAX, 33),
+        ] {
+            let rk = KeyPair::generate(&mut OsRng).public_key;
+            let pt = vec![0x5au8; len];
+            let m = SignalMessage::encrypt(&test_keys(), rk, counter, prev, &pt, &a, &b).unwrap();
+            let proto = SignalMessageProto {
+                ratchet_key: Some(rk.serialize().to_vec()),
+                counter: Some(counter),
+                previous_counter: Some(prev),
+                ciphertext: Some(m.ciphertext().to_vec()),
+            };
+            let mut expected = vec![VERSION_BYTE];
+            prost::Message::encode(&proto, &mut expected).unwrap();
+            let bytes = m.serialize();
+            assert_eq!(&bytes[..bytes.len() - MAC_LEN], &expected[..]);
+            assert_eq!(m.ciphertext().len(), padded_len(len));
+            let p = SignalMessage::deserialize(bytes).unwrap();
+            assert_eq!((p.counter(), p.previous_counter()), (counter, prev));
+            assert_eq!(p.ciphertext(), m.ciphertext());
+        }
+    }
+
+    /// The hand-walked parser accepts exactly what prost's generated decoder
+    /// accepts (then requires the mandatory fields), on mutated messages and
+    /// on random bytes.
+    #[test]
+    fn parser_agrees_with_prost() {
+        use rand::{Rng, RngCore};
+        let (m, ..) = sample();
+        let base = m.serialize().to_vec();
+        let mut rng = OsRng;
+        for i in 0..20_000 {
+            let mut bytes = base.clone();
+            match i % 3 {
+                0 => {
+                    let n = rng.gen_range(1..4);
+                    for _ in 0..n {
+                        let at = rng.gen_range(1..bytes.len() - MAC_LEN);
+                        bytes[at] = rng.gen();
+                    }
+                }
+                1 => {
+                    let len = rng.gen_range(9..80);
+                    bytes = vec![0u8; len];
+                    rng.fill_bytes(&mut bytes);
+                    bytes[0] = 0x33;
+                }
+                _ => {
+                    let at = rng.gen_range(1..bytes.len() - MAC_LEN);
+                    let extra: Vec<u8> = (0..rng.gen_range(1..6)).map(|_| rng.gen()).collect();
+                    bytes.splice(at..at, extra);
+                }
+            }
+            let ours = SignalMessageRef::parse(&bytes);
+            let theirs: std::result::Result<SignalMessageProto, _> =
+                prost::Message::decode(&bytes[1..bytes.len() - MAC_LEN]);
+            match (&ours, theirs) {
+                (Ok(o), Ok(t)) => {
+                    assert_eq!(Some(o.ratchet_key.serialize().to_vec()), t.ratchet_key);
+                    assert_eq!(Some(o.counter), t.counter);
+                    assert_eq!(o.previous_counter, t.previous_counter.unwrap_or(0));
+                    assert_eq!(Some(o.ciphertext.to_vec()), t.ciphertext);
+                }
+                (Ok(_), Err(e)) => panic!("we accept what prost rejects ({e}): {bytes:02x?}"),
+                (Err(_), Ok(t)) => {
+                    // Only a missing or invalid required field may make us stricter.
+                    let key_ok = t
+                        .ratchet_key
+                        .as_deref()
+                        .is_some_and(|k| PublicKey::deserialize(k).is_ok());
+                    assert!(
+                        !key_ok || t.counter.is_none() || t.ciphertext.is_none(),
+                        "we reject what prost accepts: {bytes:02x?}"
+                    );
+                }
+                (Err(_), Err(_)) => {}
+            }
+        }
     }
 
     #[test]
@@ -386,10 +595,11 @@ mod tests {
         let p = SignalMessage::deserialize(m.serialize()).unwrap();
         assert_eq!(p.counter(), 7);
         assert_eq!(p.previous_counter(), 3);
-        assert_eq!(p.ciphertext(), &[1, 2, 3]);
-        assert!(p.verify_mac(&key, &a, &b));
-        assert!(!p.verify_mac(&key, &b, &a));
-        assert!(!p.verify_mac(&[8u8; 32], &a, &b));
+        assert_eq!(p.ciphertext(), m.ciphertext());
+        assert_eq!(p.ciphertext().len(), 16);
+        assert!(p.borrowed().verify_mac(&key, &a, &b));
+        assert!(!p.borrowed().verify_mac(&key, &b, &a));
+        assert!(!p.borrowed().verify_mac(&[8u8; 32], &a, &b));
     }
 
     #[test]

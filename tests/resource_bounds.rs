@@ -234,14 +234,16 @@ fn hostile_counters_are_rejected_before_any_work() {
         let err = assert_fails_unchanged(&mut bob.store, |s| s.decrypt(&a, 2, &bytes, &mut OsRng));
         assert_eq!(err, Error::InvalidMessage("MAC verification failed"));
     }
-    let r = bob.store.session(&a).unwrap().current().unwrap();
+    let record = bob.store.session(&a).unwrap();
+    let r = record.current().unwrap();
     assert_eq!(r.skipped_key_count(), 0);
     // A genuine jump of exactly 25,000 keeps only the newest 2,000 keys.
     let msgs: Vec<_> = (0..MAX_FORWARD_JUMPS + 1)
         .map(|_| alice.send(&bob, b"y"))
         .collect();
     assert_eq!(bob.recv(&alice, msgs.last().unwrap()).unwrap(), b"y");
-    let r = bob.store.session(&a).unwrap().current().unwrap();
+    let record = bob.store.session(&a).unwrap();
+    let r = record.current().unwrap();
     assert_eq!(r.skipped_key_count(), MAX_SKIPPED_KEYS);
     assert_record_within_limits(&bob.store, &a);
 }
@@ -261,7 +263,8 @@ fn thousands_of_new_chains_from_a_real_sender_stay_bounded() {
         bob.recv(&alice, msgs.last().unwrap()).unwrap();
         let r = bob.send(&alice, b"turn");
         alice.recv(&bob, &r).unwrap();
-        let state = bob.store.session(&a).unwrap().current().unwrap();
+        let record = bob.store.session(&a).unwrap();
+        let state = record.current().unwrap();
         assert_eq!(state.receiver_chain_count(), (round + 2).min(5));
         assert_eq!(
             state.skipped_key_count(),
@@ -286,7 +289,8 @@ fn thousands_of_new_chains_from_a_real_sender_stay_bounded() {
             assert!(bob.store.save().len() <= full);
         }
     }
-    let state = bob.store.session(&a).unwrap().current().unwrap();
+    let record = bob.store.session(&a).unwrap();
+    let state = record.current().unwrap();
     assert_eq!(state.receiver_chain_count(), MAX_RECEIVER_CHAINS);
     // The chains with skipped keys were all pushed out.
     assert_eq!(state.skipped_key_count(), 0);
@@ -315,7 +319,8 @@ fn thousands_of_forged_new_chain_messages_change_nothing() {
         assert_eq!(err, Error::InvalidMessage("MAC verification failed"));
     }
     assert_eq!(bob.store.save(), before);
-    let state = bob.store.session(&a).unwrap().current().unwrap();
+    let record = bob.store.session(&a).unwrap();
+    let state = record.current().unwrap();
     assert_eq!(state.receiver_chain_count(), 1);
     assert_eq!(state.skipped_key_count(), 0);
 }
@@ -341,7 +346,7 @@ fn many_new_sessions_from_one_peer_archive_at_most_40_states() {
         assert_record_within_limits(store, addr);
     }
     assert_eq!(
-        total_skipped(bob.store.session(&a).unwrap()),
+        total_skipped(&bob.store.session(&a).unwrap()),
         49 * (MAX_ARCHIVED_STATES + 1)
     );
     assert!(bob.store.save().len() <= 1024 + record_bound(a.name.len()));

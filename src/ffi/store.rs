@@ -676,7 +676,6 @@ pub unsafe extern "C" fn rk_store_trusted_identity(
         let key = store
             .lock()?
             .trusted_identity(name)
-            .copied()
             .ok_or_else(|| crate::Error::NoTrustedIdentity(name.to_owned()))?;
         out.write(rk_public_key::boxed(key));
         Ok(())
@@ -761,7 +760,6 @@ pub unsafe extern "C" fn rk_store_safety_number(
             let s = store.lock()?;
             let remote = s
                 .trusted_identity(name)
-                .copied()
                 .ok_or_else(|| crate::Error::NoTrustedIdentity(name.to_owned()))?;
             (*s.identity_key(), remote)
         };
