@@ -270,8 +270,10 @@ typedef struct rk_public_key rk_public_key;
  * prekeys, sessions per remote address, trusted identities.
  *
  * Internally locked: a store handle may be used from several threads at
- * once; calls on it serialize. Every failing call leaves the store exactly
- * as it was.
+ * once. Encrypting and decrypting whisper messages for different addresses
+ * run in parallel (each session has its own lock); calls that create
+ * sessions or change keys or trust serialize with everything else. Every
+ * failing call leaves the store exactly as it was.
  */
 typedef struct rk_store rk_store;
 
@@ -1104,7 +1106,8 @@ rk_status rk_store_has_session(const struct rk_store *store,
  * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_NO_SESSION`,
  * `RK_STATUS_UNTRUSTED_IDENTITY` (the session's identity is no longer the
  * trusted one), `RK_STATUS_POISONED`. On failure the store is unchanged.
- * Thread safety: any thread (the store is locked for the call).
+ * Thread safety: any thread. Runs under the store's shared lock and the
+ * session's own lock: encrypting for different addresses runs in parallel.
  *
  * # Safety
  * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
@@ -1135,7 +1138,9 @@ rk_status rk_store_encrypt(struct rk_store *store,
  * `RK_STATUS_MISSING_PREKEY`, `RK_STATUS_INVALID_KEY`,
  * `RK_STATUS_UNTRUSTED_IDENTITY`, `RK_STATUS_POISONED`. On failure the
  * store is unchanged.
- * Thread safety: any thread (the store is locked for the call).
+ * Thread safety: any thread. Whisper messages are decrypted under the
+ * store's shared lock and their session's own lock, so different sessions
+ * decrypt in parallel; prekey messages take the store's exclusive lock.
  *
  * # Safety
  * `store` must be NULL or a live `rk_store`; `name` must be NULL or a

@@ -2,7 +2,7 @@
 //! save and restore. Internally locked.
 
 use std::ffi::c_char;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rand::rngs::OsRng;
 
@@ -23,8 +23,10 @@ use crate::wire::{PREKEY_TYPE, WHISPER_TYPE};
 /// prekeys, sessions per remote address, trusted identities.
 ///
 /// Internally locked: a store handle may be used from several threads at
-/// once; calls on it serialize. Every failing call leaves the store exactly
-/// as it was.
+/// once. Encrypting and decrypting whisper messages for different addresses
+/// run in parallel (each session has its own lock); calls that create
+/// sessions or change keys or trust serialize with everything else. Every
+/// failing call leaves the store exactly as it was.
 pub struct rk_store {
     _opaque: [u8; 0],
 }
@@ -32,7 +34,7 @@ impl_handle!(rk_store, StoreCell, 0x726b_7374_6f72_6521);
 
 /// What a store handle holds.
 pub(crate) struct StoreCell {
-    inner: Mutex<ProtocolStore>,
+    inner: RwLock<ProtocolStore>,
 }
 
 #[cfg(test)]
@@ -46,27 +48,45 @@ thread_local! {
 impl rk_store {
     fn boxed(store: ProtocolStore) -> *mut rk_store {
         new_handle(StoreCell {
-            inner: Mutex::new(store),
+            inner: RwLock::new(store),
         })
     }
 }
 
-impl StoreCell {
-    fn lock(&self) -> FfiResult<MutexGuard<'_, ProtocolStore>> {
-        let guard = self.inner.lock().map_err(|_| {
-            FfiError::new(
-                rk_status::Poisoned,
-                "the store is unusable: an earlier call panicked while holding it; \
-                 free it and restore from saved state",
-            )
-        })?;
-        #[cfg(test)]
-        if PANIC_WHILE_LOCKED.with(|p| p.replace(false)) {
-            #[allow(clippy::panic)]
-            {
-                panic!("test hook: panic while the store is locked");
-            }
+fn poisoned() -> FfiError {
+    FfiError::new(
+        rk_status::Poisoned,
+        "the store is unusable: an earlier call panicked while holding it; \
+         free it and restore from saved state",
+    )
+}
+
+#[cfg(test)]
+fn test_panic_hook() {
+    if PANIC_WHILE_LOCKED.with(|p| p.replace(false)) {
+        #[allow(clippy::panic)]
+        {
+            panic!("test hook: panic while the store is locked");
         }
+    }
+}
+
+impl StoreCell {
+    /// Exclusive access: for calls that create sessions or change keys,
+    /// prekeys or trust.
+    fn lock(&self) -> FfiResult<RwLockWriteGuard<'_, ProtocolStore>> {
+        let guard = self.inner.write().map_err(|_| poisoned())?;
+        #[cfg(test)]
+        test_panic_hook();
+        Ok(guard)
+    }
+
+    /// Shared access: reads, and encrypt / whisper decrypt, which lock only
+    /// their own session inside the store.
+    fn read(&self) -> FfiResult<RwLockReadGuard<'_, ProtocolStore>> {
+        let guard = self.inner.read().map_err(|_| poisoned())?;
+        #[cfg(test)]
+        test_panic_hook();
         Ok(guard)
     }
 }
@@ -157,7 +177,7 @@ pub unsafe extern "C" fn rk_store_identity_key(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(key_out, "key_out")?;
-        let key = *store.lock()?.identity_key();
+        let key = *store.read()?.identity_key();
         out.write(rk_public_key::boxed(key));
         Ok(())
     })
@@ -183,7 +203,7 @@ pub unsafe extern "C" fn rk_store_identity_keypair(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(pair_out, "pair_out")?;
-        let pair = store.lock()?.identity().clone();
+        let pair = store.read()?.identity().clone();
         out.write(rk_identity_keypair::boxed(pair));
         Ok(())
     })
@@ -207,7 +227,7 @@ pub unsafe extern "C" fn rk_store_registration_id(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(id_out, "id_out")?;
-        out.write(store.lock()?.registration_id());
+        out.write(store.read()?.registration_id());
         Ok(())
     })
 }
@@ -227,7 +247,7 @@ pub unsafe extern "C" fn rk_store_device_id(store: *const rk_store, id_out: *mut
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(id_out, "id_out")?;
-        out.write(store.lock()?.device_id());
+        out.write(store.read()?.device_id());
         Ok(())
     })
 }
@@ -345,7 +365,7 @@ pub unsafe extern "C" fn rk_store_prekey_count(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(count_out, "count_out")?;
-        out.write(store.lock()?.prekey_count());
+        out.write(store.read()?.prekey_count());
         Ok(())
     })
 }
@@ -445,7 +465,7 @@ pub unsafe extern "C" fn rk_store_has_session(
         // SAFETY: caller's contract.
         let address = unsafe { input_address(name, device_id) }?;
         let out = out_ptr(has_out, "has_out")?;
-        out.write(store.lock()?.has_session(&address));
+        out.write(store.read()?.has_session(&address));
         Ok(())
     })
 }
@@ -460,7 +480,8 @@ pub unsafe extern "C" fn rk_store_has_session(
 /// `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_NO_SESSION`,
 /// `RK_STATUS_UNTRUSTED_IDENTITY` (the session's identity is no longer the
 /// trusted one), `RK_STATUS_POISONED`. On failure the store is unchanged.
-/// Thread safety: any thread (the store is locked for the call).
+/// Thread safety: any thread. Runs under the store's shared lock and the
+/// session's own lock: encrypting for different addresses runs in parallel.
 ///
 /// # Safety
 /// `store` must be NULL or a live `rk_store`; `name` must be NULL or a
@@ -486,7 +507,7 @@ pub unsafe extern "C" fn rk_store_encrypt(
         let plaintext = unsafe { input_bytes(plaintext, plaintext_len, "plaintext") }?;
         let type_out = out_ptr(type_out, "type_out")?;
         let ciphertext_out = out_ptr(ciphertext_out, "ciphertext_out")?;
-        let message = store.lock()?.encrypt(&address, plaintext)?;
+        let message = store.read()?.encrypt(&address, plaintext)?;
         let message_type = u32::from(message.message_type());
         let bytes = rk_bytes::from_vec(message.into_bytes())?;
         type_out.write(message_type);
@@ -531,9 +552,15 @@ unsafe fn decrypt(
     if message.is_empty() {
         return Err(FfiError::new(rk_status::InvalidMessage, "message is empty"));
     }
-    let plaintext = store
-        .lock()?
-        .decrypt(&address, message_type, message, &mut OsRng)?;
+    let plaintext = if message_type == WHISPER_TYPE {
+        store
+            .read()?
+            .decrypt_message(&address, message, &mut OsRng)?
+    } else {
+        store
+            .lock()?
+            .decrypt(&address, message_type, message, &mut OsRng)?
+    };
     out.write(rk_bytes::from_vec(plaintext)?);
     Ok(())
 }
@@ -552,7 +579,9 @@ unsafe fn decrypt(
 /// `RK_STATUS_MISSING_PREKEY`, `RK_STATUS_INVALID_KEY`,
 /// `RK_STATUS_UNTRUSTED_IDENTITY`, `RK_STATUS_POISONED`. On failure the
 /// store is unchanged.
-/// Thread safety: any thread (the store is locked for the call).
+/// Thread safety: any thread. Whisper messages are decrypted under the
+/// store's shared lock and their session's own lock, so different sessions
+/// decrypt in parallel; prekey messages take the store's exclusive lock.
 ///
 /// # Safety
 /// `store` must be NULL or a live `rk_store`; `name` must be NULL or a
@@ -674,7 +703,7 @@ pub unsafe extern "C" fn rk_store_trusted_identity(
         let name = unsafe { input_str(name, "name") }?;
         let out = out_ptr(key_out, "key_out")?;
         let key = store
-            .lock()?
+            .read()?
             .trusted_identity(name)
             .ok_or_else(|| crate::Error::NoTrustedIdentity(name.to_owned()))?;
         out.write(rk_public_key::boxed(key));
@@ -757,7 +786,7 @@ pub unsafe extern "C" fn rk_store_safety_number(
         let out = out_ptr(fingerprint_out, "fingerprint_out")?;
         // Copy the keys out, so the (slow) iterated hashing runs unlocked.
         let (local_key, remote_key) = {
-            let s = store.lock()?;
+            let s = store.read()?;
             let remote = s
                 .trusted_identity(name)
                 .ok_or_else(|| crate::Error::NoTrustedIdentity(name.to_owned()))?;
@@ -797,7 +826,7 @@ pub unsafe extern "C" fn rk_store_save(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(saved_out, "saved_out")?;
-        let saved = store.lock()?.save();
+        let saved = store.read()?.save();
         out.write(rk_bytes::from_vec(saved)?);
         Ok(())
     })
@@ -856,7 +885,7 @@ pub unsafe extern "C" fn rk_store_save_encrypted(
         // SAFETY: caller's contract.
         let key = unsafe { input_bytes(key, key_len, "key") }?;
         let out = out_ptr(saved_out, "saved_out")?;
-        let sealed = store.lock()?.save_encrypted(key, &mut OsRng)?;
+        let sealed = store.read()?.save_encrypted(key, &mut OsRng)?;
         out.write(rk_bytes::from_vec(sealed)?);
         Ok(())
     })

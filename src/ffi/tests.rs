@@ -189,9 +189,10 @@ fn guard_turns_a_panic_into_a_status() {
 fn panic_inside_a_store_call_poisons_only_that_store() {
     let (alice, bob, _) = pair();
     let before = save(alice);
+    // A panic under the exclusive lock (a call that changes the store).
     PANIC_WHILE_LOCKED.with(|p| p.set(true));
     let mut has = false;
-    let s = unsafe { rk_store_has_session(alice, c"bob".as_ptr(), 2, &mut has) };
+    let s = unsafe { rk_store_remove_signed_prekey(alice, 4242) };
     assert_eq!(s, rk_status::Panic);
     assert!(last_error().contains("test hook"));
     // Later calls report the poisoned lock instead of panicking.
