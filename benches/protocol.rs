@@ -203,6 +203,71 @@ fn persistence(c: &mut Criterion) {
     g.finish();
 }
 
+/// One store (Alice) shared by reference between threads. Each "lane" has
+/// two peers: one that only sends to Alice and one that only receives from
+/// her, so no message causes a DH turn and the per-message path (and its
+/// locking) dominates. A round = the peer encrypts 100 B, Alice decrypts,
+/// Alice encrypts 100 B to the other peer, that peer decrypts. The same
+/// number of rounds runs on one thread alternating two lanes, and on two
+/// threads with one lane each.
+fn threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("op");
+    let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let alice_addr = Address::new("alice", 1);
+    let mut connect = |name: String| {
+        let mut peer = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let addr = Address::new(name, 1);
+        let bundle = peer.create_bundle(true, 0, &mut OsRng).unwrap();
+        alice.process_bundle(&addr, &bundle, &mut OsRng).unwrap();
+        let m = alice.encrypt(&addr, b"hi").unwrap();
+        deliver(&mut peer, &alice_addr, &m);
+        let r = peer.encrypt(&alice_addr, b"hi").unwrap();
+        deliver(&mut alice, &addr, &r);
+        (peer, addr)
+    };
+    let lanes: Vec<_> = (0..2)
+        .map(|i| (connect(format!("in{i}")), connect(format!("out{i}"))))
+        .collect();
+    type Lane = ((ProtocolStore, Address), (ProtocolStore, Address));
+    let round = |alice: &ProtocolStore, lane: &Lane| {
+        let ((sender, from), (receiver, to)) = lane;
+        let m = sender.encrypt(&alice_addr, &[7u8; 100]).unwrap();
+        let pt = alice.decrypt_message(from, m.serialize(), &mut OsRng).unwrap();
+        let r = alice.encrypt(to, &pt).unwrap();
+        receiver
+            .decrypt_message(&alice_addr, r.serialize(), &mut OsRng)
+            .unwrap()
+    };
+    let alice = &alice;
+    let lanes = &lanes;
+    g.bench_function("two_sessions_1_thread", |b| {
+        b.iter_custom(|n| {
+            let start = Instant::now();
+            for i in 0..n {
+                black_box(round(alice, &lanes[(i % 2) as usize]));
+            }
+            start.elapsed()
+        })
+    });
+    g.bench_function("two_sessions_2_threads", |b| {
+        b.iter_custom(|n| {
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for (t, lane) in lanes.iter().enumerate() {
+                    let count = n / 2 + if t == 0 { n % 2 } else { 0 };
+                    scope.spawn(move || {
+                        for _ in 0..count {
+                            black_box(round(alice, lane));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
 type HmacSha256 = Hmac<Sha256>;
 
 fn floor(c: &mut Criterion) {
@@ -293,5 +358,5 @@ fn floor(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, floor, keys, x3dh, messages, persistence);
+criterion_group!(benches, floor, keys, x3dh, messages, persistence, threads);
 criterion_main!(benches);

@@ -119,6 +119,13 @@ def main() -> int:
                  f"{ref / t:.2f}x" if t and ref else "-",
                  f"{ref * factor / t:.2f}x" if t and ref and factor else "-"]
         out.append("| " + " | ".join(cells) + " |")
+    one, two = get("op/two_sessions_1_thread"), get("op/two_sessions_2_threads")
+    out.append("")
+    out.append("| one store, independent sessions, 100 B rounds (decrypt + encrypt in the store) | us per round | throughput vs 1 thread |")
+    out.append("|---|---:|---:|")
+    if one and two:
+        out.append(f"| 1 thread, alternating two lanes | {fmt(one)} | 1.00x |")
+        out.append(f"| 2 threads, one lane each | {fmt(two)} | {one / two:.2f}x |")
     out.append("")
     out.append("| primitive | ratchetkit us | libsignal ref us |")
     out.append("|---|---:|---:|")
