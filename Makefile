@@ -11,7 +11,7 @@ PEER_RK := target/release/ratchetkit-peer
 PEER_LS := node tests/interop/libsignal-peer/peer.js
 DRIVER := $(PYTHON) tests/interop/driver.py
 
-.PHONY: all build demo test lint rust-test interop interop-deps
+.PHONY: all build demo test lint rust-test interop interop-deps bench bench-test
 
 all: build
 
@@ -22,8 +22,33 @@ demo:
 	$(CARGO) run --release --quiet --example chat
 	@$(MAKE) --no-print-directory demo-c
 
-test: lint rust-test c-test interop
+test: lint rust-test fuzz-short c-test interop bench-test
 	@echo "== all tests passed"
+
+# Benchmarks (criterion) and the report: `make bench` writes BENCHMARKS.md.
+# `make bench-test` (part of `make test`) only checks that everything runs:
+# a few milliseconds per benchmark, results in a separate directory.
+BENCH_OUT := $(TARGET_DIR)/bench-results
+bench: lib
+	@mkdir -p $(BENCH_OUT)
+	$(CARGO) bench --bench protocol -- --noplot
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_roundtrip.c \
+		-o $(B)/c_roundtrip $(RK_LINK_BENCH)
+	$(B)/c_roundtrip > $(BENCH_OUT)/c.json
+	if [ -x $(B)/venv/bin/python ]; then \
+		$(B)/venv/bin/python benches/python_roundtrip.py --json > $(BENCH_OUT)/python.json; fi
+	$(PYTHON) benches/report.py --bindings $(BENCH_OUT) > BENCHMARKS.md
+	cat BENCHMARKS.md
+
+bench-test: lib
+	@mkdir -p $(BENCH_OUT)-quick
+	CRITERION_HOME=$(TARGET_DIR)/criterion-quick $(CARGO) bench --bench protocol -- \
+		--warm-up-time 0.01 --measurement-time 0.05 --sample-size 10 --noplot >/dev/null
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_roundtrip.c \
+		-o $(B)/c_roundtrip $(RK_LINK_BENCH)
+	$(B)/c_roundtrip --quick > $(BENCH_OUT)-quick/c.json
+	$(PYTHON) benches/report.py --dir $(TARGET_DIR)/criterion-quick --check \
+		--bindings-optional --bindings $(BENCH_OUT)-quick
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -31,6 +56,32 @@ lint:
 
 rust-test:
 	$(CARGO) test --workspace --release
+
+# Fuzzing (fuzz/ is its own cargo workspace). cargo-fuzz needs nightly
+# flags: RUSTC_BOOTSTRAP=1 allows them on the stable toolchain. Each target
+# replays its committed seeds (fuzz/corpus/<t>, read only), then fuzzes for
+# FUZZ_SECONDS; new inputs go to fuzz/run/<t> and crashes to
+# fuzz/artifacts/<t> (both ignored by git). A crash, leak or timeout fails.
+.PHONY: fuzz-deps fuzz-short
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TARGETS := parse_message decrypt_whisper decrypt_prekey restore bundle fingerprint ffi
+FUZZ_SECONDS ?= 60
+FUZZ := RUSTC_BOOTSTRAP=1 nice -n 19 $(CARGO) fuzz
+
+fuzz-deps:
+	@$(CARGO) fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' \
+		|| $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+
+fuzz-short: fuzz-deps
+	$(FUZZ) build
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz: $$t, $(FUZZ_SECONDS) s"; \
+		rm -rf fuzz/run/$$t; mkdir -p fuzz/run/$$t; \
+		$(FUZZ) run $$t fuzz/run/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+			> fuzz/run/$$t.log 2>&1 || { tail -n 60 fuzz/run/$$t.log; exit 1; }; \
+		grep -E '^Done|stat::number_of_executed_units|stat::peak_rss' fuzz/run/$$t.log; \
+	done
 
 interop-deps:
 	cd tests/interop/libsignal-peer && npm ci --no-audit --no-fund
@@ -70,6 +121,7 @@ B := build
 STAGE := $(B)/lib
 # Test programs find the staged library next to them, whatever the checkout path.
 RK_LINK := -L$(STAGE) -lratchetkit -Wl,-rpath,'$$ORIGIN/../lib'
+RK_LINK_BENCH := -L$(STAGE) -lratchetkit -Wl,-rpath,'$$ORIGIN/lib'
 C_TESTS := test_api test_threads
 C_FLAGS := -std=c11 -Wall -Wextra -Werror -g -pthread -Iinclude -DEXPECTED_VERSION='"$(VERSION)"'
 EX_C_FLAGS := -std=c99 -Wall -Wextra -Werror -pedantic -g -Iinclude

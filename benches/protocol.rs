@@ -156,6 +156,17 @@ fn messages(c: &mut Criterion) {
             })
         });
     }
+    // The binding-overhead baseline: Alice encrypts 100 B, Bob decrypts it
+    // (no DH turn), exactly what benches/c_roundtrip.c and
+    // benches/python_roundtrip.py do through the C ABI and Python.
+    let (alice_rt, mut bob_rt, a_rt, b_rt) = alice_bob();
+    let pt100 = [0x42u8; 100];
+    g.bench_function("roundtrip_100B", |bench| {
+        bench.iter(|| {
+            let m = alice_rt.encrypt(&b_rt, &pt100).unwrap();
+            deliver(&mut bob_rt, &a_rt, &m)
+        })
+    });
     // Decrypting a message 1,000 ahead in a known chain: 1,000 skipped keys
     // derived and kept.
     let (alice, mut bob, a, b) = alice_bob();

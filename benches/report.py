@@ -82,6 +82,10 @@ def fmt(x: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="target/criterion")
+    ap.add_argument("--bindings", default=None,
+                    help="directory with c.json / python.json from the binding round-trip benches")
+    ap.add_argument("--bindings-optional", action="store_true",
+                    help="with --check, a missing binding result is not a failure")
     ap.add_argument("--check", action="store_true",
                     help="fail unless every benchmark of the table has a result")
     args = ap.parse_args()
@@ -126,6 +130,24 @@ def main() -> int:
     if one and two:
         out.append(f"| 1 thread, alternating two lanes | {fmt(one)} | 1.00x |")
         out.append(f"| 2 threads, one lane each | {fmt(two)} | {one / two:.2f}x |")
+    native = get("op/roundtrip_100B")
+    out.append("")
+    out.append("| 100 B round trip (encrypt + decrypt, no DH turn) | us | vs native |")
+    out.append("|---|---:|---:|")
+    if native:
+        out.append(f"| native Rust | {fmt(native)} | 1.00x |")
+    if args.bindings:
+        for name, label in [("c", "C ABI (benches/c_roundtrip.c)"),
+                            ("python", "Python ctypes (benches/python_roundtrip.py)")]:
+            path = Path(args.bindings) / f"{name}.json"
+            try:
+                value = float(next(iter(json.loads(path.read_text()).values())))
+            except (OSError, ValueError, StopIteration):
+                if not args.bindings_optional:
+                    missing.append(str(path))
+                continue
+            ratio = f"{value / native:.2f}x" if native else "-"
+            out.append(f"| {label} | {fmt(value)} | {ratio} |")
     out.append("")
     out.append("| primitive | ratchetkit us | libsignal ref us |")
     out.append("|---|---:|---:|")
