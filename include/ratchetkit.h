@@ -6,7 +6,9 @@
  *
  * Thread safety: functions with no handle argument are thread-safe. The
  * store handle (rk_store) is internally synchronized: apps may call it from
- * several threads, and calls on it serialize. Other handles may move
+ * several threads. Encrypting and decrypting whisper messages for
+ * different addresses run in parallel (each session has its own lock);
+ * other calls on a store serialize. Other handles may move
  * between threads; those documented as immutable (rk_public_key,
  * rk_identity_keypair, rk_bundle, rk_fingerprint - all of them) may be read
  * concurrently. No handle may be freed while another thread uses it. Error
