@@ -243,7 +243,9 @@ fn threads(c: &mut Criterion) {
     let round = |alice: &ProtocolStore, lane: &Lane| {
         let ((sender, from), (receiver, to)) = lane;
         let m = sender.encrypt(&alice_addr, &[7u8; 100]).unwrap();
-        let pt = alice.decrypt_message(from, m.serialize(), &mut OsRng).unwrap();
+        let pt = alice
+            .decrypt_message(from, m.serialize(), &mut OsRng)
+            .unwrap();
         let r = alice.encrypt(to, &pt).unwrap();
         receiver
             .decrypt_message(&alice_addr, r.serialize(), &mut OsRng)
