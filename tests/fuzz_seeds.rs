@@ -1,0 +1,450 @@
+//! The fuzz fixture and seed corpora (`fuzz/fixtures/`, `fuzz/corpus/`).
+//!
+//! `write_fuzz_seeds` (ignored) writes them from a fresh run of real
+//! sessions:
+//!
+//! ```sh
+//! cargo test --release --test fuzz_seeds -- --ignored
+//! ```
+//!
+//! `fuzz_seeds_match_the_fixture` replays the committed seeds against the
+//! committed fixture on every test run: seeds named `ok-*` must succeed,
+//! `err-*` must fail and leave the store unchanged, and any other input in
+//! the corpora must not panic or change the store when it fails. The
+//! byte layouts (selector and mode bytes) are the fuzz targets', described
+//! in `fuzz/src/lib.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod forge;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rand::rngs::OsRng;
+use ratchetkit::{
+    Address, CiphertextMessage, IdentityKeyPair, KeyPair, PreKeyBundle, PreKeySignalMessage,
+    ProtocolStore, PublicKey, SignalMessage,
+};
+
+const PICKLE_KEY: [u8; 32] = [0x42; 32];
+/// Selector bytes: indices into the fuzz targets' address list.
+const ALICE: u8 = 0;
+const CAROL: u8 = 1;
+const DAVE: u8 = 2;
+const ERIN: u8 = 3;
+const FRANK: u8 = 4;
+const ALICE_2: u8 = 5;
+const MALLORY: u8 = 6;
+const ADDRESSES: [(&str, u32); 8] = [
+    ("alice", 1),
+    ("carol", 1),
+    ("dave", 1),
+    ("erin", 1),
+    ("frank", 1),
+    ("alice", 2),
+    ("mallory", 1),
+    ("", 1),
+];
+
+fn address(selector: u8) -> Address {
+    let (n, d) = ADDRESSES[usize::from(selector) % ADDRESSES.len()];
+    Address::new(n, d)
+}
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+struct Peer {
+    store: ProtocolStore,
+    addr: Address,
+}
+
+impl Peer {
+    fn new(name: &str) -> Self {
+        Peer {
+            store: ProtocolStore::generate(1, &mut OsRng).unwrap(),
+            addr: Address::new(name, 1),
+        }
+    }
+    fn send(&mut self, to: &Address, pt: &[u8]) -> CiphertextMessage {
+        self.store.encrypt(to, pt).unwrap()
+    }
+}
+
+fn deliver(to: &mut ProtocolStore, from: &Address, m: &CiphertextMessage) {
+    to.decrypt(from, m.message_type(), m.serialize(), &mut OsRng)
+        .unwrap();
+}
+
+fn with_selector(selector: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut v = vec![selector];
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// Everything the generator writes: (path under fuzz/, bytes).
+fn generate() -> Vec<(String, Vec<u8>)> {
+    let rng = &mut OsRng;
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut bob = Peer::new("bob");
+    let bob_addr = bob.addr.clone();
+    let mut alice = Peer::new("alice");
+    let a = alice.addr.clone();
+
+    // Alice and Bob: established, skipped keys, a second session.
+    let b1 = bob.store.create_bundle(true, 1, rng).unwrap();
+    alice.store.process_bundle(&bob_addr, &b1, rng).unwrap();
+    let m0 = alice.send(&bob_addr, b"hello bob");
+    deliver(&mut bob.store, &a, &m0);
+    let r1 = bob.send(&a, b"hello alice");
+    deliver(&mut alice.store, &bob_addr, &r1);
+    let am: Vec<_> = (1..=5)
+        .map(|i| alice.send(&bob_addr, format!("a{i}").as_bytes()))
+        .collect();
+    deliver(&mut bob.store, &a, &am[0]);
+    deliver(&mut bob.store, &a, &am[3]);
+    let r2 = bob.send(&a, b"turn");
+    deliver(&mut alice.store, &bob_addr, &r2);
+    let bb: Vec<_> = (1..=2)
+        .map(|i| alice.send(&bob_addr, format!("b{i}").as_bytes()))
+        .collect();
+    let b2 = bob.store.create_bundle(true, 2, rng).unwrap();
+    alice.store.process_bundle(&bob_addr, &b2, rng).unwrap();
+    let p1 = alice.send(&bob_addr, b"second session");
+    deliver(&mut bob.store, &a, &p1);
+    let p2 = alice.send(&bob_addr, b"second session, again");
+
+    // Carol (with a one-time prekey) and Dave (without): messages held.
+    let mut carol = Peer::new("carol");
+    let b3 = bob.store.create_bundle(true, 3, rng).unwrap();
+    carol.store.process_bundle(&bob_addr, &b3, rng).unwrap();
+    let c1 = carol.send(&bob_addr, b"carol 1");
+    let c2 = carol.send(&bob_addr, b"carol 2");
+    let mut dave = Peer::new("dave");
+    let b4 = bob.store.create_bundle(false, 4, rng).unwrap();
+    dave.store.process_bundle(&bob_addr, &b4, rng).unwrap();
+    let d1 = dave.send(&bob_addr, b"dave 1");
+
+    // Erin: Bob initiated; Erin's answer is held.
+    let mut erin = Peer::new("erin");
+    let e_bundle = erin.store.create_bundle(true, 5, rng).unwrap();
+    bob.store
+        .process_bundle(&erin.addr, &e_bundle, rng)
+        .unwrap();
+    let to_erin = bob.send(&erin.addr, b"hi erin");
+    deliver(&mut erin.store, &bob_addr, &to_erin);
+    let e1 = erin.send(&bob_addr, b"hi bob");
+
+    // Frank: a changed identity Bob has not approved.
+    let mut frank = Peer::new("frank");
+    let b5 = bob.store.create_bundle(true, 6, rng).unwrap();
+    frank.store.process_bundle(&bob_addr, &b5, rng).unwrap();
+    let f1 = frank.send(&bob_addr, b"frank 1");
+    bob.store
+        .approve_identity("frank", KeyPair::generate(rng).public_key);
+
+    // Bob is done: the fixture.
+    let saved = bob.store.save();
+    out.push(("fixtures/bob.store".into(), saved.clone()));
+    out.push((
+        "fixtures/held-whisper-alice".into(),
+        am[4].serialize().to_vec(),
+    ));
+    out.push(("fixtures/held-prekey-alice".into(), p2.serialize().to_vec()));
+    out.push(("fixtures/held-prekey-carol".into(), c1.serialize().to_vec()));
+    out.push(("fixtures/alice.store".into(), alice.store.save()));
+
+    // parse_message
+    for (name, m) in [("whisper", &am[4]), ("prekey", &p2), ("prekey-no-opk", &d1)] {
+        out.push((
+            format!("corpus/parse_message/{name}"),
+            m.serialize().to_vec(),
+        ));
+    }
+
+    // decrypt_whisper
+    let p2_inner = PreKeySignalMessage::deserialize(p2.serialize())
+        .unwrap()
+        .message()
+        .serialize()
+        .to_vec();
+    let a5 = SignalMessage::deserialize(am[4].serialize()).unwrap();
+    let low = PublicKey::from_u_coordinate([0u8; 32]);
+    let low_ratchet = forge::signal_message(
+        &low,
+        a5.counter(),
+        a5.previous_counter(),
+        a5.ciphertext(),
+        forge::mac_of(a5.serialize()),
+    );
+    let w = "corpus/decrypt_whisper";
+    for (name, sel, bytes) in [
+        ("ok-skipped-key", ALICE, am[1].serialize().to_vec()),
+        ("ok-skipped-key-2", ALICE, am[2].serialize().to_vec()),
+        ("ok-ahead", ALICE, am[4].serialize().to_vec()),
+        ("ok-new-chain-archived", ALICE, bb[0].serialize().to_vec()),
+        ("ok-new-chain-archived-2", ALICE, bb[1].serialize().to_vec()),
+        ("ok-prekey-inner", ALICE, p2_inner),
+        ("ok-acknowledges", ERIN, e1.serialize().to_vec()),
+        ("err-duplicate", ALICE, am[0].serialize().to_vec()),
+        ("err-no-session", MALLORY, am[1].serialize().to_vec()),
+        ("err-other-device", ALICE_2, am[1].serialize().to_vec()),
+        ("err-low-order-ratchet-key", ALICE, low_ratchet),
+    ] {
+        out.push((format!("{w}/{name}"), with_selector(sel, &bytes)));
+    }
+
+    // decrypt_prekey
+    let c1m = PreKeySignalMessage::deserialize(c1.serialize()).unwrap();
+    let low_base = forge::prekey_message(
+        c1m.registration_id(),
+        c1m.pre_key_id(),
+        c1m.signed_pre_key_id(),
+        &low,
+        c1m.identity_key(),
+        c1m.message().serialize(),
+    );
+    let p = "corpus/decrypt_prekey";
+    for (name, sel, m) in [
+        ("ok-known-base-key", ALICE, &p2),
+        ("ok-one-time-prekey", CAROL, &c1),
+        ("ok-one-time-prekey-2", CAROL, &c2),
+        ("ok-no-one-time-prekey", DAVE, &d1),
+        ("ok-new-address", MALLORY, &c1),
+        ("err-duplicate", ALICE, &p1),
+        ("err-untrusted", FRANK, &f1),
+        ("err-untrusted-name", ALICE, &c1),
+    ] {
+        out.push((format!("{p}/{name}"), with_selector(sel, m.serialize())));
+    }
+    out.push((
+        format!("{p}/err-low-order-base-key"),
+        with_selector(CAROL, &low_base),
+    ));
+
+    // restore
+    let fresh = ProtocolStore::generate(3, rng).unwrap().save();
+    let mut r = |name: &str, mode: u8, bytes: &[u8]| {
+        out.push((format!("corpus/restore/{name}"), with_selector(mode, bytes)));
+    };
+    r("ok-plain-bob", 0, &saved);
+    r(
+        "ok-keyed-bob",
+        1,
+        &bob.store.save_encrypted(&PICKLE_KEY, rng).unwrap(),
+    );
+    r("ok-sealed-fresh", 2, &fresh);
+    r("ok-plain-alice", 0, &alice.store.save());
+    r(
+        "ok-keyed-carol",
+        1,
+        &carol.store.save_encrypted(&PICKLE_KEY, rng).unwrap(),
+    );
+    r("err-truncated", 0, &fresh[..fresh.len() / 2]);
+
+    // bundle
+    let mut gina = Peer::new("gina");
+    let g1 = gina.store.create_bundle(true, 7, rng).unwrap();
+    let g2 = gina.store.create_bundle(false, 7, rng).unwrap();
+    let id = IdentityKeyPair::generate(rng);
+    let spk = KeyPair::generate(rng).public_key;
+    let sig = id.private_key().sign(&spk.serialize(), rng);
+    let low_opk = PreKeyBundle::new(9, 1, *id.public_key(), 1, spk, &sig, Some((5, low))).unwrap();
+    let mut bad_sig = sig;
+    bad_sig[0] ^= 1;
+    let bad = PreKeyBundle::new(9, 1, *id.public_key(), 1, spk, &bad_sig, None).unwrap();
+    for (name, sel, b) in [
+        ("ok-one-time-prekey", MALLORY, &g1),
+        ("ok-signed-only", MALLORY, &g2),
+        ("err-untrusted", ALICE, &g1),
+        ("err-low-order-prekey", MALLORY, &low_opk),
+        ("err-bad-signature", MALLORY, &bad),
+    ] {
+        out.push((
+            format!("corpus/bundle/{name}"),
+            with_selector(sel, &b.serialize()),
+        ));
+    }
+
+    // fingerprint
+    for v in [1u32, 2] {
+        let theirs = alice
+            .store
+            .safety_number("bob", b"alice", b"bob", 5200, v)
+            .unwrap();
+        let mode = ((v - 1) as u8) << 1;
+        out.push((
+            format!("corpus/fingerprint/ok-v{v}"),
+            with_selector(mode, &theirs.scannable()),
+        ));
+    }
+    let mut params = vec![3u8, 5];
+    params.extend_from_slice(b"alice");
+    params.extend_from_slice(alice.store.identity_key().u_coordinate());
+    params.extend_from_slice(bob.store.identity_key().u_coordinate());
+    params.extend_from_slice(b"bob");
+    out.push((
+        "corpus/fingerprint/pair-v2".into(),
+        with_selector(1 | 2, &params),
+    ));
+    out.push((
+        "corpus/fingerprint/pair-v1".into(),
+        with_selector(1, &params),
+    ));
+
+    // ffi: operation sequences for the interpreter in fuzz/src/ffi.rs
+    // (stores: 0 = bob, 1 = alice; names: 2 = "alice", 10 = "bob", 18 =
+    // "carol"; u32 bytes index a table: 1 -> 1, 3 -> 3; pool entry 3 is the
+    // first output kept).
+    let hello = [0, 5, b'h', b'e', b'l', b'l', b'o'];
+    let mut alice_to_bob = vec![11, 1, 10, 1];
+    alice_to_bob.extend_from_slice(&hello);
+    alice_to_bob.extend_from_slice(&[0, 12, 0, 2, 1, 14, 3, 0]);
+    let mut new_session = vec![8, 0, 1, 0, 9, 1, 18, 1, 0, 11, 1, 18, 1];
+    new_session.extend_from_slice(&hello);
+    new_session.extend_from_slice(&[0, 13, 0, 2, 1, 14, 0, 0]);
+    let keyed_round_trip = vec![3, 0, 3, 2, 14, 3, 30, 2, 10, 2, 2, 1, 0, 0, 0, 0];
+    let misuse = vec![
+        9, 15, 2, 1, 15, 30, 15, 29, 5, 0, 12, 0, 1, 1, 0, 0, 0, 0xFF, 31, 0x85, 1, 2, 3, 4, 3,
+    ];
+    let keys = vec![
+        24, 1, 25, 0, 1, 25, 0, 2, 0, 3, b'a', b'b', b'c', 64, 30, 0, 21, 0, 2, b'i', b'd', 0, 2,
+        b'i', b'e', 0, 1, 2, 3, 17, 0, 2, 0, 2, b'm', b'e', 0, 3, b'y', b'o', b'u', 0, 2, 18, 0,
+        61, 19, 0, 2, 20, 0, 50,
+    ];
+    for (name, seq) in [
+        ("ok-alice-to-bob", alice_to_bob),
+        ("ok-new-session", new_session),
+        ("ok-keyed-round-trip", keyed_round_trip),
+        ("ok-misuse", misuse),
+        ("ok-keys-and-fingerprints", keys),
+    ] {
+        out.push((format!("corpus/ffi/{name}"), seq));
+    }
+    out
+}
+
+/// Regenerates the fixture and seeds. Run on purpose (see the module docs).
+#[test]
+#[ignore = "writes fuzz/fixtures and fuzz/corpus"]
+fn write_fuzz_seeds() {
+    let dir = fuzz_dir();
+    for target in [
+        "parse_message",
+        "decrypt_whisper",
+        "decrypt_prekey",
+        "restore",
+        "bundle",
+        "fingerprint",
+        "ffi",
+    ] {
+        let d = dir.join("corpus").join(target);
+        if d.exists() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                if name.starts_with("ok-") || name.starts_with("err-") {
+                    fs::remove_file(p).unwrap();
+                }
+            }
+        }
+    }
+    for (path, bytes) in generate() {
+        let p = dir.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+    }
+}
+
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let d = fuzz_dir().join("corpus").join(target);
+    let mut v: Vec<_> = fs::read_dir(&d)
+        .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+        .map(|e| {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, fs::read(&p).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs `op` and checks the seed's expectation and the store invariant.
+fn expect<T>(
+    name: &str,
+    store: &mut ProtocolStore,
+    op: impl FnOnce(&mut ProtocolStore) -> ratchetkit::Result<T>,
+) {
+    let before = store.save();
+    match op(store) {
+        Ok(_) => assert!(!name.starts_with("err-"), "{name} succeeded"),
+        Err(e) => {
+            assert!(!name.starts_with("ok-"), "{name} failed: {e}");
+            assert_eq!(
+                store.save(),
+                before,
+                "{name}: failure ({e}) changed the store"
+            );
+        }
+    }
+}
+
+#[test]
+fn fuzz_seeds_match_the_fixture() {
+    let fixture = ProtocolStore::restore(&fs::read(fuzz_dir().join("fixtures/bob.store")).unwrap())
+        .expect("fixture restores");
+    for (target, t) in [("decrypt_whisper", 2u8), ("decrypt_prekey", 3)] {
+        let seeds = corpus(target);
+        assert!(seeds.len() >= 8, "{target}: seeds missing");
+        for (name, data) in seeds {
+            let Some((&sel, msg)) = data.split_first() else {
+                continue;
+            };
+            let mut store = fixture.clone();
+            expect(&name, &mut store, |s| {
+                s.decrypt(&address(sel), t, msg, &mut OsRng)
+            });
+        }
+    }
+    for (name, data) in corpus("parse_message") {
+        let w = SignalMessage::deserialize(&data);
+        let p = PreKeySignalMessage::deserialize(&data);
+        if name.starts_with("ok-") || ["whisper", "prekey", "prekey-no-opk"].contains(&&*name) {
+            assert!(w.is_ok() || p.is_ok(), "{name} does not parse");
+        }
+    }
+    for (name, data) in corpus("restore") {
+        let Some((&mode, bytes)) = data.split_first() else {
+            continue;
+        };
+        let r = match mode % 3 {
+            0 | 2 => ProtocolStore::restore(bytes),
+            _ => ProtocolStore::restore_encrypted(bytes, &PICKLE_KEY),
+        };
+        assert_eq!(r.is_ok(), !name.starts_with("err-"), "{name}");
+    }
+    for (name, data) in corpus("bundle") {
+        let Some((&sel, bytes)) = data.split_first() else {
+            continue;
+        };
+        let Ok(b) = PreKeyBundle::deserialize(bytes) else {
+            assert!(!name.starts_with("ok-"), "{name} does not parse");
+            continue;
+        };
+        let mut store = fixture.clone();
+        expect(&name, &mut store, |s| {
+            s.process_bundle(&address(sel), &b, &mut OsRng)
+        });
+    }
+    for (name, data) in corpus("fingerprint") {
+        if let Some(v) = name.strip_prefix("ok-v") {
+            let v: u32 = v.parse().unwrap();
+            let ours = fixture
+                .safety_number("alice", b"bob", b"alice", 5200, v)
+                .unwrap();
+            assert_eq!(ours.compare_scannable(&data[1..]), Ok(true), "{name}");
+        }
+    }
+}
