@@ -55,6 +55,7 @@ pub mod pickle;
 pub mod prekey;
 pub mod qr;
 pub mod ratchet;
+mod scrub;
 pub mod session;
 pub mod store;
 pub mod wire;

@@ -17,6 +17,7 @@ use crate::keys::{KeyPair, PublicKey};
 use crate::ratchet::{
     ChainKey, MessageKeySeed, RootKey, MAX_FORWARD_JUMPS, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS,
 };
+use crate::scrub;
 use crate::wire::{
     CiphertextMessage, PreKeySignalMessage, SignalMessage, SignalMessageRef, MESSAGE_VERSION,
 };
@@ -102,7 +103,8 @@ fn walk_chain(
         });
     }
     let keep_from = counter.saturating_sub(MAX_SKIPPED_KEYS as u32);
-    let mut skipped = Vec::new();
+    // Sized up front: a growing Vec would leave copies of seeds behind.
+    let mut skipped = Vec::with_capacity((counter - chain_key.index.max(keep_from)) as usize);
     let mut ck = chain_key.clone();
     while ck.index < counter {
         let (seed, next) = ck.step();
@@ -154,10 +156,13 @@ impl SessionState {
     }
 
     fn push_receiver_chain(&mut self, chain: ReceiverChain) {
+        scrub::reserve(&mut self.receiver_chains, 1);
         self.receiver_chains.push_back(chain);
-        while self.receiver_chains.len() > MAX_RECEIVER_CHAINS {
-            self.receiver_chains.pop_front();
-        }
+        let excess = self
+            .receiver_chains
+            .len()
+            .saturating_sub(MAX_RECEIVER_CHAINS);
+        scrub::drop_front(&mut self.receiver_chains, excess);
     }
 
     /// The remote identity key of this session.
@@ -291,7 +296,7 @@ impl SessionState {
     fn commit(&mut self, update: ChainUpdate) {
         match update {
             ChainUpdate::UseSkipped { chain, position } => {
-                self.receiver_chains[chain].skipped.remove(position);
+                scrub::remove(&mut self.receiver_chains[chain].skipped, position);
             }
             ChainUpdate::Advance {
                 chain,
@@ -300,10 +305,9 @@ impl SessionState {
             } => {
                 let rc = &mut self.receiver_chains[chain];
                 rc.chain_key = chain_key;
-                rc.skipped.extend(skipped);
-                while rc.skipped.len() > MAX_SKIPPED_KEYS {
-                    rc.skipped.pop_front();
-                }
+                scrub::extend(&mut rc.skipped, skipped);
+                let excess = rc.skipped.len().saturating_sub(MAX_SKIPPED_KEYS);
+                scrub::drop_front(&mut rc.skipped, excess);
             }
             ChainUpdate::Turn {
                 mut receiver,
@@ -311,9 +315,8 @@ impl SessionState {
                 sender,
                 previous_counter,
             } => {
-                while receiver.skipped.len() > MAX_SKIPPED_KEYS {
-                    receiver.skipped.pop_front();
-                }
+                let excess = receiver.skipped.len().saturating_sub(MAX_SKIPPED_KEYS);
+                scrub::drop_front(&mut receiver.skipped, excess);
                 self.push_receiver_chain(receiver);
                 self.root_key = root_key;
                 self.sender_chain = sender;
@@ -391,6 +394,7 @@ impl SessionRecord {
     /// Makes `state` current, archiving the old current state.
     pub(crate) fn promote_state(&mut self, state: SessionState) {
         if let Some(old) = self.current.replace(state) {
+            scrub::reserve(&mut self.previous, 1);
             self.previous.push_front(old);
             self.previous.truncate(MAX_ARCHIVED_STATES);
         }
@@ -412,7 +416,7 @@ impl SessionRecord {
             .position(|s| s.alice_base_key == *base_key)
         {
             Some(i) => {
-                if let Some(state) = self.previous.remove(i) {
+                if let Some(state) = scrub::remove(&mut self.previous, i) {
                     self.promote_state(state);
                 }
                 true
@@ -454,7 +458,7 @@ impl SessionRecord {
             }
             match self.previous[i].decrypt(message, rng) {
                 Ok(pt) => {
-                    if let Some(state) = self.previous.remove(i) {
+                    if let Some(state) = scrub::remove(&mut self.previous, i) {
                         self.promote_state(state);
                     }
                     return Ok(pt);
