@@ -68,7 +68,10 @@ fn keys(c: &mut Criterion) {
             timed(
                 n,
                 || store.clone(),
-                |mut s| s.generate_prekeys(1, &mut OsRng).unwrap(),
+                |mut s| {
+                    s.generate_prekeys(1, &mut OsRng).unwrap();
+                    s
+                },
             )
         })
     });
@@ -77,7 +80,10 @@ fn keys(c: &mut Criterion) {
             timed(
                 n,
                 || store.clone(),
-                |mut s| s.generate_signed_prekey(0, &mut OsRng).unwrap(),
+                |mut s| {
+                    s.generate_signed_prekey(0, &mut OsRng).unwrap();
+                    s
+                },
             )
         })
     });
@@ -96,7 +102,10 @@ fn x3dh(c: &mut Criterion) {
                 timed(
                     n,
                     || alice.clone(),
-                    |mut a| a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap(),
+                    |mut a| {
+                        a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap();
+                        a
+                    },
                 )
             })
         });
@@ -110,7 +119,7 @@ fn x3dh(c: &mut Criterion) {
                         a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap();
                         (bob.clone(), a.encrypt(&bob_addr, &[0x55; 100]).unwrap())
                     },
-                    |(mut bob, m)| deliver(&mut bob, &alice_addr, &m),
+                    |(mut bob, m)| (deliver(&mut bob, &alice_addr, &m), bob),
                 )
             })
         });
@@ -177,7 +186,13 @@ fn messages(c: &mut Criterion) {
         .last()
         .unwrap();
     g.bench_function("decrypt_skip_1000", |bench| {
-        bench.iter_custom(|n| timed(n, || bob.clone(), |mut bob| deliver(&mut bob, &a, &ahead)))
+        bench.iter_custom(|n| {
+            timed(
+                n,
+                || bob.clone(),
+                |mut bob| (deliver(&mut bob, &a, &ahead), bob),
+            )
+        })
     });
     g.finish();
 }
