@@ -1,0 +1,124 @@
+"""ratchetkit: Signal-protocol sessions (X3DH + Double Ratchet, message
+version 3), byte-compatible with the official Signal library.
+
+A thin ctypes binding over the ``libratchetkit`` C library. Objects own
+library handles, freed by ``close()``, by a ``with`` block, or when garbage
+collected; bytes go in and out; every failure raises a subclass of
+:class:`RatchetkitError`, one per C status.
+
+>>> import ratchetkit
+>>> alice, bob = ratchetkit.Store(), ratchetkit.Store()
+>>> published = bob.create_bundle().serialize()          # bytes, to a server
+>>> alice.process_bundle("bob", ratchetkit.Bundle.from_bytes(published))
+>>> message = alice.encrypt("bob", b"Hi Bob!")
+>>> message.type
+<MessageType.PREKEY: 3>
+>>> bob.decrypt("alice", message)
+b'Hi Bob!'
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    STATUS_CODES,
+    BufferTooSmallError,
+    DuplicateMessageError,
+    FingerprintVersionMismatchError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidBundleError,
+    InvalidFingerprintError,
+    InvalidHandleError,
+    InvalidKeyError,
+    InvalidMessageError,
+    InvalidSignatureError,
+    InvalidStateError,
+    LimitExceededError,
+    MissingPrekeyError,
+    NoSessionError,
+    NoTrustedIdentityError,
+    NullPointerError,
+    PanicError,
+    PoisonedError,
+    RatchetkitError,
+    UnsupportedStateVersionError,
+    UntrustedIdentityError,
+    WrongPickleKeyError,
+)
+from ._lib import ABI_VERSION, LIBRARY_PATH, LIBRARY_SOURCE
+from ._lib import lib as _clib
+from .bundle import Bundle, PreKey
+from .fingerprint import (
+    DEFAULT_ITERATIONS,
+    FINGERPRINT_VERSION,
+    SAFETY_NUMBER_LEN,
+    Fingerprint,
+)
+from .identity import (
+    PRIVATE_KEY_LEN,
+    PUBLIC_KEY_LEN,
+    SIGNATURE_LEN,
+    IdentityKeyPair,
+    PublicKey,
+)
+from .store import MAX_PREKEYS_PER_CALL, PICKLE_KEY_LEN, Message, MessageType, Store
+
+__version__ = "0.1.0"
+
+
+def library_version() -> str:
+    """The version of the loaded C library, for example ``"0.1.0"``."""
+    return _clib.rk_version()  # type: ignore[no-any-return]
+
+
+def library_path() -> str:
+    """The path of the loaded C library (for diagnostics)."""
+    return LIBRARY_PATH
+
+
+__all__ = [
+    "Store",
+    "Bundle",
+    "PreKey",
+    "PublicKey",
+    "IdentityKeyPair",
+    "Fingerprint",
+    "Message",
+    "MessageType",
+    "library_version",
+    "library_path",
+    "ABI_VERSION",
+    "LIBRARY_SOURCE",
+    "PUBLIC_KEY_LEN",
+    "PRIVATE_KEY_LEN",
+    "SIGNATURE_LEN",
+    "SAFETY_NUMBER_LEN",
+    "DEFAULT_ITERATIONS",
+    "FINGERPRINT_VERSION",
+    "PICKLE_KEY_LEN",
+    "MAX_PREKEYS_PER_CALL",
+    "STATUS_CODES",
+    "RatchetkitError",
+    "NullPointerError",
+    "InvalidArgumentError",
+    "BufferTooSmallError",
+    "InvalidHandleError",
+    "InvalidKeyError",
+    "InvalidSignatureError",
+    "InvalidMessageError",
+    "DuplicateMessageError",
+    "InvalidBundleError",
+    "InvalidFingerprintError",
+    "FingerprintVersionMismatchError",
+    "LimitExceededError",
+    "UntrustedIdentityError",
+    "NoSessionError",
+    "MissingPrekeyError",
+    "NoTrustedIdentityError",
+    "InvalidStateError",
+    "WrongPickleKeyError",
+    "UnsupportedStateVersionError",
+    "InternalError",
+    "PanicError",
+    "PoisonedError",
+]

@@ -1,0 +1,423 @@
+"""The protocol store of one device: identity, prekeys, sessions, trust."""
+
+from __future__ import annotations
+
+import time
+from ctypes import byref, c_bool, c_size_t, c_uint32
+from enum import IntEnum
+from typing import Any, List, NamedTuple, Optional, Tuple, Union
+
+from ._handle import Handle
+from ._lib import (
+    _NAMES,
+    BundleP,
+    FingerprintP,
+    IdentityKeyPairP,
+    PublicKeyP,
+    StoreP,
+    as_bytes,
+    encode_name,
+    lib,
+    raise_status,
+    rk_bytes,
+    take_bytes,
+    unchecked,
+)
+from .bundle import Bundle, PreKey
+from .fingerprint import DEFAULT_ITERATIONS, FINGERPRINT_VERSION, Fingerprint
+from .identity import PUBLIC_KEY_LEN, IdentityKeyPair, PublicKey
+
+__all__ = [
+    "Store",
+    "Message",
+    "MessageType",
+    "PICKLE_KEY_LEN",
+    "MAX_PREKEYS_PER_CALL",
+]
+
+#: Length of the application key that encrypts saved state.
+PICKLE_KEY_LEN = 32
+#: The most prekeys one :meth:`Store.generate_prekeys` call makes.
+MAX_PREKEYS_PER_CALL = 10000
+_PREKEY_RECORD_LEN = 4 + PUBLIC_KEY_LEN
+_U32_MAX = 0xFFFFFFFF
+
+
+class MessageType(IntEnum):
+    """The type of a wire message; it travels along with the bytes."""
+
+    #: A ``SignalMessage``: once the other side has answered.
+    WHISPER = 2
+    #: A ``PreKeySignalMessage``: sent until the other side has answered.
+    PREKEY = 3
+
+
+_TYPES = {2: MessageType.WHISPER, 3: MessageType.PREKEY}
+
+
+class Message(NamedTuple):
+    """An encrypted message: its :class:`MessageType` and its wire bytes.
+
+    Send both; give both (the :class:`Message` itself, or a ``(type, body)``
+    pair) to :meth:`Store.decrypt` on the other side.
+    """
+
+    type: MessageType
+    body: bytes
+
+    @property
+    def is_prekey(self) -> bool:
+        """Whether this is a prekey message (the session is not yet confirmed)."""
+        return self.type == MessageType.PREKEY
+
+    def __bytes__(self) -> bytes:
+        return self.body
+
+    def __repr__(self) -> str:
+        return f"Message(type=MessageType.{self.type.name}, body=<{len(self.body)} bytes>)"
+
+
+def _u32(value: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U32_MAX:
+        raise ValueError(f"{what} must be an int in 0..{_U32_MAX}, not {value!r}")
+    return value
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _closed() -> ValueError:
+    return ValueError("Store is closed")
+
+
+# Prebound for the per-message path: declared in _lib.FUNCTIONS, bound
+# without errcheck, status tested inline.
+_encrypt = unchecked("rk_store_encrypt")
+_decrypt = unchecked("rk_store_decrypt")
+_decrypt_prekey = lib.rk_store_decrypt_prekey_message
+_decrypt_whisper = lib.rk_store_decrypt_whisper_message
+_bytes_free = lib.rk_bytes_free
+_new_message = tuple.__new__
+
+
+class Store(Handle):
+    """The protocol store of one local device.
+
+    It holds the identity key pair, the registration and device ids, the
+    signed and one-time prekeys, one session record per remote address
+    (a name and a device id), and the identity trusted for each name.
+
+    A store may be used from several threads at once: the library locks it
+    for each call, and calls on it serialize (sessions with different
+    addresses proceed in parallel inside the library). Every failing call
+    leaves the store exactly as it was.
+
+    >>> alice, bob = Store(), Store()
+    >>> alice.process_bundle("bob", Bundle.from_bytes(bob.create_bundle().serialize()))
+    >>> bob.decrypt("alice", alice.encrypt("bob", b"hi"))
+    b'hi'
+    """
+
+    __slots__ = ()
+    _free = lib.rk_store_free
+
+    def __init__(self, device_id: int = 1) -> None:
+        """A new store with a fresh identity and registration id for local device ``device_id`` (>= 1)."""
+        ptr = StoreP()
+        lib.rk_store_new(_u32(device_id, "device_id"), byref(ptr))
+        self._adopt(ptr)
+
+    @classmethod
+    def with_identity(
+        cls, identity: IdentityKeyPair, registration_id: int, device_id: int = 1
+    ) -> "Store":
+        """A new store around an existing identity (copied; ``identity`` stays yours).
+
+        ``registration_id`` is in 1..16380, ``device_id`` at least 1
+        (:class:`InvalidArgumentError` otherwise).
+        """
+        ptr = StoreP()
+        lib.rk_store_new_with_identity(
+            identity._p(),
+            _u32(registration_id, "registration_id"),
+            _u32(device_id, "device_id"),
+            byref(ptr),
+        )
+        return cls._wrap(ptr)
+
+    @classmethod
+    def restore(cls, data: bytes, key: Optional[bytes] = None) -> "Store":
+        """Restores a store saved by :meth:`save`.
+
+        With ``key`` (32 bytes), ``data`` must have been saved under the same
+        key: a wrong key (or altered bytes) raises
+        :class:`WrongPickleKeyError`. Corrupt data raises
+        :class:`InvalidStateError`, an unknown format version
+        :class:`UnsupportedStateVersionError`.
+        """
+        data = as_bytes(data, "saved state")
+        ptr = StoreP()
+        if key is None:
+            lib.rk_store_restore(data, len(data), byref(ptr))
+        else:
+            key = as_bytes(key, "key")
+            lib.rk_store_restore_encrypted(data, len(data), key, len(key), byref(ptr))
+        return cls._wrap(ptr)
+
+    def save(self, key: Optional[bytes] = None) -> bytes:
+        """The whole store (identity, prekeys, sessions, trust) as bytes.
+
+        Without ``key`` the bytes hold private keys in the clear. With a
+        32-byte ``key`` (from the platform's keystore) they are encrypted
+        and authenticated (XChaCha20-Poly1305); a key of another length
+        raises :class:`InvalidKeyError`.
+        """
+        out = rk_bytes()
+        if key is None:
+            lib.rk_store_save(self._p(), byref(out))
+        else:
+            key = as_bytes(key, "key")
+            lib.rk_store_save_encrypted(self._p(), key, len(key), byref(out))
+        return take_bytes(out)
+
+    # -- identity -----------------------------------------------------------
+
+    @property
+    def identity_key(self) -> PublicKey:
+        """The local public identity key."""
+        ptr = PublicKeyP()
+        lib.rk_store_identity_key(self._p(), byref(ptr))
+        return PublicKey._wrap(ptr)
+
+    def identity_keypair(self) -> IdentityKeyPair:
+        """A copy of the local identity key pair (holds the private key)."""
+        ptr = IdentityKeyPairP()
+        lib.rk_store_identity_keypair(self._p(), byref(ptr))
+        return IdentityKeyPair._wrap(ptr)
+
+    @property
+    def registration_id(self) -> int:
+        """The local registration id (1..16380)."""
+        value = c_uint32()
+        lib.rk_store_registration_id(self._p(), byref(value))
+        return value.value
+
+    @property
+    def device_id(self) -> int:
+        """The local device id."""
+        value = c_uint32()
+        lib.rk_store_device_id(self._p(), byref(value))
+        return value.value
+
+    # -- prekeys ------------------------------------------------------------
+
+    def generate_signed_prekey(self, timestamp_ms: Optional[int] = None) -> int:
+        """Rotates the signed prekey; returns the new one's id.
+
+        Older signed prekeys stay usable for messages in flight until
+        removed with :meth:`remove_signed_prekey`. ``timestamp_ms`` defaults
+        to now.
+        """
+        value = c_uint32()
+        ts = _now_ms() if timestamp_ms is None else timestamp_ms
+        lib.rk_store_generate_signed_prekey(self._p(), ts, byref(value))
+        return value.value
+
+    def remove_signed_prekey(self, prekey_id: int) -> None:
+        """Removes an old signed prekey (not the current one)."""
+        lib.rk_store_remove_signed_prekey(self._p(), _u32(prekey_id, "prekey_id"))
+
+    def generate_prekeys(self, count: int) -> List[PreKey]:
+        """Makes ``count`` (at most 10,000) one-time prekeys and returns them for upload."""
+        out = rk_bytes()
+        lib.rk_store_generate_prekeys(self._p(), _u32(count, "count"), byref(out))
+        records = take_bytes(out)
+        return [
+            PreKey(
+                int.from_bytes(records[i : i + 4], "big"),
+                PublicKey(records[i + 4 : i + _PREKEY_RECORD_LEN]),
+            )
+            for i in range(0, len(records), _PREKEY_RECORD_LEN)
+        ]
+
+    @property
+    def prekey_count(self) -> int:
+        """The number of one-time prekeys held (made and not yet used)."""
+        value = c_size_t()
+        lib.rk_store_prekey_count(self._p(), byref(value))
+        return value.value
+
+    def create_bundle(
+        self, one_time_prekey: bool = True, timestamp_ms: Optional[int] = None
+    ) -> Bundle:
+        """A prekey bundle for this device, to publish.
+
+        A signed prekey is made first if there is none (``timestamp_ms``
+        defaults to now). With ``one_time_prekey``, a new one-time prekey is
+        made, kept, and put in the bundle (never handed out twice).
+        """
+        ptr = BundleP()
+        ts = _now_ms() if timestamp_ms is None else timestamp_ms
+        lib.rk_store_create_bundle(self._p(), 1 if one_time_prekey else 0, ts, byref(ptr))
+        return Bundle._wrap(ptr)
+
+    # -- sessions -----------------------------------------------------------
+
+    def process_bundle(self, name: str, bundle: Bundle, device_id: Optional[int] = None) -> None:
+        """Starts a session with ``name`` from its bundle (X3DH as the initiator).
+
+        ``device_id`` defaults to the bundle's. The new session becomes
+        current (an older one is archived). The bundle's identity is trusted
+        on first use; a different one than trusted raises
+        :class:`UntrustedIdentityError`, a bad signature
+        :class:`InvalidSignatureError`.
+        """
+        if device_id is None:
+            device_id = bundle.device_id
+        lib.rk_store_process_bundle(
+            self._p(), encode_name(name), _u32(device_id, "device_id"), bundle._p()
+        )
+
+    def has_session(self, name: str, device_id: int = 1) -> bool:
+        """Whether :meth:`encrypt` for (``name``, ``device_id``) would find a session."""
+        has = c_bool()
+        lib.rk_store_has_session(
+            self._p(), encode_name(name), _u32(device_id, "device_id"), byref(has)
+        )
+        return has.value
+
+    def encrypt(self, name: str, plaintext: bytes, device_id: int = 1) -> Message:
+        """Encrypts ``plaintext`` (may be empty) for (``name``, ``device_id``).
+
+        Raises :class:`NoSessionError` without a session, and
+        :class:`UntrustedIdentityError` if the session's identity is no
+        longer the trusted one.
+        """
+        ptr = self._ptr
+        if ptr is None:
+            raise _closed()
+        encoded = _NAMES.get(name)
+        if encoded is None:
+            encoded = encode_name(name)
+        if type(plaintext) is not bytes:
+            plaintext = as_bytes(plaintext, "plaintext")
+        if device_id != 1:
+            _u32(device_id, "device_id")
+        mtype = c_uint32()
+        out = rk_bytes()
+        status = _encrypt(ptr, encoded, device_id, plaintext, len(plaintext), mtype, out)
+        if status:
+            raise_status(status)
+        try:
+            body = out.ptr[: out.len]
+        finally:
+            _bytes_free(out)
+        return _new_message(Message, (_TYPES[mtype.value], body))
+
+    def decrypt(
+        self,
+        name: str,
+        message: Union[Message, Tuple[int, bytes]],
+        device_id: int = 1,
+    ) -> bytes:
+        """Decrypts a message from (``name``, ``device_id``); returns the plaintext.
+
+        ``message`` is a :class:`Message` or a ``(type, body)`` pair. A
+        prekey message from a new session runs X3DH as the responder (and
+        trusts the sender's identity on first use). Raises
+        :class:`InvalidMessageError`, :class:`DuplicateMessageError`,
+        :class:`NoSessionError`, :class:`MissingPrekeyError`,
+        :class:`UntrustedIdentityError`, :class:`LimitExceededError` (too far
+        ahead) and leaves the store unchanged when it does.
+        """
+        ptr = self._ptr
+        if ptr is None:
+            raise _closed()
+        encoded = _NAMES.get(name)
+        if encoded is None:
+            encoded = encode_name(name)
+        mtype, body = message
+        if type(body) is not bytes:
+            body = as_bytes(body, "message body")
+        if device_id != 1:
+            _u32(device_id, "device_id")
+        out = rk_bytes()
+        status = _decrypt(ptr, encoded, device_id, mtype, body, len(body), out)
+        if status:
+            raise_status(status)
+        try:
+            plaintext: bytes = out.ptr[: out.len]
+            return plaintext
+        finally:
+            _bytes_free(out)
+
+    def _decrypt_typed(self, func: Any, name: str, body: bytes, device_id: int) -> bytes:
+        body = as_bytes(body, "message body")
+        out = rk_bytes()
+        func(self._p(), encode_name(name), _u32(device_id, "device_id"), body, len(body), out)
+        return take_bytes(out)
+
+    def decrypt_prekey_message(self, name: str, body: bytes, device_id: int = 1) -> bytes:
+        """As :meth:`decrypt` for the bytes of a prekey message."""
+        return self._decrypt_typed(_decrypt_prekey, name, body, device_id)
+
+    def decrypt_whisper_message(self, name: str, body: bytes, device_id: int = 1) -> bytes:
+        """As :meth:`decrypt` for the bytes of a whisper message."""
+        return self._decrypt_typed(_decrypt_whisper, name, body, device_id)
+
+    # -- trust --------------------------------------------------------------
+
+    def trusted_identity(self, name: str) -> PublicKey:
+        """The identity key trusted for ``name`` (:class:`NoTrustedIdentityError` if none)."""
+        ptr = PublicKeyP()
+        lib.rk_store_trusted_identity(self._p(), encode_name(name), byref(ptr))
+        return PublicKey._wrap(ptr)
+
+    def approve_identity(self, name: str, identity_key: PublicKey) -> bool:
+        """Trusts ``identity_key`` for ``name``; returns whether a different key was trusted.
+
+        Call it after the user accepted a changed key (following
+        :class:`UntrustedIdentityError`) or verified it out of band.
+        """
+        replaced = c_bool()
+        lib.rk_store_approve_identity(
+            self._p(), encode_name(name), identity_key._p(), byref(replaced)
+        )
+        return replaced.value
+
+    def safety_number(
+        self,
+        name: str,
+        local_id: bytes,
+        remote_id: bytes,
+        *,
+        iterations: int = DEFAULT_ITERATIONS,
+        version: int = FINGERPRINT_VERSION,
+    ) -> Fingerprint:
+        """The safety number between this store's identity and the one trusted for ``name``.
+
+        ``local_id``/``remote_id`` are the two users' stable ids (bytes).
+        Raises :class:`NoTrustedIdentityError` for a name with no trusted
+        identity.
+        """
+        local_id = as_bytes(local_id, "local_id")
+        remote_id = as_bytes(remote_id, "remote_id")
+        ptr = FingerprintP()
+        lib.rk_store_safety_number(
+            self._p(),
+            encode_name(name),
+            local_id,
+            len(local_id),
+            remote_id,
+            len(remote_id),
+            _u32(iterations, "iterations"),
+            _u32(version, "version"),
+            byref(ptr),
+        )
+        return Fingerprint._wrap(ptr)
+
+    def __repr__(self) -> str:
+        if self._ptr is None:
+            return "<Store (closed)>"
+        return f"<Store registration_id={self.registration_id} device_id={self.device_id}>"
