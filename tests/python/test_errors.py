@@ -1,0 +1,325 @@
+"""Every exception class, raised by a real cause.
+
+The usage statuses (1xx) cannot be reached through the public API, which
+never passes NULL, wrong handles or short buffers; they are triggered here
+through the declared C functions in ``ratchetkit._lib`` directly, the way a
+buggy binding would. INTERNAL, PANIC and POISONED need a failing allocator
+or a panic inside the library, which a release build offers no way to
+cause; for them the mapping alone is checked (last test).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import byref, c_uint32, create_string_buffer
+from typing import Set, Type
+
+import pytest
+from conftest import converse, make_pair
+
+import ratchetkit as rk
+from ratchetkit import _errors, _lib
+
+RAISED: Set[Type[rk.RatchetkitError]] = set()
+
+
+def expect(cls: Type[rk.RatchetkitError]) -> "pytest.RaisesContext[rk.RatchetkitError]":
+    RAISED.add(cls)
+    return pytest.raises(cls)
+
+
+def check_error(info: "pytest.ExceptionInfo[rk.RatchetkitError]", cls: type, status: int) -> None:
+    err = info.value
+    assert type(err) is cls
+    assert err.status == status == cls.status  # type: ignore[attr-defined]
+    assert err.status_name == next(k for k, v in rk.STATUS_CODES.items() if v == status)
+    assert isinstance(err.detail, str)
+    assert str(err)
+
+
+# -- 1xx: usage, through the raw declarations ---------------------------------
+
+
+def test_null_pointer() -> None:
+    with expect(rk.NullPointerError) as info:
+        _lib.lib.rk_store_new(1, None)
+    check_error(info, rk.NullPointerError, 100)
+    # bytes NULL with a nonzero length
+    out = _lib.PublicKeyP()
+    with expect(rk.NullPointerError):
+        _lib.lib.rk_public_key_deserialize(None, 33, byref(out))
+
+
+def test_invalid_argument() -> None:
+    with expect(rk.InvalidArgumentError) as info:
+        rk.Store(device_id=0)
+    check_error(info, rk.InvalidArgumentError, 101)
+    assert info.value.detail  # the library says why
+    alice, bob = make_pair()
+    m = alice.encrypt("bob", b"x")
+    with expect(rk.InvalidArgumentError):
+        bob.decrypt("alice", (7, m.body))  # unknown message type
+    with expect(rk.InvalidArgumentError):
+        rk.Store.with_identity(rk.IdentityKeyPair.generate(), registration_id=0)
+    with expect(rk.InvalidArgumentError):
+        alice.safety_number("bob", b"a", b"b", version=3)
+    with expect(rk.InvalidArgumentError):
+        name = create_string_buffer(b"\xff\xfe")  # not UTF-8
+        _lib.lib.rk_store_has_session(alice._p(), name, 1, byref(ctypes.c_bool()))
+
+
+def test_buffer_too_small() -> None:
+    key = rk.IdentityKeyPair.generate().public_key
+    buf = create_string_buffer(10)
+    with expect(rk.BufferTooSmallError) as info:
+        _lib.lib.rk_public_key_serialize(key._p(), buf, len(buf))
+    check_error(info, rk.BufferTooSmallError, 102)
+
+
+def test_invalid_handle() -> None:
+    bundle = rk.Store().create_bundle()
+    wrong = ctypes.cast(bundle._p(), _lib.StoreP)  # a bundle where a store belongs
+    with expect(rk.InvalidHandleError) as info:
+        _lib.lib.rk_store_registration_id(wrong, byref(c_uint32()))
+    check_error(info, rk.InvalidHandleError, 103)
+    assert bundle.device_id == 1  # the bundle itself is fine
+
+
+def test_ctypes_refuses_handles_of_the_wrong_type() -> None:
+    bundle = rk.Store().create_bundle()
+    with pytest.raises(ctypes.ArgumentError):
+        _lib.lib.rk_store_registration_id(bundle._p(), byref(c_uint32()))
+
+
+# -- 2xx: bad input ---------------------------------------------------------------
+
+
+def test_invalid_key() -> None:
+    with expect(rk.InvalidKeyError) as info:
+        rk.PublicKey(b"\x05" * 32)  # one byte short
+    check_error(info, rk.InvalidKeyError, 200)
+    with expect(rk.InvalidKeyError):
+        rk.PublicKey(b"\x06" + bytes(32))  # wrong type byte
+    with expect(rk.InvalidKeyError):
+        rk.IdentityKeyPair.from_private_bytes(b"short")
+    with expect(rk.InvalidKeyError):
+        rk.Store().save(key=b"k" * 16)
+
+
+def test_invalid_signature() -> None:
+    bob = rk.Store()
+    good = bob.create_bundle()
+    forged = rk.Bundle(
+        good.registration_id,
+        good.device_id,
+        good.identity_key,
+        good.signed_prekey_id,
+        good.signed_prekey,
+        bytes(64),
+        good.prekey,
+    )
+    alice = rk.Store()
+    with expect(rk.InvalidSignatureError) as info:
+        alice.process_bundle("bob", forged)
+    check_error(info, rk.InvalidSignatureError, 201)
+    assert not alice.has_session("bob")
+
+
+def test_invalid_message() -> None:
+    alice, bob = make_pair()
+    converse(alice, bob)
+    with expect(rk.InvalidMessageError) as info:
+        bob.decrypt("alice", (rk.MessageType.WHISPER, b"garbage"))
+    check_error(info, rk.InvalidMessageError, 202)
+    m = alice.encrypt("bob", b"tamper me")
+    tampered = bytearray(m.body)
+    tampered[-1] ^= 1  # the MAC
+    with expect(rk.InvalidMessageError):
+        bob.decrypt("alice", (m.type, bytes(tampered)))
+    with expect(rk.InvalidMessageError):
+        bob.decrypt("alice", (m.type, b""))
+    assert bob.decrypt("alice", m) == b"tamper me"  # unchanged by the failures
+
+
+def test_duplicate_message() -> None:
+    alice, bob = make_pair()
+    m = alice.encrypt("bob", b"once")
+    assert bob.decrypt("alice", m) == b"once"
+    with expect(rk.DuplicateMessageError) as info:
+        bob.decrypt("alice", m)
+    check_error(info, rk.DuplicateMessageError, 203)
+    reply = bob.encrypt("alice", b"reply")
+    alice.decrypt("bob", reply)
+    with expect(rk.DuplicateMessageError):
+        alice.decrypt("bob", reply)
+
+
+def test_invalid_bundle() -> None:
+    with expect(rk.InvalidBundleError) as info:
+        rk.Bundle.from_bytes(b"not a bundle")
+    check_error(info, rk.InvalidBundleError, 204)
+    good = rk.Store().create_bundle()
+    with expect(rk.InvalidBundleError):
+        rk.Bundle(1, 0, good.identity_key, 1, good.signed_prekey, bytes(64))  # device id 0
+    with expect(rk.InvalidBundleError):
+        rk.Bundle(1, 1, good.identity_key, 1, good.signed_prekey, bytes(63))
+    with expect(rk.InvalidBundleError):
+        rk.Bundle(1, 1, good.identity_key, 1 << 24, good.signed_prekey, bytes(64))
+
+
+def test_invalid_fingerprint() -> None:
+    alice, bob = make_pair()
+    fp = alice.safety_number("bob", b"a", b"b")
+    with expect(rk.InvalidFingerprintError) as info:
+        fp.compare(b"\x01\x02garbage")
+    check_error(info, rk.InvalidFingerprintError, 205)
+
+
+def test_fingerprint_version_mismatch() -> None:
+    alice, bob = make_pair()
+    converse(alice, bob)
+    v2 = alice.safety_number("bob", b"alice", b"bob", version=2)
+    v1 = bob.safety_number("alice", b"bob", b"alice", version=1)
+    with expect(rk.FingerprintVersionMismatchError) as info:
+        v2.compare(v1.scannable)
+    check_error(info, rk.FingerprintVersionMismatchError, 206)
+
+
+def test_limit_exceeded() -> None:
+    store = rk.Store()
+    with expect(rk.LimitExceededError) as info:
+        store.generate_prekeys(rk.MAX_PREKEYS_PER_CALL + 1)
+    check_error(info, rk.LimitExceededError, 207)
+    assert store.prekey_count == 0
+
+
+def test_limit_exceeded_too_far_ahead() -> None:
+    alice, bob = make_pair()
+    converse(alice, bob)
+    for _ in range(25_002):  # counter 25,001: past MAX_FORWARD_JUMPS (25,000)
+        last = alice.encrypt("bob", b"")
+    with expect(rk.LimitExceededError):
+        bob.decrypt("alice", last)
+
+
+# -- 3xx: sessions and trust --------------------------------------------------------
+
+
+def test_untrusted_identity() -> None:
+    alice, bob = make_pair()
+    converse(alice, bob)
+    impostor = rk.Store()
+    with expect(rk.UntrustedIdentityError) as info:
+        alice.process_bundle("bob", impostor.create_bundle())
+    check_error(info, rk.UntrustedIdentityError, 300)
+    # A prekey message from a new identity under a trusted name.
+    impostor.process_bundle("alice", alice.create_bundle())
+    with expect(rk.UntrustedIdentityError):
+        alice.decrypt("bob", impostor.encrypt("alice", b"it's me, bob"))
+
+
+def test_no_session() -> None:
+    store = rk.Store()
+    with expect(rk.NoSessionError) as info:
+        store.encrypt("nobody", b"x")
+    check_error(info, rk.NoSessionError, 301)
+    alice, bob = make_pair()
+    converse(alice, bob)
+    with expect(rk.NoSessionError):
+        store.decrypt("alice", alice.encrypt("bob", b"not for you"))  # whisper, no session
+
+
+def test_missing_prekey() -> None:
+    bob = rk.Store()
+    bundle = bob.create_bundle()
+    alice = rk.Store()
+    alice.process_bundle("bob", bundle)
+    assert bob.decrypt("alice", alice.encrypt("bob", b"first")) == b"first"
+    # The same bundle again: its one-time prekey was used up.
+    alice.process_bundle("bob", bundle)
+    with expect(rk.MissingPrekeyError) as info:
+        bob.decrypt("alice", alice.encrypt("bob", b"second"))
+    check_error(info, rk.MissingPrekeyError, 302)
+
+
+def test_no_trusted_identity() -> None:
+    store = rk.Store()
+    with expect(rk.NoTrustedIdentityError) as info:
+        store.safety_number("stranger", b"a", b"b")
+    check_error(info, rk.NoTrustedIdentityError, 303)
+    with expect(rk.NoTrustedIdentityError):
+        store.trusted_identity("stranger")
+
+
+# -- 4xx: saved state ---------------------------------------------------------------
+
+
+def test_invalid_state() -> None:
+    with expect(rk.InvalidStateError) as info:
+        rk.Store.restore(b"RKST\x01 this is not protobuf")
+    check_error(info, rk.InvalidStateError, 400)
+    with expect(rk.InvalidStateError):
+        rk.Store.restore(b"", key=bytes(32))  # not encrypted saved state
+
+
+def test_wrong_pickle_key() -> None:
+    saved = rk.Store().save(key=bytes(range(32)))
+    with expect(rk.WrongPickleKeyError) as info:
+        rk.Store.restore(saved, key=bytes(32))
+    check_error(info, rk.WrongPickleKeyError, 401)
+
+
+def test_unsupported_state_version() -> None:
+    saved = bytearray(rk.Store().save())
+    assert saved[:5] == b"RKST\x01"
+    saved[4] = 99
+    with expect(rk.UnsupportedStateVersionError) as info:
+        rk.Store.restore(bytes(saved))
+    check_error(info, rk.UnsupportedStateVersionError, 402)
+
+
+# -- the rest ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [rk.InternalError, rk.PanicError, rk.PoisonedError])
+def test_internal_statuses_map_to_their_classes(cls: Type[rk.RatchetkitError]) -> None:
+    err = _errors.error_for(cls.status, "detail")
+    assert type(err) is cls and err.detail == "detail"
+    assert isinstance(err, rk.RatchetkitError)
+    assert str(err).endswith("detail")
+
+
+def test_every_other_class_was_raised_by_a_real_cause() -> None:
+    # Runs last in this file (pytest keeps definition order).
+    untriggerable = {rk.InternalError, rk.PanicError, rk.PoisonedError}
+    assert set(_errors.ERRORS.values()) - untriggerable == RAISED
+
+
+def test_error_detail_is_per_thread_and_cleared() -> None:
+    import threading
+
+    store = rk.Store()
+    with pytest.raises(rk.NoSessionError) as info:
+        store.encrypt("nobody", b"x")
+    seen = []
+
+    def other() -> None:
+        seen.append(_lib.last_error_message())
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen == [""]
+    assert "nobody" in info.value.detail
+    assert store.registration_id > 0  # a successful call clears it
+    assert _lib.last_error_message() == ""
+
+
+def test_exceptions_pickle() -> None:
+    import pickle
+
+    err = rk.DuplicateMessageError("counter 3")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is rk.DuplicateMessageError and back.detail == "counter 3"
+    odd = pickle.loads(pickle.dumps(_errors.error_for(4242, "x")))
+    assert odd.status == 4242

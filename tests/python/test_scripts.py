@@ -1,0 +1,68 @@
+"""The example, the benchmark and the interop peer run with the installed package."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, input=stdin, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_example_chat() -> None:
+    out = run("examples/python/chat.py")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "out of order" in text and "restored her store" in text
+    assert "WrongPickleKeyError" in text and "DuplicateMessageError" in text
+    assert "Bob sees the same digits: yes" in text
+    assert "Bob scans Alice's code: verified" in text
+    assert "█" in text and text.rstrip().endswith("Done.")
+
+
+def test_benchmark_quick() -> None:
+    out = run("benches/python_roundtrip.py", "--quick", "--json", "--native-us", "4.5")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    median = next(iter(report.values()))  # what benches/report.py reads
+    assert list(report)[0] == "python_roundtrip_100B_us"
+    assert 0 < report["min_us"] <= median <= report["max_us"]
+    print(f"\npython round trip: {median} us (quick)")
+
+
+def test_interop_peer_answers_each_line() -> None:
+    requests = [
+        {"op": "hello"},
+        {"op": "encrypt", "peer": "x", "plaintext": "00"},
+        {"op": "init", "name": "alice"},
+        {"op": "bundle"},
+        {"op": "has_session", "peer": "bob"},
+        {"op": "encrypt", "peer": "bob", "plaintext": "00"},
+        {"op": "fingerprint", "peer": "bob", "local_id": "", "remote_id": ""},
+        {"op": "process_bundle", "peer": "bob", "bundle": {"registration_id": 1}},
+        {"op": "nonsense"},
+        {"op": "save"},
+        {"op": "quit"},
+    ]
+    stdin = "".join(json.dumps(r) + "\n" for r in requests) + "not json\n"
+    out = run("tests/interop/python_peer.py", stdin=stdin)
+    assert out.returncode == 0, out.stderr
+    answers = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(answers) == len(requests)  # stops at quit
+    hello, early, init, bundle, has, enc, fp, bad, nonsense, save, quit_ = answers
+    assert hello["ok"] and hello["protocol"] == 1
+    assert not early["ok"] and early["error"] == "other"
+    assert init["ok"] and len(init["identity_key"]) == 66
+    assert bundle["ok"] and "prekey_id" in bundle and len(bundle["signed_prekey_signature"]) == 128
+    assert has == {"ok": True, "session": False}
+    assert enc["error"] == "no_session"
+    assert fp["error"] == "other"
+    assert bad["error"] == "other"
+    assert nonsense["error"] == "unsupported"
+    assert save == {"ok": True} and quit_ == {"ok": True}
