@@ -21,8 +21,9 @@ build:
 demo:
 	$(CARGO) run --release --quiet --example chat
 	@$(MAKE) --no-print-directory demo-c
+	@$(MAKE) --no-print-directory demo-py
 
-test: lint rust-test fuzz-short c-test interop bench-test
+test: lint rust-test fuzz-short c-test interop bench-test py-test py-interop
 	@echo "== all tests passed"
 
 # Benchmarks (criterion) and the report: `make bench` writes BENCHMARKS.md.
@@ -270,3 +271,46 @@ demo-c: c-build
 
 clean-c:
 	rm -rf $(B)
+
+# ---- Python binding (bindings/python, ctypes over the C library) ----
+#   make py-venv     build/venv: pip installs ./bindings/python (which runs
+#                    cargo build --release and bundles libratchetkit.so) and
+#                    the pinned test requirements
+#   make py-test     pytest tests/python (includes `python -m build --wheel`)
+#   make py-interop  the Python peer against libsignal (both directions) and
+#                    against the ratchetkit peer
+#   make demo-py     examples/python/chat.py
+
+.PHONY: py-venv py-test py-interop demo-py py-bench
+
+VENV := $(B)/venv
+VENV_PY := $(VENV)/bin/python
+PIP_QUIET := --quiet --disable-pip-version-check
+PEER_PY := $(VENV_PY) tests/interop/python_peer.py
+
+py-venv:
+	@test -x $(VENV_PY) || { echo "== python: creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	$(VENV_PY) -m pip install $(PIP_QUIET) -r tests/python/requirements.txt
+	@echo "== python: pip install ./bindings/python (cargo build --release, bundled library)"
+	$(VENV_PY) -m pip install $(PIP_QUIET) ./bindings/python
+
+py-test: py-venv
+	@echo "== python: pytest tests/python"
+	cd tests/python && ../../$(VENV_PY) -m pytest -q -p no:cacheprovider .
+
+py-interop: py-venv interop-deps
+	@echo "== interop: python -> libsignal"
+	$(DRIVER) --seed $(SEED) --alice "$(PEER_PY)" --bob "$(PEER_LS)"
+	@echo "== interop: libsignal -> python"
+	$(DRIVER) --seed $(SEED) --alice "$(PEER_LS)" --bob "$(PEER_PY)"
+	@echo "== interop: python -> ratchetkit"
+	$(DRIVER) --seed $(SEED) --alice "$(PEER_PY)" --bob "$(PEER_RK)"
+
+demo-py: py-venv
+	@echo
+	@echo "== Python example (examples/python/chat.py)"
+	@$(VENV_PY) examples/python/chat.py
+
+# The binding's round trip (100 B) against the native one (cargo bench).
+py-bench: py-venv
+	$(VENV_PY) benches/python_roundtrip.py
