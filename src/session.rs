@@ -102,6 +102,13 @@ fn walk_chain(
             limit: MAX_FORWARD_JUMPS,
         });
     }
+    // The chain index after `counter` must fit: u32::MAX is never used
+    // (the index would wrap to 0 and skipped keys would lie ahead of it).
+    if counter == u32::MAX {
+        return Err(Error::LimitExceeded(
+            "message counter at the end of the chain",
+        ));
+    }
     let keep_from = counter.saturating_sub(MAX_SKIPPED_KEYS as u32);
     // Sized up front: a growing Vec would leave copies of seeds behind.
     let mut skipped = Vec::with_capacity((counter - chain_key.index.max(keep_from)) as usize);
@@ -196,6 +203,9 @@ impl SessionState {
 
     /// Encrypts `plaintext` and advances the sending chain.
     pub(crate) fn encrypt(&mut self, plaintext: &[u8]) -> Result<CiphertextMessage> {
+        if self.sender_chain.chain_key.index == u32::MAX {
+            return Err(Error::LimitExceeded("sending chain exhausted"));
+        }
         let (seed, next) = self.sender_chain.chain_key.step();
         let message = SignalMessage::encrypt(
             &seed.derive(),
@@ -472,5 +482,76 @@ impl SessionRecord {
 
     fn try_older(e: &Error) -> bool {
         !matches!(e, Error::DuplicateMessage { .. })
+    }
+}
+
+#[cfg(test)]
+mod counter_limit_tests {
+    use rand::rngs::OsRng;
+
+    use crate::error::Error;
+    use crate::store::{Address, ProtocolStore};
+
+    /// The state of `store`'s current session with `addr`.
+    fn state<'a>(store: &'a mut ProtocolStore, addr: &Address) -> &'a mut super::SessionState {
+        store
+            .sessions
+            .get_mut(addr)
+            .and_then(|c| c.get_mut().current.as_mut())
+            .expect("session")
+    }
+
+    /// A chain that reaches the end of the counter space: the last counter,
+    /// u32::MAX, is neither sent nor accepted (the chain index would wrap to
+    /// 0, and the store would no longer restore its own saved bytes).
+    #[test]
+    fn chains_stop_before_the_counter_wraps() {
+        let (a, b) = (Address::new("alice", 1), Address::new("bob", 1));
+        let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let bundle = bob.create_bundle(true, 0, &mut OsRng).unwrap();
+        alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
+        let m = alice.encrypt(&b, b"hi").unwrap();
+        bob.decrypt(&a, 3, m.serialize(), &mut OsRng).unwrap();
+        let r = bob.encrypt(&a, b"hi").unwrap();
+        alice.decrypt(&b, 2, r.serialize(), &mut OsRng).unwrap();
+        let w = alice.encrypt(&b, b"new chain").unwrap();
+        bob.decrypt(&a, 2, w.serialize(), &mut OsRng).unwrap();
+        // Both ends of Alice's sending chain jump to u32::MAX - 3.
+        let ck = {
+            let s = state(&mut alice, &b);
+            s.sender_chain.chain_key.index = u32::MAX - 3;
+            s.sender_chain.chain_key.clone()
+        };
+        let bob_state = state(&mut bob, &a);
+        let newest = bob_state.receiver_chains.len() - 1;
+        bob_state.receiver_chains[newest].chain_key = ck;
+        let msgs: Vec<_> = (0..3).map(|_| alice.encrypt(&b, b"x").unwrap()).collect();
+        // The sending chain is exhausted: nothing changes.
+        let before = alice.save();
+        assert!(matches!(
+            alice.encrypt(&b, b"x"),
+            Err(Error::LimitExceeded(_))
+        ));
+        assert_eq!(alice.save(), before);
+        // A counter of u32::MAX is refused; the last real one is fine.
+        let mut forged = msgs[2].serialize().to_vec();
+        // version, ratchet key field (2 + 33), counter tag, then the varint.
+        assert_eq!(&forged[37..42], &[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        forged[37] = 0xff;
+        let before = bob.save();
+        assert!(matches!(
+            bob.decrypt(&a, 2, &forged, &mut OsRng),
+            Err(Error::LimitExceeded(_))
+        ));
+        assert_eq!(bob.save(), before);
+        bob.decrypt(&a, 2, msgs[2].serialize(), &mut OsRng).unwrap();
+        // Skipped keys stay behind the chain: the store restores its save.
+        let saved = bob.save();
+        let back = ProtocolStore::restore(&saved).expect("a store restores its own save");
+        assert_eq!(back.save(), saved);
+        for m in &msgs[..2] {
+            bob.decrypt(&a, 2, m.serialize(), &mut OsRng).unwrap();
+        }
     }
 }
