@@ -102,6 +102,8 @@ def test_unicode_names_and_device_ids() -> None:
         alice.encrypt("böb 😀", b"x", device_id=-1)
     with pytest.raises(ValueError):
         alice.has_session("x", 1 << 32)
+    with pytest.raises(ValueError):
+        bob.create_bundle(timestamp_ms=-1)
 
 
 def test_store_properties_and_identity() -> None:

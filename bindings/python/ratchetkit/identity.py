@@ -39,7 +39,7 @@ class PublicKey(Handle):
         ptr = PublicKeyP()
         lib.rk_public_key_deserialize(data, len(data), byref(ptr))
         self._adopt(ptr)
-        self._raw = data
+        self._raw = None  # serialized by the library on first use
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "PublicKey":

@@ -83,8 +83,13 @@ def _u32(value: int, what: str) -> int:
     return value
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+def _timestamp(value: Optional[int]) -> int:
+    """Milliseconds since the Unix epoch (now by default), checked for uint64_t."""
+    if value is None:
+        return time.time_ns() // 1_000_000
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
+        raise ValueError(f"timestamp_ms must be an int in 0..2**64-1, not {value!r}")
+    return value
 
 
 def _closed() -> ValueError:
@@ -220,8 +225,7 @@ class Store(Handle):
         to now.
         """
         value = c_uint32()
-        ts = _now_ms() if timestamp_ms is None else timestamp_ms
-        lib.rk_store_generate_signed_prekey(self._p(), ts, byref(value))
+        lib.rk_store_generate_signed_prekey(self._p(), _timestamp(timestamp_ms), byref(value))
         return value.value
 
     def remove_signed_prekey(self, prekey_id: int) -> None:
@@ -258,8 +262,8 @@ class Store(Handle):
         made, kept, and put in the bundle (never handed out twice).
         """
         ptr = BundleP()
-        ts = _now_ms() if timestamp_ms is None else timestamp_ms
-        lib.rk_store_create_bundle(self._p(), 1 if one_time_prekey else 0, ts, byref(ptr))
+        flag = 1 if one_time_prekey else 0
+        lib.rk_store_create_bundle(self._p(), flag, _timestamp(timestamp_ms), byref(ptr))
         return Bundle._wrap(ptr)
 
     # -- sessions -----------------------------------------------------------
