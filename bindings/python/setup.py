@@ -65,12 +65,14 @@ def source_dir() -> Path:
 
 def crate_version() -> str:
     """The crate's version (Cargo.toml), which is the package's."""
-    prebuilt = os.environ.get("RATCHETKIT_PREBUILT_LIBRARY")
+    pkg_info = HERE / "PKG-INFO"  # an unpacked sdist records it
     try:
         text = (source_dir() / "Cargo.toml").read_text()
     except SystemExit:
-        if prebuilt:
-            return "0.0.0"
+        if os.environ.get("RATCHETKIT_PREBUILT_LIBRARY") and pkg_info.is_file():
+            found = re.search(r"^Version: (\S+)$", pkg_info.read_text(), re.MULTILINE)
+            if found:
+                return found.group(1)
         raise
     match = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
     if not match:
