@@ -23,33 +23,33 @@ demo:
 	@$(MAKE) --no-print-directory demo-c
 	@$(MAKE) --no-print-directory demo-py
 
-test: lint rust-test fuzz-short c-test interop bench-test py-test py-interop
+test: lint rust-test fuzz-short c-test interop py-test py-interop bench-test
 	@echo "== all tests passed"
 
 # Benchmarks (criterion) and the report: `make bench` writes BENCHMARKS.md.
 # `make bench-test` (part of `make test`) only checks that everything runs:
 # a few milliseconds per benchmark, results in a separate directory.
 BENCH_OUT := $(TARGET_DIR)/bench-results
-bench: lib
+bench: lib py-venv
 	@mkdir -p $(BENCH_OUT)
 	$(CARGO) bench --bench protocol -- --noplot
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_roundtrip.c \
 		-o $(B)/c_roundtrip $(RK_LINK_BENCH)
 	$(B)/c_roundtrip > $(BENCH_OUT)/c.json
-	if [ -x $(B)/venv/bin/python ]; then \
-		$(B)/venv/bin/python benches/python_roundtrip.py --json > $(BENCH_OUT)/python.json; fi
+	$(VENV_PY) benches/python_roundtrip.py --json > $(BENCH_OUT)/python.json
 	$(PYTHON) benches/report.py --bindings $(BENCH_OUT) > BENCHMARKS.md
 	cat BENCHMARKS.md
 
-bench-test: lib
+bench-test: lib py-venv
 	@mkdir -p $(BENCH_OUT)-quick
 	CRITERION_HOME=$(TARGET_DIR)/criterion-quick $(CARGO) bench --bench protocol -- \
 		--warm-up-time 0.01 --measurement-time 0.05 --sample-size 10 --noplot >/dev/null
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_roundtrip.c \
 		-o $(B)/c_roundtrip $(RK_LINK_BENCH)
 	$(B)/c_roundtrip --quick > $(BENCH_OUT)-quick/c.json
+	$(VENV_PY) benches/python_roundtrip.py --quick --json > $(BENCH_OUT)-quick/python.json
 	$(PYTHON) benches/report.py --dir $(TARGET_DIR)/criterion-quick --check \
-		--bindings-optional --bindings $(BENCH_OUT)-quick
+		--bindings $(BENCH_OUT)-quick
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -84,8 +84,6 @@ def main() -> int:
     ap.add_argument("--dir", default="target/criterion")
     ap.add_argument("--bindings", default=None,
                     help="directory with c.json / python.json from the binding round-trip benches")
-    ap.add_argument("--bindings-optional", action="store_true",
-                    help="with --check, a missing binding result is not a failure")
     ap.add_argument("--check", action="store_true",
                     help="fail unless every benchmark of the table has a result")
     args = ap.parse_args()
@@ -143,8 +141,7 @@ def main() -> int:
             try:
                 value = float(next(iter(json.loads(path.read_text()).values())))
             except (OSError, ValueError, StopIteration):
-                if not args.bindings_optional:
-                    missing.append(str(path))
+                missing.append(str(path))
                 continue
             ratio = f"{value / native:.2f}x" if native else "-"
             out.append(f"| {label} | {fmt(value)} | {ratio} |")
