@@ -4,7 +4,7 @@
 mod common;
 mod forge;
 
-use common::{assert_fails_unchanged, established_pair, Party};
+use common::{assert_fails_unchanged, established_pair, initiated_pair, Party};
 use rand::rngs::OsRng;
 use ratchetkit::{Error, ErrorKind, KeyPair, PreKeySignalMessage};
 
@@ -45,13 +45,7 @@ fn archived_state_with_replaced_identity_does_not_decrypt() {
 /// archived and the named one-time prekey deleted.
 #[test]
 fn rewrapped_prekey_message_consumes_nothing() {
-    let mut alice = Party::new("alice");
-    let mut bob = Party::new("bob");
-    let bundle = bob.store.create_bundle(true, 0, &mut OsRng).unwrap();
-    alice
-        .store
-        .process_bundle(&bob.addr, &bundle, &mut OsRng)
-        .unwrap();
+    let (mut alice, mut bob, _) = initiated_pair();
     let first = alice.send(&bob, b"first");
     assert_eq!(bob.recv(&alice, &first).unwrap(), b"first");
     // Bob has not answered: Alice's next message is a prekey message too.

@@ -7,7 +7,7 @@
 mod common;
 mod forge;
 
-use common::{assert_fails_unchanged, established_pair, Party};
+use common::{assert_fails_unchanged, established_pair, initiated_pair, Party};
 use forge::low_order_points;
 use rand::rngs::OsRng;
 use ratchetkit::{
@@ -118,13 +118,7 @@ fn x3dh_initiator_rejects_low_order_identity_with_forged_signature() {
 
 #[test]
 fn x3dh_responder_rejects_low_order_base_and_identity_keys() {
-    let mut alice = Party::new("alice");
-    let mut bob = Party::new("bob");
-    let bundle = bob.store.create_bundle(true, 0, &mut OsRng).unwrap();
-    alice
-        .store
-        .process_bundle(&bob.addr, &bundle, &mut OsRng)
-        .unwrap();
+    let (mut alice, mut bob, _) = initiated_pair();
     let real = alice.send(&bob, b"first");
     let real = PreKeySignalMessage::deserialize(real.serialize()).unwrap();
     // The encoder reproduces the real message exactly.

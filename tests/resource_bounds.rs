@@ -8,7 +8,7 @@
 mod common;
 mod forge;
 
-use common::{assert_fails_unchanged, established_pair, Party};
+use common::{assert_fails_unchanged, established_pair, initiated_pair, Party};
 use rand::rngs::OsRng;
 use rand::{Rng, RngCore};
 use ratchetkit::ratchet::{MAX_FORWARD_JUMPS, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS};
@@ -73,13 +73,7 @@ fn bounds_are_consistent() {
 
 #[test]
 fn one_mebibyte_messages_work_both_as_prekey_and_whisper() {
-    let mut alice = Party::new("alice");
-    let mut bob = Party::new("bob");
-    let bundle = bob.store.create_bundle(true, 0, &mut OsRng).unwrap();
-    alice
-        .store
-        .process_bundle(&bob.addr, &bundle, &mut OsRng)
-        .unwrap();
+    let (mut alice, mut bob, _) = initiated_pair();
     let mut big = vec![0u8; 1 << 20];
     OsRng.fill_bytes(&mut big);
     let m = alice.send(&bob, &big);

@@ -3,19 +3,13 @@
 
 mod common;
 
-use common::{assert_fails_unchanged, established_pair, Party};
+use common::{assert_fails_unchanged, established_pair, initiated_pair, Party};
 use rand::rngs::OsRng;
 use ratchetkit::{Address, Error, ErrorKind, PreKeyBundle, ProtocolStore};
 
 #[test]
 fn prekey_messages_until_answered_then_whisper() {
-    let mut alice = Party::new("alice");
-    let mut bob = Party::new("bob");
-    let bundle = bob.store.create_bundle(true, 0, &mut OsRng).unwrap();
-    alice
-        .store
-        .process_bundle(&bob.addr, &bundle, &mut OsRng)
-        .unwrap();
+    let (mut alice, mut bob, _) = initiated_pair();
     let m1 = alice.send(&bob, b"one");
     let m2 = alice.send(&bob, b"two");
     assert_eq!((m1.message_type(), m2.message_type()), (3, 3));
@@ -200,13 +194,7 @@ fn identity_change_is_untrusted_until_approved() {
 
 #[test]
 fn missing_prekeys_are_typed_errors() {
-    let mut alice = Party::new("alice");
-    let mut bob = Party::new("bob");
-    let bundle = bob.store.create_bundle(true, 0, &mut OsRng).unwrap();
-    alice
-        .store
-        .process_bundle(&bob.addr, &bundle, &mut OsRng)
-        .unwrap();
+    let (mut alice, mut bob, bundle) = initiated_pair();
     let m = alice.send(&bob, b"x");
     // Bob restored from before the prekey existed: it does not hold it.
     let mut fresh_bob = Party::new("bob");

@@ -2,7 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use rand::rngs::OsRng;
-use ratchetkit::{Address, CiphertextMessage, ProtocolStore};
+use ratchetkit::{Address, CiphertextMessage, PreKeyBundle, ProtocolStore};
 
 /// A local user for tests: a store and the address others use for it.
 pub struct Party {
@@ -28,8 +28,9 @@ impl Party {
     }
 }
 
-/// Alice processes Bob's bundle and they exchange one message each way.
-pub fn established_pair() -> (Party, Party) {
+/// Alice processes Bob's bundle (with a one-time prekey): a session is
+/// started, nothing is sent yet. Returns the bundle too.
+pub fn initiated_pair() -> (Party, Party, PreKeyBundle) {
     let mut alice = Party::new("alice");
     let mut bob = Party::new("bob");
     let bundle = bob.store.create_bundle(true, 0, &mut OsRng).unwrap();
@@ -37,6 +38,12 @@ pub fn established_pair() -> (Party, Party) {
         .store
         .process_bundle(&bob.addr, &bundle, &mut OsRng)
         .unwrap();
+    (alice, bob, bundle)
+}
+
+/// Alice processes Bob's bundle and they exchange one message each way.
+pub fn established_pair() -> (Party, Party) {
+    let (mut alice, mut bob, _) = initiated_pair();
     let m = alice.send(&bob, b"hello");
     assert_eq!(bob.recv(&alice, &m).unwrap(), b"hello");
     let r = bob.send(&alice, b"hi");
