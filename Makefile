@@ -29,10 +29,10 @@ test: lint rust-test fuzz-short c-test interop py-test py-interop bench-test
 # Benchmarks (criterion) and the report: `make bench` writes BENCHMARKS.md.
 # `make bench-test` (part of `make test`) only checks that everything runs:
 # a few milliseconds per benchmark, results in a separate directory.
-BENCH_OUT := $(TARGET_DIR)/bench-results
+BENCH_OUT = $(TARGET_DIR)/bench-results
 bench: lib py-venv
 	@mkdir -p $(BENCH_OUT)
-	$(CARGO) bench --bench protocol -- --noplot
+	$(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3 --noplot
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_roundtrip.c \
 		-o $(B)/c_roundtrip $(RK_LINK_BENCH)
 	$(B)/c_roundtrip > $(BENCH_OUT)/c.json

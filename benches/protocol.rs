@@ -373,6 +373,35 @@ fn floor(c: &mut Criterion) {
             })
         });
     }
+    // The machine's own parallel scaling: the same pure computation (no
+    // shared state at all) on one thread and split over two threads. The
+    // two-thread store benchmark is judged against this.
+    let cpu_work = |n: u64| {
+        let mut h = [3u8; 32];
+        for _ in 0..n {
+            h = Sha256::digest(h).into();
+        }
+        h
+    };
+    g.bench_function("cpu_work_1_thread", |b| {
+        b.iter_custom(|n| {
+            let start = Instant::now();
+            black_box(cpu_work(n * 20));
+            start.elapsed()
+        })
+    });
+    g.bench_function("cpu_work_2_threads", |b| {
+        b.iter_custom(|n| {
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for t in 0..2u64 {
+                    let count = (n * 20) / 2 + if t == 0 { (n * 20) % 2 } else { 0 };
+                    scope.spawn(move || black_box(cpu_work(count)));
+                }
+            });
+            start.elapsed()
+        })
+    });
     g.bench_function("sha512_fingerprint_round", |b| {
         let h = [3u8; 64];
         let k = [5u8; 33];

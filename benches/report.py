@@ -128,6 +128,9 @@ def main() -> int:
     if one and two:
         out.append(f"| 1 thread, alternating two lanes | {fmt(one)} | 1.00x |")
         out.append(f"| 2 threads, one lane each | {fmt(two)} | {one / two:.2f}x |")
+    c1, c2 = get("floor/cpu_work_1_thread"), get("floor/cpu_work_2_threads")
+    if c1 and c2:
+        out.append(f"| machine: pure computation, 2 threads vs 1 (no shared state) | - | {c1 / c2:.2f}x |")
     native = get("op/roundtrip_100B")
     out.append("")
     out.append("| 100 B round trip (encrypt + decrypt, no DH turn) | us | vs native |")

@@ -435,10 +435,16 @@ impl ProtocolStore {
         let mut record = self.sessions.get(address).ok_or_else(no_session)?.lock();
         let state = record.current.as_mut().ok_or_else(no_session)?;
         let remote = state.remote_identity;
-        self.check_trust(&address.name, &remote)?;
+        let known = {
+            let trusted = self.trusted.read();
+            check_trust_in(&trusted, &address.name, &remote)?;
+            trusted.contains_key(&address.name)
+        };
         let message = state.encrypt(plaintext)?;
         drop(record);
-        self.trusted.trust_if_unknown(&address.name, remote);
+        if !known {
+            self.trusted.trust_if_unknown(&address.name, remote);
+        }
         Ok(message)
     }
 
@@ -474,16 +480,17 @@ impl ProtocolStore {
         if record.current.is_none() {
             return Err(no_session());
         }
-        let plaintext = {
+        let (plaintext, known) = {
             let trusted = self.trusted.read();
-            record.decrypt(&message, rng, |key| {
+            let plaintext = record.decrypt(&message, rng, |key| {
                 check_trust_in(&trusted, &address.name, key)
-            })?
+            })?;
+            (plaintext, trusted.contains_key(&address.name))
         };
         // A previous state may have become current: its identity may differ.
         let remote = record.current.as_ref().map(|s| s.remote_identity);
         drop(record);
-        if let Some(remote) = remote {
+        if let (false, Some(remote)) = (known, remote) {
             self.trusted.trust_if_unknown(&address.name, remote);
         }
         Ok(plaintext)
