@@ -19,6 +19,19 @@ fn hex(v: &Value) -> Vec<u8> {
     hex::decode(v.as_str().unwrap()).unwrap()
 }
 
+/// Our safety number for one fixture case (one side's view).
+fn fingerprint_of(c: &Value) -> Fingerprint {
+    Fingerprint::new(
+        c["version"].as_u64().unwrap() as u32,
+        c["iterations"].as_u64().unwrap() as u32,
+        &hex(&c["local_id"]),
+        &PublicKey::deserialize(&hex(&c["local_identity_key"])).unwrap(),
+        &hex(&c["remote_id"]),
+        &PublicKey::deserialize(&hex(&c["remote_identity_key"])).unwrap(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn private_keys_clamp_and_derive_public_keys_like_libsignal() {
     let f = fixtures();
@@ -42,15 +55,7 @@ fn safety_numbers_match_libsignal() {
     let cases = f["fingerprints"].as_array().unwrap();
     assert!(cases.len() >= 6);
     for c in cases {
-        let fp = Fingerprint::new(
-            c["version"].as_u64().unwrap() as u32,
-            c["iterations"].as_u64().unwrap() as u32,
-            &hex(&c["local_id"]),
-            &PublicKey::deserialize(&hex(&c["local_identity_key"])).unwrap(),
-            &hex(&c["remote_id"]),
-            &PublicKey::deserialize(&hex(&c["remote_identity_key"])).unwrap(),
-        )
-        .unwrap();
+        let fp = fingerprint_of(c);
         let name = format!("{} / {}", c["case"], c["view"]);
         assert_eq!(
             fp.displayable(),
@@ -61,18 +66,7 @@ fn safety_numbers_match_libsignal() {
     }
     // Each side's scannable form matches the other side's view.
     for pair in cases.chunks(2) {
-        let mk = |c: &Value| {
-            Fingerprint::new(
-                c["version"].as_u64().unwrap() as u32,
-                c["iterations"].as_u64().unwrap() as u32,
-                &hex(&c["local_id"]),
-                &PublicKey::deserialize(&hex(&c["local_identity_key"])).unwrap(),
-                &hex(&c["remote_id"]),
-                &PublicKey::deserialize(&hex(&c["remote_identity_key"])).unwrap(),
-            )
-            .unwrap()
-        };
-        let (a, b) = (mk(&pair[0]), mk(&pair[1]));
+        let (a, b) = (fingerprint_of(&pair[0]), fingerprint_of(&pair[1]));
         assert_eq!(pair[0]["case"], pair[1]["case"]);
         assert!(a.compare_scannable(&hex(&pair[1]["scannable"])).unwrap());
         assert!(b.compare_scannable(&hex(&pair[0]["scannable"])).unwrap());
