@@ -93,16 +93,18 @@ interop-deps:
 	cd tests/interop/libsignal-peer && npm ci --no-audit --no-fund
 	$(CARGO) build --release -p ratchetkit-peer
 
+# One driver run: $(1) the label, $(2) alice's peer command, $(3) bob's.
+define interop_pair
+	@echo "== interop: $(1)"
+	$(DRIVER) --seed $(SEED) --alice "$(2)" --bob "$(3)"
+endef
+
 # The four pairs: each must pass every scenario.
 interop: interop-deps
-	@echo "== interop: ratchetkit -> libsignal"
-	$(DRIVER) --seed $(SEED) --alice "$(PEER_RK)" --bob "$(PEER_LS)"
-	@echo "== interop: libsignal -> ratchetkit"
-	$(DRIVER) --seed $(SEED) --alice "$(PEER_LS)" --bob "$(PEER_RK)"
-	@echo "== interop: ratchetkit <-> ratchetkit"
-	$(DRIVER) --seed $(SEED) --alice "$(PEER_RK)" --bob "$(PEER_RK)"
-	@echo "== interop: libsignal <-> libsignal (proves the driver)"
-	$(DRIVER) --seed $(SEED) --alice "$(PEER_LS)" --bob "$(PEER_LS)"
+	$(call interop_pair,ratchetkit -> libsignal,$(PEER_RK),$(PEER_LS))
+	$(call interop_pair,libsignal -> ratchetkit,$(PEER_LS),$(PEER_RK))
+	$(call interop_pair,ratchetkit <-> ratchetkit,$(PEER_RK),$(PEER_RK))
+	$(call interop_pair,libsignal <-> libsignal (proves the driver),$(PEER_LS),$(PEER_LS))
 
 # ---- C ABI: shared/static library, header, C and C++ tests and examples ----
 #   make c-test                  everything below (part of `make test`)
@@ -304,12 +306,9 @@ py-test: py-venv
 	cd tests/python && ../../$(VENV_PY) -m pytest -q -p no:cacheprovider .
 
 py-interop: py-venv interop-deps
-	@echo "== interop: python -> libsignal"
-	$(DRIVER) --seed $(SEED) --alice "$(PEER_PY)" --bob "$(PEER_LS)"
-	@echo "== interop: libsignal -> python"
-	$(DRIVER) --seed $(SEED) --alice "$(PEER_LS)" --bob "$(PEER_PY)"
-	@echo "== interop: python -> ratchetkit"
-	$(DRIVER) --seed $(SEED) --alice "$(PEER_PY)" --bob "$(PEER_RK)"
+	$(call interop_pair,python -> libsignal,$(PEER_PY),$(PEER_LS))
+	$(call interop_pair,libsignal -> python,$(PEER_LS),$(PEER_PY))
+	$(call interop_pair,python -> ratchetkit,$(PEER_PY),$(PEER_RK))
 
 demo-py: py-venv
 	@echo
