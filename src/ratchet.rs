@@ -134,30 +134,60 @@ pub struct MessageKeySeed {
 }
 
 impl MessageKeySeed {
-    /// `HKDF(no salt, seed, "WhisperMessageKeys", 80)` → AES key, MAC key, IV.
+    /// `HKDF(no salt, seed, "WhisperMessageKeys", 80)` → AES key, MAC key, IV,
+    /// expanded straight into the returned keys (no intermediate copy).
     pub(crate) fn derive(&self) -> MessageKeys {
-        let mut okm = Zeroizing::new([0u8; 80]);
-        hkdf(None, &self.seed, b"WhisperMessageKeys", okm.as_mut());
         let mut keys = MessageKeys {
-            cipher_key: [0u8; 32],
-            mac_key: [0u8; 32],
-            iv: [0u8; 16],
+            okm: [0u8; MESSAGE_KEYS_LEN],
             counter: self.counter,
         };
-        keys.cipher_key.copy_from_slice(&okm[..32]);
-        keys.mac_key.copy_from_slice(&okm[32..64]);
-        keys.iv.copy_from_slice(&okm[64..]);
+        hkdf(None, &self.seed, b"WhisperMessageKeys", &mut keys.okm);
         keys
     }
 }
 
-/// The keys of one message.
+/// The length of HKDF's output for one message: AES key, MAC key, IV.
+const MESSAGE_KEYS_LEN: usize = 32 + 32 + 16;
+
+/// The keys of one message, kept as the 80 bytes HKDF produced them in:
+/// the AES-256 key, the HMAC-SHA256 key, the CBC IV.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct MessageKeys {
-    pub(crate) cipher_key: [u8; 32],
-    pub(crate) mac_key: [u8; 32],
-    pub(crate) iv: [u8; 16],
+    okm: [u8; MESSAGE_KEYS_LEN],
     pub(crate) counter: u32,
+}
+
+impl MessageKeys {
+    /// Keys from their three parts (tests build known keys this way).
+    #[cfg(test)]
+    pub(crate) fn from_parts(cipher_key: [u8; 32], mac_key: [u8; 32], iv: [u8; 16]) -> Self {
+        let mut okm = [0u8; MESSAGE_KEYS_LEN];
+        okm[..32].copy_from_slice(&cipher_key);
+        okm[32..64].copy_from_slice(&mac_key);
+        okm[64..].copy_from_slice(&iv);
+        MessageKeys { okm, counter: 0 }
+    }
+    /// The AES-256-CBC key.
+    pub(crate) fn cipher_key(&self) -> &[u8; 32] {
+        okm_part(&self.okm, 0)
+    }
+    /// The HMAC-SHA256 key of the message MAC.
+    pub(crate) fn mac_key(&self) -> &[u8; 32] {
+        okm_part(&self.okm, 32)
+    }
+    /// The AES-CBC IV.
+    pub(crate) fn iv(&self) -> &[u8; 16] {
+        okm_part(&self.okm, 64)
+    }
+}
+
+/// The `N` bytes of `okm` from `start`. Only called with constant, in-range
+/// arguments, so the `None` arm is unreachable.
+fn okm_part<const N: usize>(okm: &[u8; MESSAGE_KEYS_LEN], start: usize) -> &[u8; N] {
+    match okm.get(start..).and_then(<[u8]>::first_chunk::<N>) {
+        Some(part) => part,
+        None => unreachable!("message key parts lie within the 80 bytes"),
+    }
 }
 
 macro_rules! redacted_debug {
@@ -188,7 +218,12 @@ mod tests {
         assert_eq!(n.key, hmac_sha256(&ck.key, &[&[2]]));
         assert_ne!(s.seed, n.key);
         let mk = s.derive();
-        assert_ne!(mk.cipher_key, mk.mac_key);
+        assert_ne!(mk.cipher_key(), mk.mac_key());
+        let mut okm = [0u8; 80];
+        hkdf(None, &s.seed, b"WhisperMessageKeys", &mut okm);
+        assert_eq!(mk.cipher_key()[..], okm[..32]);
+        assert_eq!(mk.mac_key()[..], okm[32..64]);
+        assert_eq!(mk.iv()[..], okm[64..]);
     }
 
     #[test]

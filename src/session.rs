@@ -25,7 +25,7 @@ use crate::wire::{
 /// A session record keeps at most this many previous (archived) states.
 pub const MAX_ARCHIVED_STATES: usize = 40;
 
-type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
+type Aes256CbcDec = cbc::Decryptor<aes::Aes256Dec>;
 
 /// Our sending chain: our current ratchet key pair and its chain key.
 #[derive(Clone, Debug)]
@@ -79,13 +79,17 @@ enum ChainUpdate {
         chain_key: ChainKey,
         skipped: Vec<MessageKeySeed>,
     },
-    /// A new ratchet key from the other side: a DH turn.
-    Turn {
-        receiver: ReceiverChain,
-        root_key: RootKey,
-        sender: SenderChain,
-        previous_counter: u32,
-    },
+    /// A new ratchet key from the other side: a DH turn. Boxed: the turn is
+    /// rare and large, and the common updates should stay small to move.
+    Turn(Box<Turn>),
+}
+
+/// The parts of a state a DH turn replaces.
+struct Turn {
+    receiver: ReceiverChain,
+    root_key: RootKey,
+    sender: SenderChain,
+    previous_counter: u32,
 }
 
 /// Walks `chain_key` forward to `counter`, returning the message key seed at
@@ -285,7 +289,7 @@ impl SessionState {
                 let previous_counter = self.sender_chain.chain_key.index.saturating_sub(1);
                 Ok((
                     seed,
-                    ChainUpdate::Turn {
+                    ChainUpdate::Turn(Box::new(Turn {
                         receiver: ReceiverChain {
                             ratchet_key: *their,
                             chain_key,
@@ -297,7 +301,7 @@ impl SessionState {
                             chain_key: sender_ck,
                         },
                         previous_counter,
-                    },
+                    })),
                 ))
             }
         }
@@ -319,18 +323,20 @@ impl SessionState {
                 let excess = rc.skipped.len().saturating_sub(MAX_SKIPPED_KEYS);
                 scrub::drop_front(&mut rc.skipped, excess);
             }
-            ChainUpdate::Turn {
-                mut receiver,
-                root_key,
-                sender,
-                previous_counter,
-            } => {
-                let excess = receiver.skipped.len().saturating_sub(MAX_SKIPPED_KEYS);
-                scrub::drop_front(&mut receiver.skipped, excess);
-                self.push_receiver_chain(receiver);
-                self.root_key = root_key;
-                self.sender_chain = sender;
-                self.previous_counter = previous_counter;
+            ChainUpdate::Turn(mut turn) => {
+                // Secrets are swapped or cloned out of the box, never moved:
+                // the box then drops (and zeroizes) the replaced values and
+                // its own copies instead of freeing heap memory holding keys.
+                let excess = turn.receiver.skipped.len().saturating_sub(MAX_SKIPPED_KEYS);
+                scrub::drop_front(&mut turn.receiver.skipped, excess);
+                self.push_receiver_chain(ReceiverChain {
+                    ratchet_key: turn.receiver.ratchet_key,
+                    chain_key: turn.receiver.chain_key.clone(),
+                    skipped: std::mem::take(&mut turn.receiver.skipped),
+                });
+                std::mem::swap(&mut self.root_key, &mut turn.root_key);
+                std::mem::swap(&mut self.sender_chain, &mut turn.sender);
+                self.previous_counter = turn.previous_counter;
             }
         }
         self.pending_prekey = None;
@@ -356,7 +362,7 @@ impl SessionState {
     ) -> Result<(Vec<u8>, ChainUpdate)> {
         let (seed, update) = self.plan(message, rng)?;
         let keys = seed.derive();
-        if !message.verify_mac(&keys.mac_key, &self.remote_identity, &self.local_identity) {
+        if !message.verify_mac(keys.mac_key(), &self.remote_identity, &self.local_identity) {
             return Err(Error::InvalidMessage("MAC verification failed"));
         }
         let ciphertext = message.ciphertext;
@@ -368,7 +374,7 @@ impl SessionState {
         // The output buffer is the only allocation: decrypted in place, then
         // cut to the plaintext; zeroized if the padding is bad.
         let mut buf = Zeroizing::new(ciphertext.to_vec());
-        let len = Aes256CbcDec::new(&keys.cipher_key.into(), &keys.iv.into())
+        let len = Aes256CbcDec::new(keys.cipher_key().into(), keys.iv().into())
             .decrypt_padded_mut::<Pkcs7>(&mut buf)
             .map_err(|_| Error::InvalidMessage("bad padding"))?
             .len();

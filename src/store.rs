@@ -126,13 +126,10 @@ pub struct ProtocolStore {
     pub(crate) trusted: TrustMap,
 }
 
-/// Fails unless `key` is the identity trusted for `name` or none is trusted yet.
-fn check_trust_in(
-    trusted: &BTreeMap<String, PublicKey>,
-    name: &str,
-    key: &PublicKey,
-) -> Result<()> {
-    match trusted.get(name) {
+/// Fails unless `key` is `trusted`, the identity trusted for `name`, or none
+/// is trusted yet.
+fn check_trust_in(trusted: Option<&PublicKey>, name: &str, key: &PublicKey) -> Result<()> {
+    match trusted {
         Some(trusted) if !trusted.ct_eq(key) => Err(Error::UntrustedIdentity(name.to_owned())),
         _ => Ok(()),
     }
@@ -348,7 +345,7 @@ impl ProtocolStore {
     }
 
     fn check_trust(&self, name: &str, key: &PublicKey) -> Result<()> {
-        check_trust_in(&self.trusted.read(), name, key)
+        check_trust_in(self.trusted.read().get(name), name, key)
     }
 
     /// The identity key trusted for `name`, if any.
@@ -435,14 +432,11 @@ impl ProtocolStore {
         let mut record = self.sessions.get(address).ok_or_else(no_session)?.lock();
         let state = record.current.as_mut().ok_or_else(no_session)?;
         let remote = state.remote_identity;
-        let known = {
-            let trusted = self.trusted.read();
-            check_trust_in(&trusted, &address.name, &remote)?;
-            trusted.contains_key(&address.name)
-        };
+        let trusted = self.trusted_identity(&address.name);
+        check_trust_in(trusted.as_ref(), &address.name, &remote)?;
         let message = state.encrypt(plaintext)?;
         drop(record);
-        if !known {
+        if trusted.is_none() {
             self.trusted.trust_if_unknown(&address.name, remote);
         }
         Ok(message)
@@ -480,17 +474,16 @@ impl ProtocolStore {
         if record.current.is_none() {
             return Err(no_session());
         }
-        let (plaintext, known) = {
-            let trusted = self.trusted.read();
-            let plaintext = record.decrypt(&message, rng, |key| {
-                check_trust_in(&trusted, &address.name, key)
-            })?;
-            (plaintext, trusted.contains_key(&address.name))
-        };
+        // One lookup, a copy of the (public) key: the trust map's lock is not
+        // held while decrypting.
+        let trusted = self.trusted_identity(&address.name);
+        let plaintext = record.decrypt(&message, rng, |key| {
+            check_trust_in(trusted.as_ref(), &address.name, key)
+        })?;
         // A previous state may have become current: its identity may differ.
         let remote = record.current.as_ref().map(|s| s.remote_identity);
         drop(record);
-        if let (false, Some(remote)) = (known, remote) {
+        if let (None, Some(remote)) = (trusted, remote) {
             self.trusted.trust_if_unknown(&address.name, remote);
         }
         Ok(plaintext)
@@ -536,7 +529,7 @@ impl ProtocolStore {
             used_prekey = message.pre_key_id();
         }
         let plaintext = {
-            let trusted = self.trusted.get_mut();
+            let trusted = self.trusted.get_mut().get(&address.name);
             record.decrypt(&message.message().borrowed(), rng, |key| {
                 check_trust_in(trusted, &address.name, key)
             })?

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::keys::{PublicKey, PUBLIC_KEY_LEN};
 use crate::ratchet::{hmac_sha256, MessageKeys};
 
-type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
+type Aes256CbcEnc = cbc::Encryptor<aes::Aes256Enc>;
 
 /// The message version this library speaks.
 pub const MESSAGE_VERSION: u8 = 3;
@@ -174,21 +174,18 @@ impl<'a> SignalMessageRef<'a> {
         })
     }
 
-    /// Checks the truncated MAC in constant time.
+    /// Checks the truncated MAC in constant time (as one 64-bit word).
     pub(crate) fn verify_mac(
         &self,
         mac_key: &[u8; 32],
         sender_identity: &PublicKey,
         receiver_identity: &PublicKey,
     ) -> bool {
-        let split = self.serialized.len() - MAC_LEN;
-        let expected = compute_mac(
-            mac_key,
-            sender_identity,
-            receiver_identity,
-            &self.serialized[..split],
-        );
-        bool::from(expected.ct_eq(&self.serialized[split..]))
+        let Some((body, received)) = self.serialized.split_last_chunk::<MAC_LEN>() else {
+            return false;
+        };
+        let expected = compute_mac(mac_key, sender_identity, receiver_identity, body);
+        bool::from(u64::from_le_bytes(expected).ct_eq(&u64::from_le_bytes(*received)))
     }
 }
 
@@ -237,10 +234,10 @@ impl SignalMessage {
         let ct_start = out.len();
         out.extend_from_slice(plaintext);
         out.resize(ct_start + ct_len, 0);
-        Aes256CbcEnc::new(&keys.cipher_key.into(), &keys.iv.into())
+        Aes256CbcEnc::new(keys.cipher_key().into(), keys.iv().into())
             .encrypt_padded_mut::<Pkcs7>(&mut out[ct_start..], plaintext.len())
             .map_err(|_| Error::InvalidArgument("plaintext does not fit its padded buffer"))?;
-        let mac = compute_mac(&keys.mac_key, sender_identity, receiver_identity, &out);
+        let mac = compute_mac(keys.mac_key(), sender_identity, receiver_identity, &out);
         out.extend_from_slice(&mac);
         Ok(SignalMessage {
             ratchet_key,
@@ -484,17 +481,12 @@ mod tests {
             SignalMessage::encrypt(&keys, rk, 7, 3, &[1, 2, 3], &a, &b).unwrap(),
             a,
             b,
-            keys.mac_key,
+            *keys.mac_key(),
         )
     }
 
     fn test_keys() -> MessageKeys {
-        MessageKeys {
-            cipher_key: [1u8; 32],
-            mac_key: [9u8; 32],
-            iv: [4u8; 16],
-            counter: 0,
-        }
+        MessageKeys::from_parts([1u8; 32], [9u8; 32], [4u8; 16])
     }
 
     #[test]

@@ -69,9 +69,16 @@ impl PublicKey {
         }
     }
 
-    /// Constant-time equality of two public keys.
+    /// Constant-time equality of two public keys: the byte differences are
+    /// OR-ed together without an early exit, then compared with zero by
+    /// `subtle` (one optimization barrier instead of one per byte).
     pub fn ct_eq(&self, other: &PublicKey) -> bool {
-        bool::from(self.0.ct_eq(&other.0))
+        let diff = self
+            .0
+            .iter()
+            .zip(&other.0)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        bool::from(diff.ct_eq(&0))
     }
 }
 
@@ -213,6 +220,20 @@ mod tests {
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect();
         v.try_into().unwrap()
+    }
+
+    #[test]
+    fn public_key_ct_eq_sees_every_byte_and_bit() {
+        let key = KeyPair::generate(&mut rand::rngs::OsRng).public_key;
+        assert!(key.ct_eq(&key.clone()));
+        for byte in 0..32 {
+            for bit in 0..8 {
+                let mut other = key;
+                other.0[byte] ^= 1 << bit;
+                assert!(!key.ct_eq(&other), "byte {byte} bit {bit}");
+                assert!(!other.ct_eq(&key));
+            }
+        }
     }
 
     #[test]
