@@ -11,7 +11,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::error::Result;
 use crate::keys::{PrivateKey, PublicKey};
 
-type HmacSha256 = Hmac<Sha256>;
+/// HMAC-SHA256 as the crate uses it.
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// A message more than this many steps ahead of its chain is rejected.
 pub const MAX_FORWARD_JUMPS: u32 = 25_000;
@@ -23,13 +24,14 @@ pub const MAX_RECEIVER_CHAINS: usize = 5;
 /// An HMAC-SHA256 instance keyed with a 32-byte key. HMAC pads keys shorter
 /// than the block with zeros, so the key is given as a zero-padded block
 /// (infallible, no length check at run time).
-fn hmac_keyed(key: &[u8; 32]) -> HmacSha256 {
+pub(crate) fn hmac_keyed(key: &[u8; 32]) -> HmacSha256 {
     let mut block = Zeroizing::new([0u8; 64]);
     block[..32].copy_from_slice(key);
     <HmacSha256 as hmac::digest::KeyInit>::new(block.as_ref().into())
 }
 
 /// HMAC-SHA256 under a 32-byte key over the concatenation of `parts`.
+#[cfg(test)]
 pub(crate) fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = hmac_keyed(key);
     for p in parts {

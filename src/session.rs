@@ -8,7 +8,6 @@
 
 use std::collections::VecDeque;
 
-use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -24,8 +23,6 @@ use crate::wire::{
 
 /// A session record keeps at most this many previous (archived) states.
 pub const MAX_ARCHIVED_STATES: usize = 40;
-
-type Aes256CbcDec = cbc::Decryptor<aes::Aes256Dec>;
 
 /// Our sending chain: our current ratchet key pair and its chain key.
 #[derive(Clone, Debug)]
@@ -362,24 +359,8 @@ impl SessionState {
     ) -> Result<(Vec<u8>, ChainUpdate)> {
         let (seed, update) = self.plan(message, rng)?;
         let keys = seed.derive();
-        if !message.verify_mac(keys.mac_key(), &self.remote_identity, &self.local_identity) {
-            return Err(Error::InvalidMessage("MAC verification failed"));
-        }
-        let ciphertext = message.ciphertext;
-        if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
-            return Err(Error::InvalidMessage(
-                "ciphertext length is not a multiple of 16",
-            ));
-        }
-        // The output buffer is the only allocation: decrypted in place, then
-        // cut to the plaintext; zeroized if the padding is bad.
-        let mut buf = Zeroizing::new(ciphertext.to_vec());
-        let len = Aes256CbcDec::new(keys.cipher_key().into(), keys.iv().into())
-            .decrypt_padded_mut::<Pkcs7>(&mut buf)
-            .map_err(|_| Error::InvalidMessage("bad padding"))?
-            .len();
-        buf.truncate(len);
-        Ok((std::mem::take(&mut *buf), update))
+        let plaintext = message.decrypt(&keys, &self.remote_identity, &self.local_identity)?;
+        Ok((plaintext, update))
     }
 }
 

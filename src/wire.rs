@@ -4,18 +4,36 @@
 
 use std::ops::Range;
 
-use aes::cipher::{block_padding::Pkcs7, BlockEncryptMut, KeyIvInit};
+use aes::cipher::block_padding::{Pkcs7, RawPadding};
+use aes::cipher::inout::InOutBuf;
+use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use hmac::Mac;
 use prost::encoding::{
     decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
     DecodeContext, WireType,
 };
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::keys::{PublicKey, PUBLIC_KEY_LEN};
-use crate::ratchet::{hmac_sha256, MessageKeys};
+use crate::ratchet::{hmac_keyed, HmacSha256, MessageKeys};
 
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256Enc>;
+type Aes256CbcDec = cbc::Decryptor<aes::Aes256Dec>;
+
+/// The AES block size.
+const BLOCK_LEN: usize = 16;
+/// Ciphertext is processed in chunks of this many bytes, each encrypted (or
+/// decrypted) and fed to the MAC in turn, so that the CPU overlaps the AES of
+/// one chunk with the SHA-256 of the previous one. Four AES blocks, one
+/// SHA-256 block.
+const STITCH_LEN: usize = 4 * BLOCK_LEN;
+/// The same for decryption, which runs eight blocks in parallel.
+const DECRYPT_STITCH_LEN: usize = 16 * BLOCK_LEN;
+
+/// One AES block.
+type Block = aes::cipher::generic_array::GenericArray<u8, aes::cipher::consts::U16>;
 
 /// The message version this library speaks.
 pub const MESSAGE_VERSION: u8 = 3;
@@ -109,6 +127,8 @@ pub(crate) struct SignalMessageRef<'a> {
     pub(crate) counter: u32,
     pub(crate) previous_counter: u32,
     pub(crate) ciphertext: &'a [u8],
+    /// Where `ciphertext` starts in `serialized`.
+    pub(crate) ciphertext_start: usize,
     /// The whole message as received (version byte, protobuf, MAC).
     pub(crate) serialized: &'a [u8],
 }
@@ -140,7 +160,8 @@ impl<'a> SignalMessageRef<'a> {
             return Err(Error::InvalidMessage("SignalMessage too short"));
         }
         check_version(bytes[0])?;
-        let mut buf = &bytes[1..bytes.len() - MAC_LEN];
+        let body_len = bytes.len() - MAC_LEN;
+        let mut buf = &bytes[1..body_len];
         let (mut ratchet_key, mut counter, mut previous_counter, mut ciphertext) =
             (None, None, None, None);
         while !buf.is_empty() {
@@ -153,7 +174,11 @@ impl<'a> SignalMessageRef<'a> {
                 (3, WireType::Varint) => {
                     previous_counter = Some(decode_varint(&mut buf).map_err(|_| BAD)? as u32)
                 }
-                (4, WireType::LengthDelimited) => ciphertext = Some(take_bytes(&mut buf)?),
+                (4, WireType::LengthDelimited) => {
+                    let field = take_bytes(&mut buf)?;
+                    // The field ends where the unread rest begins.
+                    ciphertext = Some((field, body_len - buf.len() - field.len()));
+                }
                 (1..=4, _) => return Err(BAD),
                 _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default())
                     .map_err(|_| BAD)?,
@@ -164,28 +189,77 @@ impl<'a> SignalMessageRef<'a> {
             .ok_or(Error::InvalidMessage(
                 "SignalMessage ratchet key missing or invalid",
             ))?;
+        let (ciphertext, ciphertext_start) =
+            ciphertext.ok_or(Error::InvalidMessage("SignalMessage ciphertext missing"))?;
         Ok(SignalMessageRef {
             ratchet_key,
             counter: counter.ok_or(Error::InvalidMessage("SignalMessage counter missing"))?,
             previous_counter: previous_counter.unwrap_or(0),
-            ciphertext: ciphertext
-                .ok_or(Error::InvalidMessage("SignalMessage ciphertext missing"))?,
+            ciphertext,
+            ciphertext_start,
             serialized: bytes,
         })
     }
 
-    /// Checks the truncated MAC in constant time (as one 64-bit word).
-    pub(crate) fn verify_mac(
+    /// Checks the MAC and decrypts: the plaintext, or an error with nothing
+    /// returned. The MAC fails first (as in the official library), then the
+    /// ciphertext length, then the padding.
+    ///
+    /// A well-formed ciphertext is decrypted into a fresh buffer chunk by
+    /// chunk while the MAC reads it; the buffer is zeroized and dropped
+    /// unless the MAC matches, and the padding is looked at only after that.
+    pub(crate) fn decrypt(
         &self,
-        mac_key: &[u8; 32],
+        keys: &MessageKeys,
         sender_identity: &PublicKey,
         receiver_identity: &PublicKey,
-    ) -> bool {
+    ) -> Result<Vec<u8>> {
+        const BAD_MAC: Error = Error::InvalidMessage("MAC verification failed");
         let Some((body, received)) = self.serialized.split_last_chunk::<MAC_LEN>() else {
-            return false;
+            return Err(BAD_MAC);
         };
-        let expected = compute_mac(mac_key, sender_identity, receiver_identity, body);
-        bool::from(u64::from_le_bytes(expected).ct_eq(&u64::from_le_bytes(*received)))
+        let ct = self.ciphertext;
+        let ct_range = self.ciphertext_start..self.ciphertext_start + ct.len();
+        let (Some(before), Some(after)) = (body.get(..ct_range.start), body.get(ct_range.end..))
+        else {
+            return Err(BAD_MAC);
+        };
+        let mut mac = mac_start(keys.mac_key(), sender_identity, receiver_identity);
+        mac.update(before);
+        if ct.is_empty() || ct.len() % BLOCK_LEN != 0 {
+            mac.update(ct);
+            mac.update(after);
+            if !mac_matches(mac, received) {
+                return Err(BAD_MAC);
+            }
+            return Err(Error::InvalidMessage(
+                "ciphertext length is not a multiple of 16",
+            ));
+        }
+        // The output buffer is the only allocation.
+        let mut buf = Zeroizing::new(vec![0u8; ct.len()]);
+        let mut cipher = Aes256CbcDec::new(keys.cipher_key().into(), keys.iv().into());
+        for (input, output) in ct
+            .chunks(DECRYPT_STITCH_LEN)
+            .zip(buf.chunks_mut(DECRYPT_STITCH_LEN))
+        {
+            mac.update(input);
+            // Whole blocks: both lengths are the same multiple of 16.
+            let chunk = InOutBuf::new(input, output)
+                .map_err(|_| Error::InvalidMessage("ciphertext and output lengths differ"))?;
+            cipher.decrypt_blocks_inout_mut(chunk.into_chunks().0);
+        }
+        mac.update(after);
+        if !mac_matches(mac, received) {
+            return Err(BAD_MAC);
+        }
+        let padded_from = buf.len() - BLOCK_LEN;
+        let len = padded_from
+            + Pkcs7::raw_unpad(&buf[padded_from..])
+                .map_err(|_| Error::InvalidMessage("bad padding"))?
+                .len();
+        buf.truncate(len);
+        Ok(std::mem::take(&mut *buf))
     }
 }
 
@@ -233,12 +307,25 @@ impl SignalMessage {
         encode_varint(ct_len as u64, &mut out);
         let ct_start = out.len();
         out.extend_from_slice(plaintext);
-        out.resize(ct_start + ct_len, 0);
-        Aes256CbcEnc::new(keys.cipher_key().into(), keys.iv().into())
-            .encrypt_padded_mut::<Pkcs7>(&mut out[ct_start..], plaintext.len())
-            .map_err(|_| Error::InvalidArgument("plaintext does not fit its padded buffer"))?;
-        let mac = compute_mac(keys.mac_key(), sender_identity, receiver_identity, &out);
-        out.extend_from_slice(&mac);
+        // PKCS#7: 1 to 16 bytes, each holding the padding length.
+        out.resize(ct_start + ct_len, (ct_len - plaintext.len()) as u8);
+        let mut mac = mac_start(keys.mac_key(), sender_identity, receiver_identity);
+        let (header, ct) = out.split_at_mut(ct_start);
+        mac.update(header);
+        if ct.len() % BLOCK_LEN != 0 {
+            return Err(Error::InvalidArgument(
+                "padded plaintext is not whole blocks",
+            ));
+        }
+        let mut cipher = Aes256CbcEnc::new(keys.cipher_key().into(), keys.iv().into());
+        for chunk in ct.chunks_mut(STITCH_LEN) {
+            // Whole blocks: the length is a multiple of 16.
+            for block in chunk.chunks_exact_mut(BLOCK_LEN) {
+                cipher.encrypt_block_mut(Block::from_mut_slice(block));
+            }
+            mac.update(chunk);
+        }
+        out.extend_from_slice(&mac_finish(mac));
         Ok(SignalMessage {
             ratchet_key,
             counter,
@@ -252,9 +339,7 @@ impl SignalMessage {
     /// session that holds the key.
     pub fn deserialize(bytes: &[u8]) -> Result<Self> {
         let parsed = SignalMessageRef::parse(bytes)?;
-        // The ciphertext is a sub-slice of `bytes`: its offset is the
-        // distance between the two starts.
-        let start = parsed.ciphertext.as_ptr() as usize - bytes.as_ptr() as usize;
+        let start = parsed.ciphertext_start;
         Ok(SignalMessage {
             ratchet_key: parsed.ratchet_key,
             counter: parsed.counter,
@@ -271,6 +356,7 @@ impl SignalMessage {
             counter: self.counter,
             previous_counter: self.previous_counter,
             ciphertext: &self.serialized[self.ciphertext.clone()],
+            ciphertext_start: self.ciphertext.start,
             serialized: &self.serialized,
         }
     }
@@ -301,23 +387,45 @@ impl SignalMessage {
     }
 }
 
+/// The MAC state after the two identity keys (sender first); the rest of
+/// the MAC input is the versioned message body.
+fn mac_start(
+    mac_key: &[u8; 32],
+    sender_identity: &PublicKey,
+    receiver_identity: &PublicKey,
+) -> HmacSha256 {
+    let mut mac = hmac_keyed(mac_key);
+    mac.update(&sender_identity.serialize());
+    mac.update(&receiver_identity.serialize());
+    mac
+}
+
+/// The MAC truncated to [`MAC_LEN`] bytes.
+fn mac_finish(mac: HmacSha256) -> [u8; MAC_LEN] {
+    let full = mac.finalize().into_bytes();
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&full[..MAC_LEN]);
+    out
+}
+
+/// Whether the finished MAC equals `received`, in constant time (as one
+/// 64-bit word).
+fn mac_matches(mac: HmacSha256, received: &[u8; MAC_LEN]) -> bool {
+    let expected = mac_finish(mac);
+    bool::from(u64::from_le_bytes(expected).ct_eq(&u64::from_le_bytes(*received)))
+}
+
+/// The truncated MAC over both identities and the versioned message body.
+#[cfg(test)]
 fn compute_mac(
     mac_key: &[u8; 32],
     sender_identity: &PublicKey,
     receiver_identity: &PublicKey,
     versioned_body: &[u8],
 ) -> [u8; MAC_LEN] {
-    let full = hmac_sha256(
-        mac_key,
-        &[
-            &sender_identity.serialize(),
-            &receiver_identity.serialize(),
-            versioned_body,
-        ],
-    );
-    let mut out = [0u8; MAC_LEN];
-    out.copy_from_slice(&full[..MAC_LEN]);
-    out
+    let mut mac = mac_start(mac_key, sender_identity, receiver_identity);
+    mac.update(versioned_body);
+    mac_finish(mac)
 }
 
 /// A `PreKeySignalMessage`: `version || protobuf`, wrapping a `SignalMessage`.
@@ -589,9 +697,136 @@ mod tests {
         assert_eq!(p.previous_counter(), 3);
         assert_eq!(p.ciphertext(), m.ciphertext());
         assert_eq!(p.ciphertext().len(), 16);
-        assert!(p.borrowed().verify_mac(&key, &a, &b));
-        assert!(!p.borrowed().verify_mac(&key, &b, &a));
-        assert!(!p.borrowed().verify_mac(&[8u8; 32], &a, &b));
+        let keys = test_keys();
+        assert_eq!(*keys.mac_key(), key);
+        assert_eq!(p.borrowed().decrypt(&keys, &a, &b).unwrap(), [1, 2, 3]);
+        let bad_mac = Error::InvalidMessage("MAC verification failed");
+        assert_eq!(p.borrowed().decrypt(&keys, &b, &a).unwrap_err(), bad_mac);
+        let other = MessageKeys::from_parts(*keys.cipher_key(), [8u8; 32], *keys.iv());
+        assert_eq!(p.borrowed().decrypt(&other, &a, &b).unwrap_err(), bad_mac);
+    }
+
+    /// The stitched encrypt-and-MAC and decrypt-and-MAC give exactly what the
+    /// plain crates give: AES-256-CBC/PKCS#7 from `cbc`, then HMAC-SHA256
+    /// from `hmac` over both identities and the body, for every length
+    /// around the chunk and block boundaries.
+    #[test]
+    fn stitched_cipher_and_mac_equal_the_plain_crates() {
+        use aes::cipher::block_padding::Pkcs7;
+        let (a, b) = (
+            KeyPair::generate(&mut OsRng).public_key,
+            KeyPair::generate(&mut OsRng).public_key,
+        );
+        let keys = MessageKeys::from_parts([0x11; 32], [0x22; 32], [0x33; 16]);
+        let rk = KeyPair::generate(&mut OsRng).public_key;
+        for len in (0..=200).chain([255, 256, 257, 1023, 1024, 1025, 65536]) {
+            let pt: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let m = SignalMessage::encrypt(&keys, rk, 5, 2, &pt, &a, &b).unwrap();
+            let plain_ct = Aes256CbcEnc::new(keys.cipher_key().into(), keys.iv().into())
+                .encrypt_padded_vec_mut::<Pkcs7>(&pt);
+            assert_eq!(m.ciphertext(), &plain_ct[..], "length {len}");
+            let bytes = m.serialize();
+            let (body, mac) = bytes.split_at(bytes.len() - MAC_LEN);
+            let mut plain_mac = <HmacSha256 as Mac>::new_from_slice(keys.mac_key()).unwrap();
+            plain_mac.update(&a.serialize());
+            plain_mac.update(&b.serialize());
+            plain_mac.update(body);
+            assert_eq!(mac, &plain_mac.finalize().into_bytes()[..MAC_LEN]);
+            let parsed = SignalMessageRef::parse(bytes).unwrap();
+            assert_eq!(parsed.decrypt(&keys, &a, &b).unwrap(), pt, "length {len}");
+        }
+    }
+
+    /// The ciphertext need not be the last field: the MAC covers the body as
+    /// sent, whatever the field order, and unknown fields are MACed too.
+    #[test]
+    fn decrypt_finds_the_ciphertext_in_any_field_order() {
+        let (a, b) = (
+            KeyPair::generate(&mut OsRng).public_key,
+            KeyPair::generate(&mut OsRng).public_key,
+        );
+        let keys = test_keys();
+        let rk = KeyPair::generate(&mut OsRng).public_key;
+        let pt = [0x5au8; 70];
+        let m = SignalMessage::encrypt(&keys, rk, 9, 4, &pt, &a, &b).unwrap();
+        let ct = m.ciphertext();
+        let mut body = vec![VERSION_BYTE];
+        // Unknown field 9 (varint), the ciphertext, then the other fields.
+        encode_key(9, WireType::Varint, &mut body);
+        encode_varint(77, &mut body);
+        encode_key(4, WireType::LengthDelimited, &mut body);
+        encode_varint(ct.len() as u64, &mut body);
+        body.extend_from_slice(ct);
+        encode_key(1, WireType::LengthDelimited, &mut body);
+        encode_varint(PUBLIC_KEY_LEN as u64, &mut body);
+        body.extend_from_slice(&rk.serialize());
+        encode_key(2, WireType::Varint, &mut body);
+        encode_varint(9, &mut body);
+        encode_key(3, WireType::Varint, &mut body);
+        encode_varint(4, &mut body);
+        let mac = compute_mac(keys.mac_key(), &a, &b, &body);
+        let mut bytes = body.clone();
+        bytes.extend_from_slice(&mac);
+        let parsed = SignalMessageRef::parse(&bytes).unwrap();
+        assert_eq!(&bytes[parsed.ciphertext_start..][..ct.len()], ct);
+        assert_eq!(parsed.decrypt(&keys, &a, &b).unwrap(), pt);
+        // Every flipped bit of the body (incl. the unknown field) fails the MAC.
+        for i in 0..body.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            if let Ok(p) = SignalMessageRef::parse(&bad) {
+                assert!(p.decrypt(&keys, &a, &b).is_err(), "byte {i}");
+            }
+        }
+    }
+
+    /// A ciphertext of a bad length is reported after the MAC (a bad MAC
+    /// first), and bad padding after a good MAC.
+    #[test]
+    fn decrypt_error_order() {
+        let (a, b) = (
+            KeyPair::generate(&mut OsRng).public_key,
+            KeyPair::generate(&mut OsRng).public_key,
+        );
+        let keys = test_keys();
+        let rk = KeyPair::generate(&mut OsRng).public_key;
+        let build = |ct: &[u8], good_mac: bool| {
+            let mut body = vec![VERSION_BYTE];
+            encode_key(1, WireType::LengthDelimited, &mut body);
+            encode_varint(PUBLIC_KEY_LEN as u64, &mut body);
+            body.extend_from_slice(&rk.serialize());
+            encode_key(2, WireType::Varint, &mut body);
+            encode_varint(1, &mut body);
+            encode_key(4, WireType::LengthDelimited, &mut body);
+            encode_varint(ct.len() as u64, &mut body);
+            body.extend_from_slice(ct);
+            let mut mac = compute_mac(keys.mac_key(), &a, &b, &body);
+            if !good_mac {
+                mac[0] ^= 1;
+            }
+            body.extend_from_slice(&mac);
+            body
+        };
+        let bad_mac = Error::InvalidMessage("MAC verification failed");
+        for ct in [&[][..], &[7u8; 15], &[7u8; 33]] {
+            let bytes = build(ct, false);
+            let p = SignalMessageRef::parse(&bytes).unwrap();
+            assert_eq!(p.decrypt(&keys, &a, &b).unwrap_err(), bad_mac);
+            let bytes = build(ct, true);
+            let p = SignalMessageRef::parse(&bytes).unwrap();
+            assert_eq!(
+                p.decrypt(&keys, &a, &b).unwrap_err(),
+                Error::InvalidMessage("ciphertext length is not a multiple of 16")
+            );
+        }
+        // Whole blocks of garbage under a good MAC: the padding is bad (or,
+        // rarely, happens to be valid and yields garbage; try a few).
+        let bad_padding = (0..20u8).any(|i| {
+            let bytes = build(&[i; 32], true);
+            let p = SignalMessageRef::parse(&bytes).unwrap();
+            p.decrypt(&keys, &a, &b).err() == Some(Error::InvalidMessage("bad padding"))
+        });
+        assert!(bad_padding);
     }
 
     #[test]
