@@ -21,13 +21,17 @@ pub const MAX_SKIPPED_KEYS: usize = 2_000;
 /// A session keeps at most this many receiving chains.
 pub const MAX_RECEIVER_CHAINS: usize = 5;
 
-/// An HMAC-SHA256 instance keyed with a 32-byte key. HMAC pads keys shorter
-/// than the block with zeros, so the key is given as a zero-padded block
-/// (infallible, no length check at run time).
+/// An HMAC-SHA256 instance keyed with a 32-byte key. (Its state holds the
+/// key-equivalent inner and outer hash states, which the `hmac` crate does
+/// not zeroize; SECURITY.md says so.)
 pub(crate) fn hmac_keyed(key: &[u8; 32]) -> HmacSha256 {
-    let mut block = Zeroizing::new([0u8; 64]);
-    block[..32].copy_from_slice(key);
-    <HmacSha256 as hmac::digest::KeyInit>::new(block.as_ref().into())
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail; the
+    // zero-padded block is the same key, for the impossible error.
+    <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| {
+        let mut block = Zeroizing::new([0u8; 64]);
+        block[..32].copy_from_slice(key);
+        <HmacSha256 as hmac::digest::KeyInit>::new(block.as_ref().into())
+    })
 }
 
 /// HMAC-SHA256 under a 32-byte key over the concatenation of `parts`.
@@ -54,18 +58,19 @@ pub(crate) fn hkdf(salt: Option<&[u8; 32]>, ikm: &[u8], info: &[u8], out: &mut [
         None => zero_salt_hmac().clone(),
     };
     extract.update(ikm);
-    let prk = Zeroizing::new(<[u8; 32]>::from(extract.finalize().into_bytes()));
+    let mut prk = <[u8; 32]>::from(extract.finalize().into_bytes());
     // A 32-byte PRK is always accepted, and outputs here are at most 80
     // bytes, far below HKDF's 8160-byte limit; on the impossible error the
     // output is zeros rather than a panic.
-    match Hkdf::<Sha256>::from_prk(prk.as_ref()) {
+    match Hkdf::<Sha256>::from_prk(&prk) {
         Ok(hk) if hk.expand(info, out).is_ok() => {}
-        _ => out.zeroize(),
+        _ => zeroize::zeroize_bytes(out),
     }
+    zeroize::zeroize_bytes(&mut prk);
 }
 
 /// A root key.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone)]
 pub struct RootKey(pub(crate) [u8; 32]);
 
 impl RootKey {
@@ -93,7 +98,7 @@ impl RootKey {
 }
 
 /// A sending or receiving chain key with its index.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone)]
 pub struct ChainKey {
     pub(crate) key: [u8; 32],
     pub(crate) index: u32,
@@ -129,7 +134,7 @@ impl ChainKey {
 
 /// The 32-byte seed a message key is derived from, with its counter. Skipped
 /// message keys are stored in this form.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone)]
 pub struct MessageKeySeed {
     pub(crate) seed: [u8; 32],
     pub(crate) counter: u32,
@@ -153,7 +158,7 @@ const MESSAGE_KEYS_LEN: usize = 32 + 32 + 16;
 
 /// The keys of one message, kept as the 80 bytes HKDF produced them in:
 /// the AES-256 key, the HMAC-SHA256 key, the CBC IV.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone)]
 pub struct MessageKeys {
     okm: [u8; MESSAGE_KEYS_LEN],
     pub(crate) counter: u32,
@@ -190,6 +195,33 @@ fn okm_part<const N: usize>(okm: &[u8; MESSAGE_KEYS_LEN], start: usize) -> &[u8;
         Some(part) => part,
         None => unreachable!("message key parts lie within the 80 bytes"),
     }
+}
+
+/// `Zeroize` and zeroize-on-drop for a key type: its bytes are wiped with
+/// `zeroize_bytes` (one bulk write behind an optimization barrier) rather
+/// than the derived impls' one volatile write per byte, which costs tens of
+/// nanoseconds on every message; its counter (not secret) is reset too.
+macro_rules! zeroize_on_drop {
+    ($($t:ty => $bytes:tt $(, $counter:ident)?;)*) => {$(
+        impl Zeroize for $t {
+            fn zeroize(&mut self) {
+                zeroize::zeroize_bytes(&mut self.$bytes);
+                $(self.$counter = 0;)?
+            }
+        }
+        impl Drop for $t {
+            fn drop(&mut self) {
+                self.zeroize();
+            }
+        }
+        impl ZeroizeOnDrop for $t {}
+    )*};
+}
+zeroize_on_drop! {
+    RootKey => 0;
+    ChainKey => key, index;
+    MessageKeySeed => seed, counter;
+    MessageKeys => okm, counter;
 }
 
 macro_rules! redacted_debug {

@@ -249,7 +249,9 @@ impl<'a> SignalMessageRef<'a> {
                 .map_err(|_| Error::InvalidMessage("ciphertext and output lengths differ"))?;
             cipher.decrypt_blocks_inout_mut(chunk.into_chunks().0);
         }
-        mac.update(after);
+        if !after.is_empty() {
+            mac.update(after);
+        }
         if !mac_matches(mac, received) {
             return Err(BAD_MAC);
         }
@@ -258,8 +260,9 @@ impl<'a> SignalMessageRef<'a> {
             + Pkcs7::raw_unpad(&buf[padded_from..])
                 .map_err(|_| Error::InvalidMessage("bad padding"))?
                 .len();
-        buf.truncate(len);
-        Ok(std::mem::take(&mut *buf))
+        let mut plaintext = std::mem::take(&mut *buf);
+        plaintext.truncate(len);
+        Ok(plaintext)
     }
 }
 
@@ -394,9 +397,12 @@ fn mac_start(
     sender_identity: &PublicKey,
     receiver_identity: &PublicKey,
 ) -> HmacSha256 {
+    let mut identities = [0u8; 2 * PUBLIC_KEY_LEN];
+    let (sender, receiver) = identities.split_at_mut(PUBLIC_KEY_LEN);
+    sender.copy_from_slice(&sender_identity.serialize());
+    receiver.copy_from_slice(&receiver_identity.serialize());
     let mut mac = hmac_keyed(mac_key);
-    mac.update(&sender_identity.serialize());
-    mac.update(&receiver_identity.serialize());
+    mac.update(&identities);
     mac
 }
 

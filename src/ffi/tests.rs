@@ -56,7 +56,7 @@ fn take(b: rk_bytes) -> Vec<u8> {
 }
 
 const EMPTY: rk_bytes = rk_bytes {
-    ptr: 0x1 as *mut u8,
+    ptr: std::ptr::dangling_mut::<u8>(),
     len: 77,
 };
 
