@@ -1098,6 +1098,39 @@ rk_status rk_store_has_session(const struct rk_store *store,
                                bool *has_out);
 
 /**
+ * The number of remote devices (name and device id) the store holds a
+ * session record for, at `*count_out`.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `count_out` must be writable.
+ */
+RK_MUST_USE rk_status rk_store_session_count(const struct rk_store *store, size_t *count_out);
+
+/**
+ * Deletes the session record of (`name`, `device_id`): its current and
+ * archived states, with their keys (zeroized). `*removed_out` says whether
+ * there was one. The identity trusted for `name` stays trusted; a new
+ * session starts from a bundle or a prekey message as before.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
+ * NUL-terminated string; `removed_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_remove_session(struct rk_store *store,
+                                  const char *name,
+                                  uint32_t device_id,
+                                  bool *removed_out);
+
+/**
  * Encrypts `plaintext` (may be empty) for (`name`, `device_id`). On
  * `RK_STATUS_OK`, `*type_out` is the message type to send along
  * (`RK_MESSAGE_TYPE_PREKEY` = 3 until the other side has answered, then

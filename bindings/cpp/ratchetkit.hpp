@@ -387,6 +387,20 @@ public:
                       "rk_store_has_session");
         return has;
     }
+    /// The number of remote devices with a session record.
+    size_t session_count() const {
+        size_t n = 0;
+        detail::check(rk_store_session_count(get(), &n), "rk_store_session_count");
+        return n;
+    }
+    /// Deletes the session record of (name, device_id); whether there was one.
+    /// The trusted identity is kept.
+    bool remove_session(const std::string &name, uint32_t device_id) {
+        bool removed = false;
+        detail::check(rk_store_remove_session(h_.get(), name.c_str(), device_id, &removed),
+                      "rk_store_remove_session");
+        return removed;
+    }
     Message encrypt(const std::string &name, uint32_t device_id, std::string_view plaintext) {
         uint32_t type = 0;
         rk_bytes b;

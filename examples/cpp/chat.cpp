@@ -97,8 +97,14 @@ int run() {
     std::cout << "Bob sees the same digits: " << (same ? "yes" : "NO") << "\n";
     std::cout << "Bob scans Alice's code: " << (verified ? "verified" : "MISMATCH") << "\n\n";
     std::cout << fa.qr_text();
+
+    // Bob resets the conversation: his session with Alice is gone (her
+    // identity stays trusted) until she starts a new one.
+    bool removed = bob.remove_session("alice", 1);
+    std::cout << "\nBob removed his session with Alice: " << (removed ? "yes" : "NO")
+              << " (sessions left: " << bob.session_count() << ")\n";
     std::cout << "\nDone.\n";
-    return same && verified ? 0 : 1;
+    return same && verified && removed && bob.session_count() == 0 ? 0 : 1;
 }
 
 }  // namespace

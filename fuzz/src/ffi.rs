@@ -522,11 +522,34 @@ fn step(w: &mut World, inp: &mut Input) {
             }
             10 => {
                 let st = w.store(inp);
-                let n = name(inp);
-                let dev = inp.u32();
-                let mut has = true;
-                let s = rk_store_has_session(st.ptr, name_ptr(&n), dev, &mut has);
-                finish(s, !st.real, &[], w);
+                match inp.u8() % 3 {
+                    0 => {
+                        let n = name(inp);
+                        let dev = inp.u32();
+                        let mut has = true;
+                        let s = rk_store_has_session(st.ptr, name_ptr(&n), dev, &mut has);
+                        finish(s, !st.real, &[], w);
+                    }
+                    1 => {
+                        let mut count = usize::MAX;
+                        let s = rk_store_session_count(st.ptr, &mut count);
+                        finish(s, !st.real, &[], w);
+                        if s != rk_status::Ok {
+                            assert_eq!(count, usize::MAX, "output written on failure");
+                        }
+                    }
+                    _ => {
+                        let n = name(inp);
+                        let dev = inp.u32();
+                        let before = w.saved(&st);
+                        let mut removed = true;
+                        let s = rk_store_remove_session(st.ptr, name_ptr(&n), dev, &mut removed);
+                        finish(s, !st.real, &[(before, &st)], w);
+                        if s != rk_status::Ok {
+                            assert!(removed, "output written on failure");
+                        }
+                    }
+                }
             }
             11 => {
                 let st = w.store(inp);

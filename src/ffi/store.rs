@@ -470,6 +470,61 @@ pub unsafe extern "C" fn rk_store_has_session(
     })
 }
 
+/// The number of remote devices (name and device id) the store holds a
+/// session record for, at `*count_out`.
+///
+/// Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+/// `RK_STATUS_POISONED`.
+/// Thread safety: any thread (the store is locked for the call).
+///
+/// # Safety
+/// `store` must be NULL or a live `rk_store`; `count_out` must be writable.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn rk_store_session_count(
+    store: *const rk_store,
+    count_out: *mut usize,
+) -> rk_status {
+    guard(|| {
+        // SAFETY: caller's contract.
+        let store = unsafe { handle_ref(store) }?;
+        let out = out_ptr(count_out, "count_out")?;
+        out.write(store.read()?.session_count());
+        Ok(())
+    })
+}
+
+/// Deletes the session record of (`name`, `device_id`): its current and
+/// archived states, with their keys (zeroized). `*removed_out` says whether
+/// there was one. The identity trusted for `name` stays trusted; a new
+/// session starts from a bundle or a prekey message as before.
+///
+/// Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+/// `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_POISONED`.
+/// Thread safety: any thread (the store is locked for the call).
+///
+/// # Safety
+/// `store` must be NULL or a live `rk_store`; `name` must be NULL or a
+/// NUL-terminated string; `removed_out` must be writable.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn rk_store_remove_session(
+    store: *mut rk_store,
+    name: *const c_char,
+    device_id: u32,
+    removed_out: *mut bool,
+) -> rk_status {
+    guard(|| {
+        // SAFETY: caller's contract.
+        let store = unsafe { handle_ref(store) }?;
+        // SAFETY: caller's contract.
+        let address = unsafe { input_address(name, device_id) }?;
+        let out = out_ptr(removed_out, "removed_out")?;
+        out.write(store.lock()?.remove_session(&address));
+        Ok(())
+    })
+}
+
 /// Encrypts `plaintext` (may be empty) for (`name`, `device_id`). On
 /// `RK_STATUS_OK`, `*type_out` is the message type to send along
 /// (`RK_MESSAGE_TYPE_PREKEY` = 3 until the other side has answered, then

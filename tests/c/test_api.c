@@ -675,6 +675,48 @@ static void test_sessions(void) {
     receive(bob2, "alice", 1, tn, n1, "new you");
     buf_free(&n1);
 
+    /* Session count and removal: Alice holds sessions with bob/2 (and none
+     * with mallory); removing bob/2 keeps the trusted identity, and a new
+     * bundle starts a new session. */
+    size_t sessions = 99;
+    CHECK(rk_store_session_count(alice, &sessions));
+    TRUE(sessions == 1);
+    EXPECT(rk_store_session_count(NULL, &sessions), NP);
+    EXPECT(rk_store_session_count(alice, NULL), NP);
+    EXPECT(rk_store_session_count((const rk_store *)b2, &sessions), RK_STATUS_INVALID_HANDLE);
+    bool removed = true;
+    CHECK(rk_store_remove_session(alice, "bob", 3, &removed));
+    TRUE(!removed);
+    EXPECT(rk_store_remove_session(NULL, "bob", 2, &removed), NP);
+    EXPECT(rk_store_remove_session(alice, NULL, 2, &removed), NP);
+    EXPECT(rk_store_remove_session(alice, "bob", 2, NULL), NP);
+    EXPECT(rk_store_remove_session(alice, "\xff", 2, &removed), RK_STATUS_INVALID_ARGUMENT);
+    EXPECT(rk_store_remove_session((rk_store *)b2, "bob", 2, &removed), RK_STATUS_INVALID_HANDLE);
+    CHECK(rk_store_has_session(alice, "bob", 2, &has));
+    TRUE(has);
+    CHECK(rk_store_remove_session(alice, "bob", 2, &removed));
+    TRUE(removed);
+    CHECK(rk_store_has_session(alice, "bob", 2, &has));
+    TRUE(!has);
+    CHECK(rk_store_session_count(alice, &sessions));
+    TRUE(sessions == 0);
+    CHECK(rk_store_remove_session(alice, "bob", 2, &removed));
+    TRUE(!removed);
+    EXPECT(rk_store_encrypt(alice, "bob", 2, x, 1, &type, &ct), RK_STATUS_NO_SESSION);
+    TRUE(IS_UNTOUCHED(ct));
+    rk_public_key *still = NULL;
+    CHECK(rk_store_trusted_identity(alice, "bob", &still));
+    CHECK(rk_public_key_equals(still, bob2_key, &eq));
+    TRUE(eq);
+    rk_public_key_free(still);
+    rk_bundle *b3 = NULL;
+    REQUIRE(rk_store_create_bundle(bob2, 1, 0, &b3));
+    CHECK(rk_store_process_bundle(alice, "bob", 2, b3));
+    buf_t n2 = send(alice, "bob", 2, "again", &tn);
+    receive(bob2, "alice", 1, tn, n2, "again");
+    buf_free(&n2);
+    rk_bundle_free(b3);
+
     rk_public_key_free(trusted);
     rk_public_key_free(bob_key);
     rk_public_key_free(bob2_key);

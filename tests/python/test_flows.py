@@ -261,3 +261,23 @@ def test_safety_numbers() -> None:
     assert len(lines) > 10 and text.endswith("\n")
     assert set("".join(lines)) <= set(" ▀▄█")
     assert "Fingerprint" in repr(fa)
+
+
+def test_session_count_and_removal() -> None:
+    alice, bob = make_pair()
+    converse(alice, bob)
+    assert alice.session_count == 1 and bob.session_count == 1
+    trusted = alice.trusted_identity("bob")
+    assert alice.remove_session("bob", 2) is False  # no such device
+    assert alice.remove_session("bob") is True
+    assert not alice.has_session("bob") and alice.session_count == 0
+    assert alice.remove_session("bob") is False
+    with pytest.raises(rk.NoSessionError):
+        alice.encrypt("bob", b"gone")
+    # The identity stays trusted; a new bundle starts a new session.
+    assert alice.trusted_identity("bob") == trusted
+    alice.process_bundle("bob", bob.create_bundle())
+    assert bob.decrypt("alice", alice.encrypt("bob", b"again")) == b"again"
+    assert alice.session_count == 1
+    with pytest.raises(ValueError):
+        alice.remove_session("bob", 1 << 32)

@@ -320,6 +320,13 @@ FUNCTIONS: Tuple[_Decl, ...] = (
         (StoreP, _in_bytes, c_uint32, POINTER(c_bool)),
         _check,
     ),
+    ("rk_store_session_count", rk_status, (StoreP, POINTER(c_size_t)), _check),
+    (
+        "rk_store_remove_session",
+        rk_status,
+        (StoreP, _in_bytes, c_uint32, POINTER(c_bool)),
+        _check,
+    ),
     (
         "rk_store_encrypt",
         rk_status,

@@ -291,6 +291,26 @@ class Store(Handle):
         )
         return has.value
 
+    @property
+    def session_count(self) -> int:
+        """The number of remote devices (name and device id) with a session record."""
+        value = c_size_t()
+        lib.rk_store_session_count(self._p(), byref(value))
+        return value.value
+
+    def remove_session(self, name: str, device_id: int = 1) -> bool:
+        """Deletes the session record of (``name``, ``device_id``), current and
+        archived states with their keys. Returns whether there was one.
+
+        The identity trusted for ``name`` stays trusted; a new session starts
+        from a bundle or a prekey message as before.
+        """
+        removed = c_bool()
+        lib.rk_store_remove_session(
+            self._p(), encode_name(name), _u32(device_id, "device_id"), byref(removed)
+        )
+        return removed.value
+
     def encrypt(self, name: str, plaintext: bytes, device_id: int = 1) -> Message:
         """Encrypts ``plaintext`` (may be empty) for (``name``, ``device_id``).
 
