@@ -712,6 +712,21 @@ mod tests {
         assert_eq!(p.borrowed().decrypt(&other, &a, &b).unwrap_err(), bad_mac);
     }
 
+    fn random_key() -> PublicKey {
+        KeyPair::generate(&mut OsRng).public_key
+    }
+
+    fn push_bytes_field(body: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+        encode_key(tag, WireType::LengthDelimited, body);
+        encode_varint(bytes.len() as u64, body);
+        body.extend_from_slice(bytes);
+    }
+
+    fn push_varint_field(body: &mut Vec<u8>, tag: u32, value: u64) {
+        encode_key(tag, WireType::Varint, body);
+        encode_varint(value, body);
+    }
+
     /// The stitched encrypt-and-MAC and decrypt-and-MAC give exactly what the
     /// plain crates give: AES-256-CBC/PKCS#7 from `cbc`, then HMAC-SHA256
     /// from `hmac` over both identities and the body, for every length
@@ -719,12 +734,9 @@ mod tests {
     #[test]
     fn stitched_cipher_and_mac_equal_the_plain_crates() {
         use aes::cipher::block_padding::Pkcs7;
-        let (a, b) = (
-            KeyPair::generate(&mut OsRng).public_key,
-            KeyPair::generate(&mut OsRng).public_key,
-        );
+        let (a, b) = (random_key(), random_key());
         let keys = MessageKeys::from_parts([0x11; 32], [0x22; 32], [0x33; 16]);
-        let rk = KeyPair::generate(&mut OsRng).public_key;
+        let rk = random_key();
         for len in (0..=200).chain([255, 256, 257, 1023, 1024, 1025, 65536]) {
             let pt: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
             let m = SignalMessage::encrypt(&keys, rk, 5, 2, &pt, &a, &b).unwrap();
@@ -747,29 +759,19 @@ mod tests {
     /// sent, whatever the field order, and unknown fields are MACed too.
     #[test]
     fn decrypt_finds_the_ciphertext_in_any_field_order() {
-        let (a, b) = (
-            KeyPair::generate(&mut OsRng).public_key,
-            KeyPair::generate(&mut OsRng).public_key,
-        );
+        let (a, b) = (random_key(), random_key());
         let keys = test_keys();
-        let rk = KeyPair::generate(&mut OsRng).public_key;
+        let rk = random_key();
         let pt = [0x5au8; 70];
         let m = SignalMessage::encrypt(&keys, rk, 9, 4, &pt, &a, &b).unwrap();
         let ct = m.ciphertext();
         let mut body = vec![VERSION_BYTE];
         // Unknown field 9 (varint), the ciphertext, then the other fields.
-        encode_key(9, WireType::Varint, &mut body);
-        encode_varint(77, &mut body);
-        encode_key(4, WireType::LengthDelimited, &mut body);
-        encode_varint(ct.len() as u64, &mut body);
-        body.extend_from_slice(ct);
-        encode_key(1, WireType::LengthDelimited, &mut body);
-        encode_varint(PUBLIC_KEY_LEN as u64, &mut body);
-        body.extend_from_slice(&rk.serialize());
-        encode_key(2, WireType::Varint, &mut body);
-        encode_varint(9, &mut body);
-        encode_key(3, WireType::Varint, &mut body);
-        encode_varint(4, &mut body);
+        push_varint_field(&mut body, 9, 77);
+        push_bytes_field(&mut body, 4, ct);
+        push_bytes_field(&mut body, 1, &rk.serialize());
+        push_varint_field(&mut body, 2, 9);
+        push_varint_field(&mut body, 3, 4);
         let mac = compute_mac(keys.mac_key(), &a, &b, &body);
         let mut bytes = body.clone();
         bytes.extend_from_slice(&mac);
@@ -790,22 +792,14 @@ mod tests {
     /// first), and bad padding after a good MAC.
     #[test]
     fn decrypt_error_order() {
-        let (a, b) = (
-            KeyPair::generate(&mut OsRng).public_key,
-            KeyPair::generate(&mut OsRng).public_key,
-        );
+        let (a, b) = (random_key(), random_key());
         let keys = test_keys();
-        let rk = KeyPair::generate(&mut OsRng).public_key;
+        let rk = random_key();
         let build = |ct: &[u8], good_mac: bool| {
             let mut body = vec![VERSION_BYTE];
-            encode_key(1, WireType::LengthDelimited, &mut body);
-            encode_varint(PUBLIC_KEY_LEN as u64, &mut body);
-            body.extend_from_slice(&rk.serialize());
-            encode_key(2, WireType::Varint, &mut body);
-            encode_varint(1, &mut body);
-            encode_key(4, WireType::LengthDelimited, &mut body);
-            encode_varint(ct.len() as u64, &mut body);
-            body.extend_from_slice(ct);
+            push_bytes_field(&mut body, 1, &rk.serialize());
+            push_varint_field(&mut body, 2, 1);
+            push_bytes_field(&mut body, 4, ct);
             let mut mac = compute_mac(keys.mac_key(), &a, &b, &body);
             if !good_mac {
                 mac[0] ^= 1;
