@@ -31,6 +31,10 @@ const BLOCK_LEN: usize = 16;
 const STITCH_LEN: usize = 4 * BLOCK_LEN;
 /// The same for decryption, which runs eight blocks in parallel.
 const DECRYPT_STITCH_LEN: usize = 16 * BLOCK_LEN;
+/// Ciphertexts up to this length are decrypted alongside the MAC; longer
+/// ones after the MAC has matched (so that a forged long message, tried
+/// against every archived state, costs no decryption).
+const DECRYPT_STITCH_MAX: usize = 16 * 1024;
 
 /// One AES block.
 type Block = aes::cipher::generic_array::GenericArray<u8, aes::cipher::consts::U16>;
@@ -205,9 +209,10 @@ impl<'a> SignalMessageRef<'a> {
     /// returned. The MAC fails first (as in the official library), then the
     /// ciphertext length, then the padding.
     ///
-    /// A well-formed ciphertext is decrypted into a fresh buffer chunk by
-    /// chunk while the MAC reads it; the buffer is zeroized and dropped
-    /// unless the MAC matches, and the padding is looked at only after that.
+    /// A well-formed ciphertext of up to 16 KiB is decrypted into a fresh
+    /// buffer chunk by chunk while the MAC reads it; the buffer is zeroized
+    /// and dropped unless the MAC matches, and the padding is looked at only
+    /// after that. A longer one is decrypted only after the MAC matches.
     pub(crate) fn decrypt(
         &self,
         keys: &MessageKeys,
@@ -236,6 +241,18 @@ impl<'a> SignalMessageRef<'a> {
                 "ciphertext length is not a multiple of 16",
             ));
         }
+        // Short ciphertexts are decrypted alongside the MAC; long ones only
+        // after it matches, so a forged long message costs no decryption.
+        let mut stitched = None;
+        if ct.len() <= DECRYPT_STITCH_MAX {
+            stitched = Some(mac);
+        } else {
+            mac.update(ct);
+            mac.update(after);
+            if !mac_matches(mac, received) {
+                return Err(BAD_MAC);
+            }
+        }
         // The output buffer is the only allocation.
         let mut buf = Zeroizing::new(vec![0u8; ct.len()]);
         let mut cipher = Aes256CbcDec::new(keys.cipher_key().into(), keys.iv().into());
@@ -243,17 +260,19 @@ impl<'a> SignalMessageRef<'a> {
             .chunks(DECRYPT_STITCH_LEN)
             .zip(buf.chunks_mut(DECRYPT_STITCH_LEN))
         {
-            mac.update(input);
+            if let Some(mac) = stitched.as_mut() {
+                mac.update(input);
+            }
             // Whole blocks: both lengths are the same multiple of 16.
             let chunk = InOutBuf::new(input, output)
                 .map_err(|_| Error::InvalidMessage("ciphertext and output lengths differ"))?;
             cipher.decrypt_blocks_inout_mut(chunk.into_chunks().0);
         }
-        if !after.is_empty() {
+        if let Some(mut mac) = stitched {
             mac.update(after);
-        }
-        if !mac_matches(mac, received) {
-            return Err(BAD_MAC);
+            if !mac_matches(mac, received) {
+                return Err(BAD_MAC);
+            }
         }
         let padded_from = buf.len() - BLOCK_LEN;
         let len = padded_from
@@ -737,7 +756,7 @@ mod tests {
         let (a, b) = (random_key(), random_key());
         let keys = MessageKeys::from_parts([0x11; 32], [0x22; 32], [0x33; 16]);
         let rk = random_key();
-        for len in (0..=200).chain([255, 256, 257, 1023, 1024, 1025, 65536]) {
+        for len in (0..=200).chain([255, 256, 257, 1023, 1024, 1025, 16383, 16384, 65536]) {
             let pt: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
             let m = SignalMessage::encrypt(&keys, rk, 5, 2, &pt, &a, &b).unwrap();
             let plain_ct = Aes256CbcEnc::new(keys.cipher_key().into(), keys.iv().into())
@@ -752,6 +771,18 @@ mod tests {
             assert_eq!(mac, &plain_mac.finalize().into_bytes()[..MAC_LEN]);
             let parsed = SignalMessageRef::parse(bytes).unwrap();
             assert_eq!(parsed.decrypt(&keys, &a, &b).unwrap(), pt, "length {len}");
+            // A flipped bit in the last ciphertext block or in the MAC fails
+            // the MAC, whether decryption runs alongside it or after it.
+            for at in [bytes.len() - MAC_LEN - 1, bytes.len() - 1] {
+                let mut bad = bytes.to_vec();
+                bad[at] ^= 0x04;
+                let parsed = SignalMessageRef::parse(&bad).unwrap();
+                assert_eq!(
+                    parsed.decrypt(&keys, &a, &b).unwrap_err(),
+                    Error::InvalidMessage("MAC verification failed"),
+                    "length {len}"
+                );
+            }
         }
     }
 
