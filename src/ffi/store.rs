@@ -361,11 +361,25 @@ pub unsafe extern "C" fn rk_store_prekey_count(
     store: *const rk_store,
     count_out: *mut usize,
 ) -> rk_status {
+    // SAFETY: caller's contract.
+    unsafe { write_count(store, count_out, ProtocolStore::prekey_count) }
+}
+
+/// Writes `count(store)` to `*count_out` (the shared body of the count
+/// getters).
+///
+/// # Safety
+/// As the callers: `store` NULL or a live `rk_store`, `count_out` writable.
+unsafe fn write_count(
+    store: *const rk_store,
+    count_out: *mut usize,
+    count: fn(&ProtocolStore) -> usize,
+) -> rk_status {
     guard(|| {
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(count_out, "count_out")?;
-        out.write(store.read()?.prekey_count());
+        out.write(count(&*store.read()?));
         Ok(())
     })
 }
@@ -485,13 +499,8 @@ pub unsafe extern "C" fn rk_store_session_count(
     store: *const rk_store,
     count_out: *mut usize,
 ) -> rk_status {
-    guard(|| {
-        // SAFETY: caller's contract.
-        let store = unsafe { handle_ref(store) }?;
-        let out = out_ptr(count_out, "count_out")?;
-        out.write(store.read()?.session_count());
-        Ok(())
-    })
+    // SAFETY: caller's contract.
+    unsafe { write_count(store, count_out, ProtocolStore::session_count) }
 }
 
 /// Deletes the session record of (`name`, `device_id`): its current and
