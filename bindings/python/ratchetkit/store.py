@@ -201,19 +201,20 @@ class Store(Handle):
         lib.rk_store_identity_keypair(self._p(), byref(ptr))
         return IdentityKeyPair._wrap(ptr)
 
+    def _read(self, function: Any, value: Union[c_uint32, c_size_t]) -> int:
+        """Calls a getter ``function(store, &value)`` and returns the value."""
+        function(self._p(), byref(value))
+        return int(value.value)
+
     @property
     def registration_id(self) -> int:
         """The local registration id (1..16380)."""
-        value = c_uint32()
-        lib.rk_store_registration_id(self._p(), byref(value))
-        return value.value
+        return self._read(lib.rk_store_registration_id, c_uint32())
 
     @property
     def device_id(self) -> int:
         """The local device id."""
-        value = c_uint32()
-        lib.rk_store_device_id(self._p(), byref(value))
-        return value.value
+        return self._read(lib.rk_store_device_id, c_uint32())
 
     # -- prekeys ------------------------------------------------------------
 
@@ -248,9 +249,7 @@ class Store(Handle):
     @property
     def prekey_count(self) -> int:
         """The number of one-time prekeys held (made and not yet used)."""
-        value = c_size_t()
-        lib.rk_store_prekey_count(self._p(), byref(value))
-        return value.value
+        return self._read(lib.rk_store_prekey_count, c_size_t())
 
     def create_bundle(
         self, one_time_prekey: bool = True, timestamp_ms: Optional[int] = None
@@ -294,9 +293,7 @@ class Store(Handle):
     @property
     def session_count(self) -> int:
         """The number of remote devices (name and device id) with a session record."""
-        value = c_size_t()
-        lib.rk_store_session_count(self._p(), byref(value))
-        return value.value
+        return self._read(lib.rk_store_session_count, c_size_t())
 
     def remove_session(self, name: str, device_id: int = 1) -> bool:
         """Deletes the session record of (``name``, ``device_id``), current and
