@@ -156,7 +156,8 @@ enum rk_status
    */
   RK_STATUS_INVALID_HANDLE = 103,
   /**
-   * Key bytes of the wrong length or type, or a low-order key.
+   * Key bytes of the wrong length or type, a low-order key, or a public
+   * key that is not canonical (bit 255 set, or u >= 2^255 - 19).
    */
   RK_STATUS_INVALID_KEY = 200,
   /**

@@ -22,6 +22,13 @@ pub enum Error {
     /// low-order point and contributes nothing.
     #[error("invalid key: Diffie-Hellman with a low-order point (non-contributory key)")]
     NonContributoryKey,
+    /// A public key whose u-coordinate is not in canonical form (bit 255
+    /// set, or u >= 2^255 - 19). X25519 ignores the top bit and reduces u
+    /// modulo p, so such a key is an alias of a canonical one; honest peers
+    /// never send one, and accepting it would let a replayed message pass a
+    /// byte comparison with the original.
+    #[error("invalid key: non-canonical public key (bit 255 set or u >= 2^255 - 19)")]
+    NonCanonicalKey,
     /// A signature (signed prekey) does not verify.
     #[error("invalid signature: {0}")]
     InvalidSignature(&'static str),
@@ -132,7 +139,8 @@ impl Error {
         match self {
             Error::InvalidKeyLength { .. }
             | Error::InvalidKeyType(_)
-            | Error::NonContributoryKey => ErrorKind::InvalidKey,
+            | Error::NonContributoryKey
+            | Error::NonCanonicalKey => ErrorKind::InvalidKey,
             Error::InvalidSignature(_) => ErrorKind::InvalidSignature,
             Error::InvalidMessage(_)
             | Error::LegacyMessage(_)

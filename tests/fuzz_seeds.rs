@@ -170,7 +170,7 @@ fn generate() -> Vec<(String, Vec<u8>)> {
         .serialize()
         .to_vec();
     let a5 = SignalMessage::deserialize(am[4].serialize()).unwrap();
-    let low = PublicKey::from_u_coordinate([0u8; 32]);
+    let low = PublicKey::from_u_coordinate([0u8; 32]).unwrap();
     let low_ratchet = forge::signal_message(
         &low,
         a5.counter(),

@@ -331,10 +331,13 @@ pub fn fingerprint(data: &[u8]) {
     let mut kb = [0u8; 32];
     ka.copy_from_slice(&keys[..32]);
     kb.copy_from_slice(&keys[32..]);
-    let (ka, kb) = (
+    // Non-canonical u-coordinates are refused when the keys are built.
+    let (Ok(ka), Ok(kb)) = (
         PublicKey::from_u_coordinate(ka),
         PublicKey::from_u_coordinate(kb),
-    );
+    ) else {
+        return;
+    };
     let a = Fingerprint::new(version, iterations, id_a, &ka, id_b, &kb).expect("valid arguments");
     let b = Fingerprint::new(version, iterations, id_b, &kb, id_a, &ka).expect("valid arguments");
     assert!(a.displayable() == b.displayable());

@@ -30,7 +30,8 @@ pub enum rk_status {
     /// or detected as already freed). Detection is best effort: passing a
     /// freed or foreign pointer is undefined behaviour.
     InvalidHandle = 103,
-    /// Key bytes of the wrong length or type, or a low-order key.
+    /// Key bytes of the wrong length or type, a low-order key, or a public
+    /// key that is not canonical (bit 255 set, or u >= 2^255 - 19).
     InvalidKey = 200,
     /// A signature (signed prekey) does not verify.
     InvalidSignature = 201,
@@ -146,7 +147,8 @@ impl From<&Error> for rk_status {
         match e {
             Error::InvalidKeyLength { .. }
             | Error::InvalidKeyType(_)
-            | Error::NonContributoryKey => rk_status::InvalidKey,
+            | Error::NonContributoryKey
+            | Error::NonCanonicalKey => rk_status::InvalidKey,
             Error::InvalidSignature(_) => rk_status::InvalidSignature,
             Error::InvalidMessage(_)
             | Error::LegacyMessage(_)

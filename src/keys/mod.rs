@@ -22,11 +22,31 @@ pub const SIGNATURE_LEN: usize = 64;
 pub const MAX_REGISTRATION_ID: u32 = 16380;
 
 /// A Curve25519 public key (a Montgomery u-coordinate).
+///
+/// Always canonical: bit 255 is clear and `u < 2^255 - 19`. X25519 ignores
+/// the top bit and reduces `u` modulo p, so a non-canonical encoding is an
+/// alias of a canonical key with other bytes; every way to build a
+/// `PublicKey` from outside bytes refuses aliases
+/// ([`Error::NonCanonicalKey`]), so that comparing two keys' bytes compares
+/// the keys (a replayed prekey message cannot pass as new by flipping its
+/// base key's top bit). Keys this library derives are always canonical.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey([u8; 32]);
 
+/// True when `u` is the canonical encoding of a field element: bit 255
+/// clear and `u < p = 2^255 - 19`. Public data: not constant time.
+pub(crate) fn is_canonical_u(u: &[u8; 32]) -> bool {
+    // Non-canonical exactly when the top bit is set, or u is in p..2^255-1:
+    // 0x7f ff..ff (bytes 30..1) and a low byte of at least 0xed.
+    if u[31] & 0x80 != 0 {
+        return false;
+    }
+    !(u[31] == 0x7f && u[1..31].iter().all(|&b| b == 0xff) && u[0] >= 0xed)
+}
+
 impl PublicKey {
-    /// Parses the 33-byte serialized form (`0x05 || u`).
+    /// Parses the 33-byte serialized form (`0x05 || u`). A non-canonical
+    /// `u` is [`Error::NonCanonicalKey`].
     pub fn deserialize(bytes: &[u8]) -> Result<Self> {
         if bytes.len() != PUBLIC_KEY_LEN {
             return Err(Error::InvalidKeyLength {
@@ -39,7 +59,7 @@ impl PublicKey {
         }
         let mut u = [0u8; 32];
         u.copy_from_slice(&bytes[1..]);
-        Ok(PublicKey(u))
+        Self::from_u_coordinate(u)
     }
 
     /// The 33-byte serialized form (`0x05 || u`).
@@ -55,13 +75,19 @@ impl PublicKey {
         &self.0
     }
 
-    /// Builds a key from a raw u-coordinate.
-    pub fn from_u_coordinate(u: [u8; 32]) -> Self {
-        PublicKey(u)
+    /// Builds a key from a raw u-coordinate. A non-canonical `u` is
+    /// [`Error::NonCanonicalKey`].
+    pub fn from_u_coordinate(u: [u8; 32]) -> Result<Self> {
+        if !is_canonical_u(&u) {
+            return Err(Error::NonCanonicalKey);
+        }
+        Ok(PublicKey(u))
     }
 
     /// Verifies an XEdDSA signature made by the private key of this public key.
-    /// Returns `false` for any malformed or wrong signature.
+    /// Returns `false` for any malformed or wrong signature, and for every
+    /// signature under a low-order key (for which signatures can be forged
+    /// without a private key).
     pub fn verify_signature(&self, message: &[u8], signature: &[u8]) -> bool {
         match <&[u8; SIGNATURE_LEN]>::try_from(signature) {
             Ok(sig) => xeddsa::verify(&self.0, message, sig),
@@ -276,7 +302,8 @@ mod tests {
             one
         }] {
             assert_eq!(
-                a.agree(&PublicKey::from_u_coordinate(u)).unwrap_err(),
+                a.agree(&PublicKey::from_u_coordinate(u).unwrap())
+                    .unwrap_err(),
                 Error::NonContributoryKey
             );
         }
@@ -298,6 +325,52 @@ mod tests {
         let mut bad = s;
         bad[0] = 6;
         assert_eq!(PublicKey::deserialize(&bad), Err(Error::InvalidKeyType(6)));
+    }
+
+    #[test]
+    fn non_canonical_public_keys_are_refused() {
+        let p_minus_1 = h("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f");
+        assert!(PublicKey::from_u_coordinate(p_minus_1).is_ok());
+        // p, p + 1, 2^255 - 1: u >= p.
+        for low in [0xedu8, 0xee, 0xff] {
+            let mut u = p_minus_1;
+            u[0] = low;
+            assert_eq!(PublicKey::from_u_coordinate(u), Err(Error::NonCanonicalKey));
+        }
+        // Bit 255 set on real keys: the aliases X25519 cannot tell apart.
+        for _ in 0..100 {
+            let k = KeyPair::generate(&mut rand::rngs::OsRng);
+            let mut alias = k.public_key.serialize();
+            alias[32] |= 0x80;
+            assert_eq!(PublicKey::deserialize(&alias), Err(Error::NonCanonicalKey));
+            let other = PrivateKey::generate(&mut rand::rngs::OsRng);
+            let mut u = [0u8; 32];
+            u.copy_from_slice(&alias[1..]);
+            // The alias agrees to the same secret: why it must be refused.
+            assert_eq!(
+                curve::x25519(&other.serialize(), &u).unwrap(),
+                *other.agree(&k.public_key).unwrap()
+            );
+            // Every key this library derives is canonical.
+            assert!(is_canonical_u(k.public_key.u_coordinate()));
+        }
+    }
+
+    #[test]
+    fn xeddsa_verify_refuses_aliases_and_small_order_keys() {
+        let kp = KeyPair::generate(&mut rand::rngs::OsRng);
+        let sig = kp.private_key.sign(b"m", &mut rand::rngs::OsRng);
+        assert!(xeddsa::verify(kp.public_key.u_coordinate(), b"m", &sig));
+        let mut alias = *kp.public_key.u_coordinate();
+        alias[31] |= 0x80;
+        assert!(!xeddsa::verify(&alias, b"m", &sig));
+        // u = 0 maps to an Edwards point of order 2: R = identity, s = 0
+        // satisfies the equation for every message whose challenge is even.
+        let mut identity_r = [0u8; 64];
+        identity_r[0] = 1;
+        for i in 0..16u8 {
+            assert!(!xeddsa::verify(&[0u8; 32], &[i], &identity_r));
+        }
     }
 
     #[test]

@@ -42,11 +42,22 @@ pub(crate) fn sign(k: &[u8; 32], message: &[u8], z: &[u8; 64]) -> [u8; 64] {
 }
 
 /// Verifies `signature` over `message` under the public u-coordinate `u`.
+///
+/// Refuses a non-canonical `u` (bit 255 set or `u >= p`: an alias of another
+/// key) and a small-order key (any signature "verifies" under the identity
+/// point, and the other small-order points allow forgeries without a private
+/// key) before looking at the signature.
 pub(crate) fn verify(u: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    if !super::is_canonical_u(u) {
+        return false;
+    }
     let sign_bit = signature[63] >> 7;
     let Some(a_point) = MontgomeryPoint(*u).to_edwards(sign_bit) else {
         return false;
     };
+    if a_point.is_small_order() {
+        return false;
+    }
     let cap_a = a_point.compress();
     let mut cap_r = [0u8; 32];
     cap_r.copy_from_slice(&signature[..32]);

@@ -26,14 +26,14 @@ fn uint_field(tag: u8, v: u32, out: &mut Vec<u8>) {
 
 /// A `SignalMessage`: version byte 0x33, the protobuf, then `mac`.
 pub fn signal_message(
-    ratchet_key: &PublicKey,
+    ratchet_key: &impl KeyBytes,
     counter: u32,
     previous_counter: u32,
     ciphertext: &[u8],
     mac: [u8; 8],
 ) -> Vec<u8> {
     let mut out = vec![0x33];
-    bytes_field(1, &ratchet_key.serialize(), &mut out);
+    bytes_field(1, &ratchet_key.key_bytes(), &mut out);
     uint_field(2, counter, &mut out);
     uint_field(3, previous_counter, &mut out);
     bytes_field(4, ciphertext, &mut out);
@@ -47,16 +47,16 @@ pub fn prekey_message(
     registration_id: u32,
     pre_key_id: Option<u32>,
     signed_pre_key_id: u32,
-    base_key: &PublicKey,
-    identity_key: &PublicKey,
+    base_key: &impl KeyBytes,
+    identity_key: &impl KeyBytes,
     inner: &[u8],
 ) -> Vec<u8> {
     let mut out = vec![0x33];
     if let Some(id) = pre_key_id {
         uint_field(1, id, &mut out);
     }
-    bytes_field(2, &base_key.serialize(), &mut out);
-    bytes_field(3, &identity_key.serialize(), &mut out);
+    bytes_field(2, &base_key.key_bytes(), &mut out);
+    bytes_field(3, &identity_key.key_bytes(), &mut out);
     bytes_field(4, inner, &mut out);
     uint_field(5, registration_id, &mut out);
     uint_field(6, signed_pre_key_id, &mut out);
@@ -77,25 +77,52 @@ fn u(hex: &str) -> [u8; 32] {
     out
 }
 
-/// Every 32-byte encoding of a small-order X25519 u-coordinate: 0 (order 2),
-/// 1 and p-1 (order 4), the two points of order 8, the non-canonical
-/// encodings p (= 0) and p+1 (= 1), and each of these seven with the
-/// ignored top bit 255 set (14 encodings in all). With a clamped scalar
-/// (a multiple of 8) X25519 of every one is all zeros.
+/// The canonical encodings of the small-order X25519 u-coordinates: 0
+/// (order 2), 1 and p-1 (order 4), the two points of order 8. With a
+/// clamped scalar (a multiple of 8) X25519 of every one is all zeros.
+/// [`non_canonical_low_order_points`] has their other encodings.
 pub fn low_order_points() -> Vec<[u8; 32]> {
-    let canonical = [
+    vec![
         u("0000000000000000000000000000000000000000000000000000000000000000"),
         u("0100000000000000000000000000000000000000000000000000000000000000"),
         u("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
         u("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
         u("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+    ]
+}
+
+/// Non-canonical encodings of low-order points: p and p + 1 (aliases of 0
+/// and 1), and every canonical one with bit 255 set. `PublicKey` refuses
+/// them all.
+pub fn non_canonical_low_order_points() -> Vec<[u8; 32]> {
+    let mut all = vec![
         u("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
         u("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
     ];
-    let mut all = canonical.to_vec();
-    for mut p in canonical {
+    for mut p in low_order_points().into_iter().chain(all.clone()) {
         p[31] |= 0x80;
         all.push(p);
     }
     all
+}
+
+/// The serialized form (`0x05 || u`) of a key, for forging: a `PublicKey`
+/// or raw u-coordinate bytes (which `PublicKey` may refuse).
+pub trait KeyBytes {
+    /// `0x05 || u`.
+    fn key_bytes(&self) -> Vec<u8>;
+}
+
+impl KeyBytes for PublicKey {
+    fn key_bytes(&self) -> Vec<u8> {
+        self.serialize().to_vec()
+    }
+}
+
+impl KeyBytes for [u8; 32] {
+    fn key_bytes(&self) -> Vec<u8> {
+        let mut out = vec![0x05];
+        out.extend_from_slice(self);
+        out
+    }
 }
