@@ -7,8 +7,10 @@
  * Thread safety: functions with no handle argument are thread-safe. The
  * store handle (rk_store) is internally synchronized: apps may call it from
  * several threads. Encrypting and decrypting whisper messages for
- * different addresses run in parallel (each session has its own lock);
- * other calls on a store serialize. Other handles may move
+ * different addresses run in parallel (each session has its own lock), and
+ * so do X3DH and decryption of prekey messages (only applying the result
+ * takes the store exclusively); other calls that change a store serialize.
+ * rk_store_save is a point-in-time snapshot. Other handles may move
  * between threads; those documented as immutable (rk_public_key,
  * rk_identity_keypair, rk_bundle, rk_fingerprint - all of them) may be read
  * concurrently. No handle may be freed while another thread uses it. Error
@@ -19,6 +21,15 @@
  *   detail of a failure is rk_last_error_message() on the same thread.
  * - Handles are opaque, created only by the library, and released exactly
  *   once with their rk_<type>_free(), which accepts NULL.
+ * - What is detected about a handle: NULL (RK_STATUS_NULL_POINTER), and a
+ *   live handle of another type, e.g. an rk_bundle* cast to rk_store*
+ *   (RK_STATUS_INVALID_HANDLE; freeing it is ignored). NOT detected: a use
+ *   after free or a double free. Freeing overwrites the type tag before
+ *   the memory returns to the allocator, so a stale handle is refused only
+ *   while that memory is untouched; once the allocator reuses it (for
+ *   example for a new handle of the same type), the stale pointer looks
+ *   live and a call or a second free acts on the new object. Both are
+ *   undefined behaviour: never rely on the tag to catch them.
  * - Outputs are written only on RK_STATUS_OK. Fixed-size outputs go into
  *   caller buffers sized by the RK_*_LEN macros (with the capacity passed
  *   in); variable-length outputs are rk_bytes, released (and zeroized) with
@@ -150,9 +161,11 @@ enum rk_status
    */
   RK_STATUS_BUFFER_TOO_SMALL = 102,
   /**
-   * A handle is not a live handle of the expected type (wrong type cast,
-   * or detected as already freed). Detection is best effort: passing a
-   * freed or foreign pointer is undefined behaviour.
+   * A handle is not a live handle of the expected type: a live handle of
+   * another type (always detected), or memory without a live tag (a
+   * freed handle whose memory was not reused yet). A freed handle whose
+   * memory was reused is NOT detected: use after free and double free
+   * are undefined behaviour.
    */
   RK_STATUS_INVALID_HANDLE = 103,
   /**
@@ -1176,7 +1189,11 @@ rk_status rk_store_encrypt(struct rk_store *store,
  * store is unchanged.
  * Thread safety: any thread. Whisper messages are decrypted under the
  * store's shared lock and their session's own lock, so different sessions
- * decrypt in parallel; prekey messages take the store's exclusive lock.
+ * decrypt in parallel. Prekey messages run X3DH and decrypt under the
+ * shared lock too, and take the store's exclusive lock only to apply the
+ * result (a new session, the one-time prekey deleted), so a forged prekey
+ * message does not hold up other sessions. The output buffer is allocated
+ * before anything changes.
  *
  * # Safety
  * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
@@ -1299,7 +1316,9 @@ rk_status rk_store_safety_number(const struct rk_store *store,
  *
  * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
  * `RK_STATUS_POISONED`.
- * Thread safety: any thread (the store is locked for the call).
+ * Thread safety: any thread. The bytes are a point-in-time snapshot: the
+ * call holds the store's shared lock and every session's lock (waiting for
+ * encrypts and decrypts in flight on other threads) until they are made.
  *
  * # Safety
  * `store` must be NULL or a live `rk_store`; `saved_out` must be writable.
@@ -1332,7 +1351,8 @@ rk_status rk_store_restore(const uint8_t *saved,
  *
  * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
  * `RK_STATUS_INVALID_KEY` (`key_len` not 32), `RK_STATUS_POISONED`.
- * Thread safety: any thread (the store is locked for the call).
+ * Thread safety: any thread; a point-in-time snapshot, as
+ * `rk_store_save`.
  *
  * # Safety
  * `store` must be NULL or a live `rk_store`; `key` must point to `key_len`

@@ -192,7 +192,18 @@ fn state_to_proto(s: &SessionState) -> SessionStateProto {
 impl ProtocolStore {
     /// Saves the whole store (identity, prekeys, sessions, trust) to bytes.
     /// The bytes hold private keys: protect them at rest.
+    ///
+    /// A point-in-time snapshot even while other threads encrypt and decrypt
+    /// through `&self`: every session's lock is taken (in the map's order,
+    /// so two saves cannot deadlock) and then the trust map's, and all are
+    /// held until the bytes are made.
     pub fn save(&self) -> Vec<u8> {
+        let records: Vec<_> = self
+            .sessions
+            .iter()
+            .map(|(address, cell)| (address, cell.lock()))
+            .collect();
+        let trusted = self.trusted.read();
         let proto = Zeroizing::new(StoreProto {
             identity_private: self.identity.private_key().serialize().to_vec(),
             registration_id: self.registration_id,
@@ -218,22 +229,16 @@ impl ProtocolStore {
                 .collect(),
             next_prekey_id: self.next_prekey_id,
             next_signed_prekey_id: self.next_signed_prekey_id,
-            sessions: self
-                .sessions
+            sessions: records
                 .iter()
-                .map(|(a, cell)| {
-                    let r = cell.lock();
-                    SessionEntryProto {
-                        name: a.name.clone(),
-                        device_id: a.device_id,
-                        current: r.current.as_ref().map(state_to_proto),
-                        previous: r.previous.iter().map(state_to_proto).collect(),
-                    }
+                .map(|(a, r)| SessionEntryProto {
+                    name: a.name.clone(),
+                    device_id: a.device_id,
+                    current: r.current.as_ref().map(state_to_proto),
+                    previous: r.previous.iter().map(state_to_proto).collect(),
                 })
                 .collect(),
-            trusted: self
-                .trusted
-                .read()
+            trusted: trusted
                 .iter()
                 .map(|(n, k)| TrustProto {
                     name: n.clone(),

@@ -4,6 +4,7 @@
 //! is exactly as it was.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use rand::{CryptoRng, RngCore};
@@ -13,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::keys::{generate_registration_id, IdentityKeyPair, KeyPair, PublicKey};
 use crate::prekey::{PreKeyBundle, PreKeyRecord, SignedPreKeyRecord, MAX_PREKEY_ID};
-use crate::session::SessionRecord;
+use crate::scrub;
+use crate::session::{Scope, SessionRecord, SessionState, StateSource};
 use crate::wire::{
     CiphertextMessage, PreKeySignalMessage, SignalMessageRef, MAX_PLAINTEXT_LEN, PREKEY_TYPE,
     WHISPER_TYPE,
@@ -45,23 +47,64 @@ impl Address {
     }
 }
 
+/// Every change to a session record takes a new number from this counter
+/// (process-wide, so a record removed and made again never repeats one).
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
 /// One address's session record behind its own lock, so that different
 /// sessions of one store encrypt and decrypt in parallel.
-#[derive(Debug, Default)]
-pub(crate) struct SessionCell(Mutex<SessionRecord>);
+///
+/// The record is boxed: the store's map moves its values when it grows or
+/// rebalances, and a moved record would leave its root and chain keys in
+/// the map's freed or reused nodes. Boxed, only the pointer moves.
+///
+/// `generation` changes with every committed change to the record, so that
+/// work planned from a snapshot of it (a prekey message decrypted under
+/// the store's shared lock) can tell at commit whether the record changed.
+#[derive(Debug)]
+pub(crate) struct SessionCell {
+    record: Box<Mutex<SessionRecord>>,
+    generation: AtomicU64,
+}
+
+impl Default for SessionCell {
+    fn default() -> Self {
+        SessionCell::new(SessionRecord::default())
+    }
+}
 
 impl SessionCell {
     pub(crate) fn new(record: SessionRecord) -> Self {
-        SessionCell(Mutex::new(record))
+        SessionCell {
+            record: Box::new(Mutex::new(record)),
+            generation: AtomicU64::new(next_generation()),
+        }
     }
     /// Locks the record. Every change to a record is committed in one step
     /// after all checks, so a lock poisoned by a panic still guards a whole
     /// record and is used as is.
     pub(crate) fn lock(&self) -> MutexGuard<'_, SessionRecord> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
     }
     pub(crate) fn get_mut(&mut self) -> &mut SessionRecord {
-        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
+        self.generation.store(next_generation(), Ordering::Relaxed);
+        self.record
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+    /// Marks a change made through [`lock`](Self::lock); call it while the
+    /// lock is held.
+    fn changed(&self) {
+        self.generation.store(next_generation(), Ordering::Relaxed);
+    }
+    /// The record's current generation. Read it while holding the record's
+    /// lock or the store exclusively.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 }
 
@@ -124,6 +167,36 @@ pub struct ProtocolStore {
     pub(crate) next_signed_prekey_id: u32,
     pub(crate) sessions: BTreeMap<Address, SessionCell>,
     pub(crate) trusted: TrustMap,
+}
+
+/// A prekey message decrypted against a snapshot, not yet applied.
+pub(crate) struct OpenedPreKeyMessage {
+    address: Address,
+    identity_key: PublicKey,
+    /// The state after the message, to become current.
+    state: SessionState,
+    source: StateSource,
+    /// The record's generation when opened (`None`: there was no record).
+    generation: Option<u64>,
+    used_prekey: Option<u32>,
+    plaintext: Zeroizing<Vec<u8>>,
+}
+
+/// The outcome of a commit planned from a snapshot.
+pub(crate) enum Committed<T> {
+    /// Applied.
+    Done(T),
+    /// The snapshot is out of date: nothing was applied.
+    Stale,
+}
+
+/// Fails unless `address` is one the store can hold (and restore): a device
+/// id of at least 1.
+pub(crate) fn check_address(address: &Address) -> Result<()> {
+    if address.device_id == 0 {
+        return Err(Error::InvalidArgument("device id must be at least 1"));
+    }
+    Ok(())
 }
 
 /// Fails unless `key` is `trusted`, the identity trusted for `name`, or none
@@ -372,6 +445,7 @@ impl ProtocolStore {
         bundle: &PreKeyBundle,
         rng: &mut R,
     ) -> Result<()> {
+        check_address(address)?;
         self.check_trust(&address.name, &bundle.identity_key)?;
         self.check_session_limit(address)?;
         let state = x3dh::initiate(&self.identity, self.registration_id, bundle, rng)?;
@@ -423,23 +497,34 @@ impl ProtocolStore {
     /// Encrypts `plaintext` for `address`: a prekey message until the other
     /// side has answered, a whisper message after. Locks only this session.
     pub fn encrypt(&self, address: &Address, plaintext: &[u8]) -> Result<CiphertextMessage> {
+        self.encrypt_then(address, plaintext, Ok)
+    }
+
+    /// As [`encrypt`](Self::encrypt), handing the message to `sink` before
+    /// the sending chain advances: when `sink` fails, nothing changes.
+    pub(crate) fn encrypt_then<T, E: From<Error>>(
+        &self,
+        address: &Address,
+        plaintext: &[u8],
+        sink: impl FnOnce(CiphertextMessage) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
-            return Err(Error::LimitExceeded(
-                "plaintext longer than MAX_PLAINTEXT_LEN",
-            ));
+            return Err(Error::LimitExceeded("plaintext longer than MAX_PLAINTEXT_LEN").into());
         }
         let no_session = || Error::NoSession(address.name.clone());
-        let mut record = self.sessions.get(address).ok_or_else(no_session)?.lock();
+        let cell = self.sessions.get(address).ok_or_else(no_session)?;
+        let mut record = cell.lock();
         let state = record.current.as_mut().ok_or_else(no_session)?;
         let remote = state.remote_identity;
         let trusted = self.trusted_identity(&address.name);
         check_trust_in(trusted.as_ref(), &address.name, &remote)?;
-        let message = state.encrypt(plaintext)?;
+        let out = state.encrypt_then(plaintext, sink)?;
+        cell.changed();
         drop(record);
         if trusted.is_none() {
             self.trusted.trust_if_unknown(&address.name, remote);
         }
-        Ok(message)
+        Ok(out)
     }
 
     /// Decrypts a message of application type `message_type` (2 = whisper,
@@ -468,25 +553,49 @@ impl ProtocolStore {
         bytes: &[u8],
         rng: &mut R,
     ) -> Result<Vec<u8>> {
+        self.decrypt_message_then(address, bytes, rng, Ok)
+    }
+
+    /// As [`decrypt_message`](Self::decrypt_message), handing the plaintext
+    /// to `sink` before the session changes: when `sink` fails, nothing
+    /// changes and the message can be decrypted again.
+    pub(crate) fn decrypt_message_then<R, T, E>(
+        &self,
+        address: &Address,
+        bytes: &[u8],
+        rng: &mut R,
+        sink: impl FnOnce(Vec<u8>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        R: RngCore + CryptoRng,
+        E: From<Error>,
+    {
+        check_address(address)?;
         let message = SignalMessageRef::parse(bytes)?;
         let no_session = || Error::NoSession(address.name.clone());
-        let mut record = self.sessions.get(address).ok_or_else(no_session)?.lock();
+        let cell = self.sessions.get(address).ok_or_else(no_session)?;
+        let mut record = cell.lock();
         if record.current.is_none() {
-            return Err(no_session());
+            return Err(no_session().into());
         }
         // One lookup, a copy of the (public) key: the trust map's lock is not
         // held while decrypting.
         let trusted = self.trusted_identity(&address.name);
-        let plaintext = record.decrypt(&message, rng, |key| {
-            check_trust_in(trusted.as_ref(), &address.name, key)
-        })?;
+        let out = record.decrypt_then(
+            &message,
+            rng,
+            Scope::AnyState,
+            |key| check_trust_in(trusted.as_ref(), &address.name, key),
+            sink,
+        )?;
+        cell.changed();
         // A previous state may have become current: its identity may differ.
         let remote = record.current.as_ref().map(|s| s.remote_identity);
         drop(record);
         if let (None, Some(remote)) = (trusted, remote) {
             self.trusted.trust_if_unknown(&address.name, remote);
         }
-        Ok(plaintext)
+        Ok(out)
     }
 
     /// Decrypts a `PreKeySignalMessage` from `address`, running X3DH as the
@@ -498,66 +607,153 @@ impl ProtocolStore {
         bytes: &[u8],
         rng: &mut R,
     ) -> Result<Vec<u8>> {
+        self.decrypt_prekey_message_then(address, bytes, rng, Ok)
+    }
+
+    /// As [`decrypt_prekey_message`](Self::decrypt_prekey_message), handing
+    /// the plaintext to `sink` before anything changes: when `sink` fails,
+    /// nothing changes and the message can be decrypted again.
+    pub(crate) fn decrypt_prekey_message_then<R, T, E>(
+        &mut self,
+        address: &Address,
+        bytes: &[u8],
+        rng: &mut R,
+        sink: impl FnOnce(Vec<u8>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        R: RngCore + CryptoRng,
+        E: From<Error>,
+    {
+        let opened = self.open_prekey_message(address, bytes, rng)?;
+        match self.commit_prekey_message(opened, sink)? {
+            Committed::Done(out) => Ok(out),
+            // Exclusive access: nothing changed between the two steps.
+            Committed::Stale => {
+                Err(Error::InvalidMessage("session changed while the message was decrypted").into())
+            }
+        }
+    }
+
+    /// The expensive half of decrypting a prekey message, under a shared
+    /// reference (so other sessions go on meanwhile): parses it, checks
+    /// trust, runs X3DH as the responder (or picks the state built from the
+    /// same base key) and decrypts with a copy of that one state. Nothing
+    /// changes; [`commit_prekey_message`](Self::commit_prekey_message)
+    /// applies the result.
+    pub(crate) fn open_prekey_message<R: RngCore + CryptoRng>(
+        &self,
+        address: &Address,
+        bytes: &[u8],
+        rng: &mut R,
+    ) -> Result<OpenedPreKeyMessage> {
+        check_address(address)?;
         let message = PreKeySignalMessage::deserialize(bytes)?;
-        self.check_trust(&address.name, message.identity_key())?;
+        let identity_key = *message.identity_key();
+        self.check_trust(&address.name, &identity_key)?;
         self.check_session_limit(address)?;
-        let mut record = self
-            .sessions
-            .get_mut(address)
-            .map(|cell| cell.get_mut().clone())
-            .unwrap_or_default();
-        let mut used_prekey = None;
-        if !record.promote_matching_state(message.base_key()) {
-            let spk = self
-                .signed_prekeys
-                .get(&message.signed_pre_key_id())
-                .ok_or(Error::MissingSignedPreKey(message.signed_pre_key_id()))?;
-            let opk = match message.pre_key_id() {
-                Some(id) => Some(self.prekeys.get(&id).ok_or(Error::MissingPreKey(id))?),
-                None => None,
-            };
-            let state = x3dh::respond(
-                &self.identity,
-                self.registration_id,
-                &spk.key_pair,
-                opk.map(|p| &p.key_pair),
-                message.identity_key(),
-                message.base_key(),
-                message.registration_id(),
-            )?;
-            record.promote_state(state);
-            used_prekey = message.pre_key_id();
-        }
-        let plaintext = {
-            let trusted = self.trusted.get_mut().get(&address.name);
-            record.decrypt(&message.message().borrowed(), rng, |key| {
-                check_trust_in(trusted, &address.name, key)
-            })?
+        // A copy of the state built from this base key, if one is held, and
+        // the record's generation, under the record's lock.
+        let (generation, held) = match self.sessions.get(address) {
+            Some(cell) => {
+                let record = cell.lock();
+                let held = record.state_from_base_key(message.base_key());
+                (Some(cell.generation()), held)
+            }
+            None => (None, None),
         };
-        // A sender wraps a message in the base key of the state it comes
-        // from; one that decrypts with another state was re-wrapped (and
-        // would otherwise archive a useless state and delete a prekey).
-        if record
-            .current
-            .as_ref()
-            .is_some_and(|s| s.alice_base_key != *message.base_key())
-        {
-            drop(Zeroizing::new(plaintext));
-            return Err(Error::InvalidMessage(
-                "prekey message base key does not match the session that decrypts it",
-            ));
+        let (mut state, source, used_prekey) = match held {
+            Some((source, state)) => (state, source, None),
+            None => {
+                let spk = self
+                    .signed_prekeys
+                    .get(&message.signed_pre_key_id())
+                    .ok_or(Error::MissingSignedPreKey(message.signed_pre_key_id()))?;
+                let opk = match message.pre_key_id() {
+                    Some(id) => Some(self.prekeys.get(&id).ok_or(Error::MissingPreKey(id))?),
+                    None => None,
+                };
+                let state = x3dh::respond(
+                    &self.identity,
+                    self.registration_id,
+                    &spk.key_pair,
+                    opk.map(|p| &p.key_pair),
+                    &identity_key,
+                    message.base_key(),
+                    message.registration_id(),
+                )?;
+                (state, StateSource::New, message.pre_key_id())
+            }
+        };
+        check_trust_in(
+            self.trusted.read().get(&address.name),
+            &address.name,
+            &state.remote_identity,
+        )?;
+        // Only this state can answer a message wrapped in its base key.
+        let plaintext = state.decrypt_then(&message.message().borrowed(), rng, |pt| {
+            Ok::<_, Error>(Zeroizing::new(pt))
+        })?;
+        Ok(OpenedPreKeyMessage {
+            address: address.clone(),
+            identity_key,
+            state,
+            source,
+            generation,
+            used_prekey,
+            plaintext,
+        })
+    }
+
+    /// Applies an opened prekey message: hands the plaintext to `sink`, then
+    /// makes the new state current, deletes the one-time prekey and trusts
+    /// the identity on first use. [`Committed::Stale`] (nothing written,
+    /// `sink` not called) when the address's record changed since it was
+    /// opened: open it again.
+    pub(crate) fn commit_prekey_message<T, E: From<Error>>(
+        &mut self,
+        opened: OpenedPreKeyMessage,
+        sink: impl FnOnce(Vec<u8>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<Committed<T>, E> {
+        let OpenedPreKeyMessage {
+            address,
+            identity_key,
+            state,
+            source,
+            generation,
+            used_prekey,
+            mut plaintext,
+        } = opened;
+        if self.sessions.get(&address).map(SessionCell::generation) != generation {
+            return Ok(Committed::Stale);
         }
+        // What else may have changed since: trust, the prekey (used by
+        // another sender's copy of the message), the number of sessions.
+        self.check_trust(&address.name, &identity_key)?;
+        if let Some(id) = used_prekey {
+            if !self.prekeys.contains_key(&id) {
+                return Err(Error::MissingPreKey(id).into());
+            }
+        }
+        self.check_session_limit(&address)?;
+        let out = sink(std::mem::take(&mut *plaintext))?;
         // Commit.
-        self.sessions
-            .insert(address.clone(), SessionCell::new(record));
+        let record = self.sessions.entry(address.clone()).or_default().get_mut();
+        match source {
+            StateSource::Current => record.current = Some(state),
+            StateSource::Previous(i) => {
+                scrub::remove(&mut record.previous, i);
+                record.promote_state(state);
+            }
+            StateSource::New => record.promote_state(state),
+        }
         if let Some(id) = used_prekey {
             self.prekeys.remove(&id);
         }
         self.trusted
             .get_mut()
-            .entry(address.name.clone())
-            .or_insert(*message.identity_key());
-        Ok(plaintext)
+            .entry(address.name)
+            .or_insert(identity_key);
+        Ok(Committed::Done(out))
     }
 
     /// The safety number between this store's identity and the identity

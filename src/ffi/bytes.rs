@@ -24,6 +24,14 @@ pub struct rk_bytes {
     pub len: usize,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next output allocation on this thread fails as if
+    /// out of memory.
+    pub(crate) static FAIL_NEXT_OUTPUT: std::cell::Cell<bool> =
+        const { std::cell::Cell::new(false) };
+}
+
 /// Bytes before `ptr` holding the allocation size (keeps `ptr` 16-aligned).
 const HEADER: usize = 16;
 const ALIGN: usize = 16;
@@ -39,6 +47,14 @@ impl rk_bytes {
             .map_err(|_| FfiError::new(rk_status::Internal, "output too large"))?;
         // SAFETY: `layout` has a nonzero size.
         let base = unsafe { alloc(layout) };
+        #[cfg(test)]
+        let base = if FAIL_NEXT_OUTPUT.with(|f| f.replace(false)) {
+            // SAFETY: allocated just above with this layout.
+            unsafe { dealloc(base, layout) };
+            std::ptr::null_mut()
+        } else {
+            base
+        };
         if base.is_null() {
             return Err(FfiError::new(
                 rk_status::Internal,

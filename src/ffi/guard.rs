@@ -286,7 +286,8 @@ unsafe fn tag_of<H: Handle>(ptr: *const H) -> Option<u64> {
 ///
 /// # Safety
 /// Unless NULL, `ptr` must be a live handle made by this library (a live
-/// handle of another type is detected and refused).
+/// handle of another type is detected and refused; a freed one is not
+/// reliably detected, see [`free_handle`]).
 pub(crate) unsafe fn handle_ref<'a, H: Handle>(ptr: *const H) -> FfiResult<&'a H::Inner> {
     if ptr.is_null() {
         return Err(FfiError::null(H::NAME));
@@ -309,8 +310,14 @@ pub(crate) fn new_handle<H: Handle>(value: H::Inner) -> *mut H {
 }
 
 /// Frees a handle; NULL is a no-op, and so is a pointer whose tag is not
-/// that of a live handle of this type (a wrong-type free, or a double free
-/// that is detected, leaks rather than corrupting the heap).
+/// that of a live handle of this type (a wrong-type free leaks rather than
+/// corrupting the heap).
+///
+/// A double free or a use after free is NOT reliably detected: the tag is
+/// overwritten with `DEAD_TAG` before the memory is freed, which catches a
+/// second use only while the allocator leaves that memory alone. Once it is
+/// reused (for another handle of the same type, say), a stale pointer reads
+/// a live tag and acts on the new object. Both remain undefined behaviour.
 ///
 /// # Safety
 /// As [`handle_ref`]; after this call the handle must not be used.

@@ -10,7 +10,9 @@
 //! - Handles (`rk_store`, `rk_bundle`, `rk_public_key`,
 //!   `rk_identity_keypair`, `rk_fingerprint`) are opaque, made only by the
 //!   library, and freed exactly once with their `rk_*_free` (NULL is a
-//!   no-op).
+//!   no-op). A live handle of the wrong type is detected (its type tag);
+//!   a use after free or double free is not reliably (see
+//!   `guard::free_handle`).
 //! - Outputs are written only on `RK_STATUS_OK`. Variable-length outputs are
 //!   `rk_bytes`, freed (and zeroized) with `rk_bytes_free`.
 //! - Inputs are borrowed for the call only. NULL with length 0 is an empty

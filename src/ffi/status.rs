@@ -26,9 +26,11 @@ pub enum rk_status {
     InvalidArgument = 101,
     /// A caller buffer is too small for a fixed-size or text output.
     BufferTooSmall = 102,
-    /// A handle is not a live handle of the expected type (wrong type cast,
-    /// or detected as already freed). Detection is best effort: passing a
-    /// freed or foreign pointer is undefined behaviour.
+    /// A handle is not a live handle of the expected type: a live handle of
+    /// another type (always detected), or memory without a live tag (a
+    /// freed handle whose memory was not reused yet). A freed handle whose
+    /// memory was reused is NOT detected: use after free and double free
+    /// are undefined behaviour.
     InvalidHandle = 103,
     /// Key bytes of the wrong length or type, a low-order key, or a public
     /// key that is not canonical (bit 255 set, or u >= 2^255 - 19).

@@ -16,7 +16,7 @@ use super::guard::{
 use super::keys::{rk_identity_keypair, rk_public_key};
 use super::status::rk_status;
 use super::RK_MAX_PREKEYS_PER_CALL;
-use crate::store::ProtocolStore;
+use crate::store::{Committed, ProtocolStore};
 use crate::wire::{PREKEY_TYPE, WHISPER_TYPE};
 
 /// The protocol store of one local device: identity, registration id,
@@ -571,9 +571,12 @@ pub unsafe extern "C" fn rk_store_encrypt(
         let plaintext = unsafe { input_bytes(plaintext, plaintext_len, "plaintext") }?;
         let type_out = out_ptr(type_out, "type_out")?;
         let ciphertext_out = out_ptr(ciphertext_out, "ciphertext_out")?;
-        let message = store.read()?.encrypt(&address, plaintext)?;
-        let message_type = u32::from(message.message_type());
-        let bytes = rk_bytes::from_vec(message.into_bytes())?;
+        // The output is allocated before the sending chain advances: if the
+        // allocation fails, nothing changes and a retry loses no message.
+        let (message_type, bytes) = store.read()?.encrypt_then(&address, plaintext, |m| {
+            let message_type = u32::from(m.message_type());
+            Ok::<_, FfiError>((message_type, rk_bytes::from_vec(m.into_bytes())?))
+        })?;
         type_out.write(message_type);
         ciphertext_out.write(bytes);
         Ok(())
@@ -616,16 +619,32 @@ unsafe fn decrypt(
     if message.is_empty() {
         return Err(FfiError::new(rk_status::InvalidMessage, "message is empty"));
     }
+    // The output is allocated before the session changes: if the
+    // allocation fails, nothing changes and the message decrypts again.
     let plaintext = if message_type == WHISPER_TYPE {
         store
             .read()?
-            .decrypt_message(&address, message, &mut OsRng)?
+            .decrypt_message_then(&address, message, &mut OsRng, rk_bytes::from_vec)?
     } else {
-        store
-            .lock()?
-            .decrypt(&address, message_type, message, &mut OsRng)?
+        // X3DH and the decryption run under the shared lock (other sessions
+        // go on); only the commit takes the exclusive lock. If this address's
+        // session changed in between, both run again under the exclusive
+        // lock (only a message that decrypts gets that far).
+        let opened = store
+            .read()?
+            .open_prekey_message(&address, message, &mut OsRng)?;
+        let mut exclusive = store.lock()?;
+        match exclusive.commit_prekey_message(opened, rk_bytes::from_vec)? {
+            Committed::Done(plaintext) => plaintext,
+            Committed::Stale => exclusive.decrypt_prekey_message_then(
+                &address,
+                message,
+                &mut OsRng,
+                rk_bytes::from_vec,
+            )?,
+        }
     };
-    out.write(rk_bytes::from_vec(plaintext)?);
+    out.write(plaintext);
     Ok(())
 }
 
@@ -645,7 +664,11 @@ unsafe fn decrypt(
 /// store is unchanged.
 /// Thread safety: any thread. Whisper messages are decrypted under the
 /// store's shared lock and their session's own lock, so different sessions
-/// decrypt in parallel; prekey messages take the store's exclusive lock.
+/// decrypt in parallel. Prekey messages run X3DH and decrypt under the
+/// shared lock too, and take the store's exclusive lock only to apply the
+/// result (a new session, the one-time prekey deleted), so a forged prekey
+/// message does not hold up other sessions. The output buffer is allocated
+/// before anything changes.
 ///
 /// # Safety
 /// `store` must be NULL or a live `rk_store`; `name` must be NULL or a
@@ -876,7 +899,9 @@ pub unsafe extern "C" fn rk_store_safety_number(
 ///
 /// Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
 /// `RK_STATUS_POISONED`.
-/// Thread safety: any thread (the store is locked for the call).
+/// Thread safety: any thread. The bytes are a point-in-time snapshot: the
+/// call holds the store's shared lock and every session's lock (waiting for
+/// encrypts and decrypts in flight on other threads) until they are made.
 ///
 /// # Safety
 /// `store` must be NULL or a live `rk_store`; `saved_out` must be writable.
@@ -930,7 +955,8 @@ pub unsafe extern "C" fn rk_store_restore(
 ///
 /// Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
 /// `RK_STATUS_INVALID_KEY` (`key_len` not 32), `RK_STATUS_POISONED`.
-/// Thread safety: any thread (the store is locked for the call).
+/// Thread safety: any thread; a point-in-time snapshot, as
+/// `rk_store_save`.
 ///
 /// # Safety
 /// `store` must be NULL or a live `rk_store`; `key` must point to `key_len`

@@ -517,3 +517,102 @@ fn rk_bytes_are_nul_terminated_and_never_null() {
     );
     unsafe { rk_store_free(store) };
 }
+
+/// Issue 14, item 6: a failed output allocation (status 900) leaves the
+/// session as it was, so a retry sends under the same counter and the
+/// message is neither lost nor a duplicate; the same for decryption of both
+/// message types.
+#[test]
+fn failed_output_allocation_changes_nothing() {
+    let fail_next = || FAIL_NEXT_OUTPUT.with(|f| f.set(true));
+    let (alice, bob, first) = pair();
+    // Decrypt (prekey): the allocation fails, nothing changes, it decrypts again.
+    let before = save(bob);
+    let mut pt = EMPTY;
+    fail_next();
+    let s = unsafe {
+        rk_store_decrypt(
+            bob,
+            c"alice".as_ptr(),
+            1,
+            3,
+            first.as_ptr(),
+            first.len(),
+            &mut pt,
+        )
+    };
+    assert_eq!(s, rk_status::Internal);
+    assert_eq!(save(bob), before);
+    ok(unsafe {
+        rk_store_decrypt(
+            bob,
+            c"alice".as_ptr(),
+            1,
+            3,
+            first.as_ptr(),
+            first.len(),
+            &mut pt,
+        )
+    });
+    assert_eq!(take(std::mem::replace(&mut pt, EMPTY)), b"hi");
+    // Encrypt: the allocation fails, the chain does not advance.
+    let encrypt = |store, name: &CStr, device, text: &[u8]| {
+        let (mut t, mut ct) = (0u32, EMPTY);
+        let s = unsafe {
+            rk_store_encrypt(
+                store,
+                name.as_ptr(),
+                device,
+                text.as_ptr(),
+                text.len(),
+                &mut t,
+                &mut ct,
+            )
+        };
+        (s, t, ct)
+    };
+    let before = save(bob);
+    fail_next();
+    let (s, _, _) = encrypt(bob, c"alice", 1, b"reply");
+    assert_eq!(s, rk_status::Internal);
+    assert_eq!(save(bob), before);
+    let (s, t, ct) = encrypt(bob, c"alice", 1, b"reply");
+    ok(s);
+    assert_eq!(t, RK_MESSAGE_TYPE_WHISPER);
+    let reply = take(ct);
+    // Decrypt (whisper): the allocation fails, nothing changes.
+    let before = save(alice);
+    fail_next();
+    let s = unsafe {
+        rk_store_decrypt(
+            alice,
+            c"bob".as_ptr(),
+            2,
+            2,
+            reply.as_ptr(),
+            reply.len(),
+            &mut pt,
+        )
+    };
+    assert_eq!(s, rk_status::Internal);
+    assert_eq!(save(alice), before);
+    ok(unsafe {
+        rk_store_decrypt(
+            alice,
+            c"bob".as_ptr(),
+            2,
+            2,
+            reply.as_ptr(),
+            reply.len(),
+            &mut pt,
+        )
+    });
+    assert_eq!(take(pt), b"reply");
+    // The retried reply was the first message of Bob's chain: counter 0.
+    let parsed = crate::wire::SignalMessage::deserialize(&reply).unwrap();
+    assert_eq!(parsed.counter(), 0);
+    unsafe {
+        rk_store_free(alice);
+        rk_store_free(bob);
+    }
+}
