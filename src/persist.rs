@@ -12,13 +12,16 @@ use std::collections::{BTreeMap, VecDeque};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
-use crate::keys::{IdentityKeyPair, KeyPair, PrivateKey, PublicKey, MAX_REGISTRATION_ID};
-use crate::prekey::{PreKeyRecord, SignedPreKeyRecord, MAX_PREKEY_ID};
+use crate::keys::{IdentityKeyPair, KeyPair, PrivateKey, PublicKey};
+use crate::prekey::{check_prekey_id, PreKeyRecord, SignedPreKeyRecord};
 use crate::ratchet::{ChainKey, MessageKeySeed, RootKey, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS};
 use crate::session::{
     PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState, MAX_ARCHIVED_STATES,
 };
-use crate::store::{Address, ProtocolStore, SessionCell, TrustMap, MAX_SESSIONS};
+use crate::store::{
+    check_address, check_device_id, check_registration_id, Address, ProtocolStore, SessionCell,
+    TrustMap, MAX_SESSIONS,
+};
 use crate::wire::MESSAGE_VERSION;
 
 const MAGIC: &[u8; 4] = b"RKST";
@@ -292,11 +295,14 @@ fn key32(bytes: &[u8], what: &'static str) -> Result<[u8; 32]> {
     <[u8; 32]>::try_from(bytes).map_err(|_| corrupt(what))
 }
 
+/// Runs one of the checks the store applies when it creates state, as a
+/// check of saved state: the store restores exactly what it can create.
+fn shared(check: Result<()>, what: &'static str) -> Result<()> {
+    check.map_err(|_| corrupt(what))
+}
+
 fn prekey_id(id: u32, what: &'static str) -> Result<u32> {
-    if id == 0 || id > MAX_PREKEY_ID {
-        return Err(corrupt(what));
-    }
-    Ok(id)
+    check_prekey_id(id).map_err(|_| corrupt(what))
 }
 
 fn state_from_proto(p: &SessionStateProto) -> Result<SessionState> {
@@ -365,12 +371,11 @@ fn state_from_proto(p: &SessionStateProto) -> Result<SessionState> {
 
 fn from_proto(p: &StoreProto) -> Result<ProtocolStore> {
     let identity = IdentityKeyPair::from_private_key(private(&p.identity_private, "identity key")?);
-    if !(1..=MAX_REGISTRATION_ID).contains(&p.registration_id) {
-        return Err(corrupt("registration id out of range"));
-    }
-    if p.device_id == 0 {
-        return Err(corrupt("device id is 0"));
-    }
+    shared(
+        check_registration_id(p.registration_id),
+        "registration id out of range",
+    )?;
+    shared(check_device_id(p.device_id), "device id is 0")?;
     let mut signed_prekeys = BTreeMap::new();
     for s in &p.signed_prekeys {
         let id = prekey_id(s.id, "signed prekey id")?;
@@ -406,9 +411,8 @@ fn from_proto(p: &StoreProto) -> Result<ProtocolStore> {
     }
     let mut sessions = BTreeMap::new();
     for e in &p.sessions {
-        if e.device_id == 0 {
-            return Err(corrupt("session device id is 0"));
-        }
+        let address = Address::new(e.name.clone(), e.device_id);
+        shared(check_address(&address), "session device id is 0")?;
         if e.previous.len() > MAX_ARCHIVED_STATES {
             return Err(corrupt("more than 40 archived session states"));
         }
@@ -423,13 +427,7 @@ fn from_proto(p: &StoreProto) -> Result<ProtocolStore> {
                 .map(state_from_proto)
                 .collect::<Result<VecDeque<_>>>()?,
         };
-        if sessions
-            .insert(
-                Address::new(e.name.clone(), e.device_id),
-                SessionCell::new(record),
-            )
-            .is_some()
-        {
+        if sessions.insert(address, SessionCell::new(record)).is_some() {
             return Err(corrupt("duplicate session address"));
         }
     }

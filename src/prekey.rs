@@ -114,17 +114,9 @@ impl PreKeyBundle {
         signed_pre_key_signature: &[u8],
         pre_key: Option<(u32, PublicKey)>,
     ) -> Result<Self> {
-        if device_id == 0 {
-            return Err(Error::InvalidBundle("device id must be at least 1"));
-        }
-        check_prekey_id(signed_pre_key_id)
-            .map_err(|_| Error::InvalidBundle("signed prekey id out of range"))?;
-        if let Some((id, _)) = pre_key {
-            check_prekey_id(id).map_err(|_| Error::InvalidBundle("prekey id out of range"))?;
-        }
         let signed_pre_key_signature = <[u8; SIGNATURE_LEN]>::try_from(signed_pre_key_signature)
             .map_err(|_| Error::InvalidBundle("signed prekey signature must be 64 bytes"))?;
-        Ok(PreKeyBundle {
+        let bundle = PreKeyBundle {
             registration_id,
             device_id,
             identity_key,
@@ -132,7 +124,27 @@ impl PreKeyBundle {
             signed_pre_key,
             signed_pre_key_signature,
             pre_key,
-        })
+        };
+        bundle.validate()?;
+        Ok(bundle)
+    }
+
+    /// Checks the ids and ranges of a bundle's fields (not the signature).
+    /// The one check for bundles however they were made — [`new`](Self::new),
+    /// [`deserialize`](Self::deserialize), or public fields set directly —
+    /// which [`ProtocolStore::process_bundle`](crate::ProtocolStore::process_bundle)
+    /// runs again, so that no bundle makes session state that a saved store
+    /// could not restore.
+    pub fn validate(&self) -> Result<()> {
+        if self.device_id == 0 {
+            return Err(Error::InvalidBundle("device id must be at least 1"));
+        }
+        check_prekey_id(self.signed_pre_key_id)
+            .map_err(|_| Error::InvalidBundle("signed prekey id out of range"))?;
+        if let Some((id, _)) = self.pre_key {
+            check_prekey_id(id).map_err(|_| Error::InvalidBundle("prekey id out of range"))?;
+        }
+        Ok(())
     }
 
     /// Serializes the bundle (format version 1, see the module docs).

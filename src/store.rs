@@ -190,13 +190,31 @@ pub(crate) enum Committed<T> {
     Stale,
 }
 
-/// Fails unless `address` is one the store can hold (and restore): a device
-/// id of at least 1.
-pub(crate) fn check_address(address: &Address) -> Result<()> {
-    if address.device_id == 0 {
+// The checks below are shared by every path that creates state and by
+// restore (src/persist.rs), so that what the store accepts at run time it
+// restores, and what restore refuses it never creates.
+
+/// Fails unless `registration_id` is in `1..=MAX_REGISTRATION_ID`.
+pub(crate) fn check_registration_id(registration_id: u32) -> Result<()> {
+    if !(1..=crate::keys::MAX_REGISTRATION_ID).contains(&registration_id) {
+        return Err(Error::InvalidArgument(
+            "registration id must be in 1..=16380",
+        ));
+    }
+    Ok(())
+}
+
+/// Fails unless `device_id` is at least 1.
+pub(crate) fn check_device_id(device_id: u32) -> Result<()> {
+    if device_id == 0 {
         return Err(Error::InvalidArgument("device id must be at least 1"));
     }
     Ok(())
+}
+
+/// Fails unless `address` is one the store can hold (and restore).
+pub(crate) fn check_address(address: &Address) -> Result<()> {
+    check_device_id(address.device_id)
 }
 
 /// Fails unless `key` is `trusted`, the identity trusted for `name`, or none
@@ -234,14 +252,8 @@ impl ProtocolStore {
         device_id: u32,
         rng: &mut R,
     ) -> Result<Self> {
-        if !(1..=crate::keys::MAX_REGISTRATION_ID).contains(&registration_id) {
-            return Err(Error::InvalidArgument(
-                "registration id must be in 1..=16380",
-            ));
-        }
-        if device_id == 0 {
-            return Err(Error::InvalidArgument("device id must be at least 1"));
-        }
+        check_registration_id(registration_id)?;
+        check_device_id(device_id)?;
         // Random starting ids, so that ids differ across reinstalls.
         let start = |rng: &mut R| (rng.next_u32() % MAX_PREKEY_ID) + 1;
         Ok(ProtocolStore {
@@ -446,6 +458,7 @@ impl ProtocolStore {
         rng: &mut R,
     ) -> Result<()> {
         check_address(address)?;
+        bundle.validate()?;
         self.check_trust(&address.name, &bundle.identity_key)?;
         self.check_session_limit(address)?;
         let state = x3dh::initiate(&self.identity, self.registration_id, bundle, rng)?;
