@@ -165,6 +165,31 @@ static void test_public_keys(void) {
     EXPECT(rk_public_key_verify_signature(pub, msg, sizeof msg, NULL, 64, &valid), NP);
     EXPECT(rk_public_key_verify_signature(pub, msg, sizeof msg, sig, 64, NULL), NP);
     EXPECT(rk_public_key_verify_signature(NULL, msg, sizeof msg, sig, 64, &valid), NP);
+    /* A public key with bit 255 set (an alias X25519 cannot tell from the
+     * key) and u >= p are refused; a small-order key (u = 0, an Edwards
+     * point of order 2) parses but verifies nothing, not even the forgery
+     * R = identity, s = 0 that satisfies the equation for every message
+     * whose challenge is even (about half of these). */
+    uint8_t alias[RK_PUBLIC_KEY_LEN];
+    memcpy(alias, ser, sizeof alias);
+    alias[32] |= 0x80;
+    EXPECT(rk_public_key_deserialize(alias, sizeof alias, &bad), RK_STATUS_INVALID_KEY);
+    TRUE(strstr(last_err(), "non-canonical") != NULL);
+    uint8_t p_enc[RK_PUBLIC_KEY_LEN] = {0x05, 0xed};
+    memset(p_enc + 2, 0xff, 30);
+    p_enc[32] = 0x7f;
+    EXPECT(rk_public_key_deserialize(p_enc, sizeof p_enc, &bad), RK_STATUS_INVALID_KEY);
+    TRUE(bad == (rk_public_key *)(uintptr_t)0x1);
+    uint8_t zero_key[RK_PUBLIC_KEY_LEN] = {0x05};
+    rk_public_key *low = NULL;
+    CHECK(rk_public_key_deserialize(zero_key, sizeof zero_key, &low));
+    uint8_t forged[RK_SIGNATURE_LEN] = {1};
+    for (uint8_t i = 0; i < 32; i++) {
+        valid = true;
+        CHECK(rk_public_key_verify_signature(low, &i, 1, forged, sizeof forged, &valid));
+        TRUE(!valid);
+    }
+    rk_public_key_free(low);
     EXPECT(rk_identity_keypair_sign(pair, msg, sizeof msg, sig, 63), RK_STATUS_BUFFER_TOO_SMALL);
     EXPECT(rk_identity_keypair_sign(pair, msg, sizeof msg, NULL, 64), NP);
     EXPECT(rk_identity_keypair_sign(NULL, msg, sizeof msg, sig, 64), NP);
