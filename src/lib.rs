@@ -51,6 +51,7 @@ pub mod ffi;
 pub mod fingerprint;
 pub mod keys;
 mod persist;
+mod persist_scan;
 pub mod pickle;
 pub mod prekey;
 pub mod qr;

@@ -266,10 +266,31 @@ impl ProtocolStore {
         if bytes[4] != FORMAT_VERSION {
             return Err(Error::UnsupportedStateVersion(u32::from(bytes[4])));
         }
-        let proto: Zeroizing<StoreProto> = Zeroizing::new(
-            prost::Message::decode(&bytes[5..])
-                .map_err(|_| Error::CorruptState("protobuf does not parse"))?,
-        );
+        let body = &bytes[5..];
+        // Counts, record sizes and the wire format are checked before
+        // anything is decoded, so decoding allocates at most
+        // EXPANSION_BOUND times the input (see persist_scan).
+        let counts = crate::persist_scan::scan_store(body)?;
+        const _: () = assert!(crate::persist_scan::within_bound(
+            &crate::persist_scan::DecodedSizes {
+                entry: size_of::<SessionEntryProto>(),
+                state: size_of::<SessionStateProto>(),
+                chain: size_of::<ReceiverChainProto>(),
+                skipped: size_of::<SkippedKeyProto>(),
+                signed_prekey: size_of::<SignedPreKeyProto>(),
+                prekey: size_of::<PreKeyProto>(),
+                trust: size_of::<TrustProto>(),
+            }
+        ));
+        // Decoded in place, so that whatever was decoded is wiped however
+        // restoring ends; the top-level lists never grow (no copies left).
+        let mut proto = Zeroizing::new(StoreProto::default());
+        proto.signed_prekeys.reserve_exact(counts.signed_prekeys);
+        proto.prekeys.reserve_exact(counts.prekeys);
+        proto.sessions.reserve_exact(counts.sessions);
+        proto.trusted.reserve_exact(counts.trusted);
+        prost::Message::merge(&mut *proto, crate::persist_scan::WipingBuf(body))
+            .map_err(|_| Error::CorruptState("protobuf does not parse"))?;
         from_proto(&proto)
     }
 }
