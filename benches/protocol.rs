@@ -2,21 +2,29 @@
 //! (the "floor"). `make bench` runs them and writes BENCHMARKS.md with each
 //! operation's time, its floor and the ratio (benches/report.py).
 //!
-//! Ids: `op/<operation>` for protocol paths, `floor/<primitive>` for
-//! primitives. The report's table says which primitives make each floor.
+//! Ids: `op/<operation>` for protocol paths (and forged messages),
+//! `floor/<primitive>` for primitives. The report's table says which
+//! primitives make each floor.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
 
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use criterion::{
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode,
+};
 use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
+use ratchetkit::ratchet::MAX_FORWARD_JUMPS;
 use ratchetkit::{
-    Address, CiphertextMessage, Fingerprint, IdentityKeyPair, KeyPair, ProtocolStore,
+    Address, CiphertextMessage, Fingerprint, IdentityKeyPair, KeyPair, PreKeySignalMessage,
+    ProtocolStore, MAX_ARCHIVED_STATES,
 };
 use sha2::{Digest, Sha256, Sha512};
+
+#[path = "../tests/forge/mod.rs"]
+mod forge;
 
 const SIZES: [(usize, &str); 3] = [(100, "100B"), (1024, "1KiB"), (65536, "64KiB")];
 
@@ -202,6 +210,78 @@ fn messages(c: &mut Criterion) {
             )
         })
     });
+    g.finish();
+}
+
+/// Forged messages against the most expensive honest one (issue 14, item
+/// 2), in the same run. Bob holds Alice's current state and 40 archived
+/// ones (Alice started 41 sessions). Honest worst case: Alice turns the
+/// ratchet and Bob gets only the 25,000th message of her new chain (a key
+/// agreement and a walk of 24,999 steps). Forged (any field is free, the
+/// MAC cannot be right): a whisper message of 84 bytes on a new ratchet key
+/// with counter 24,999, the most work a short forged whisper message can
+/// cause (the current state, then one archived state within the budget;
+/// tests/forged_message_cost.rs tries other counters and 1 MiB bodies); a
+/// prekey message with a new base key naming Bob's signed prekey, its inner
+/// message likewise. Each run decrypts on a fresh copy of Bob's store, the
+/// copy made outside the clock.
+fn forged(c: &mut Criterion) {
+    let mut g = c.benchmark_group("op");
+    g.sample_size(10).sampling_mode(SamplingMode::Flat);
+    let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let (a, b) = (Address::new("alice", 1), Address::new("bob", 1));
+    let mut first = None;
+    for _ in 0..=MAX_ARCHIVED_STATES {
+        let bundle = bob.create_bundle(false, 0, &mut OsRng).unwrap();
+        alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
+        let m = alice.encrypt(&b, b"hello").unwrap();
+        deliver(&mut bob, &a, &m);
+        first.get_or_insert_with(|| PreKeySignalMessage::deserialize(m.serialize()).unwrap());
+    }
+    let first = first.unwrap();
+    assert_eq!(
+        bob.session(&a).unwrap().previous_count(),
+        MAX_ARCHIVED_STATES
+    );
+    let r = bob.encrypt(&a, b"hi").unwrap();
+    deliver(&mut alice, &b, &r);
+    let honest = (0..MAX_FORWARD_JUMPS)
+        .map(|_| alice.encrypt(&b, &[0x48; 32]).unwrap())
+        .last()
+        .unwrap();
+    let fresh = || KeyPair::generate(&mut OsRng).public_key;
+    let inner = || forge::signal_message(&fresh(), MAX_FORWARD_JUMPS - 1, 0, &[0x5a; 32], [7; 8]);
+    let whisper = inner();
+    let prekey = forge::prekey_message(
+        first.registration_id(),
+        None,
+        first.signed_pre_key_id(),
+        &fresh(),
+        first.identity_key(),
+        &inner(),
+    );
+    let cases: [(&str, u8, &[u8]); 3] = [
+        ("decrypt_worst_honest", 2, honest.serialize()),
+        ("decrypt_worst_forged_whisper", 2, &whisper),
+        ("decrypt_worst_forged_prekey", 3, &prekey),
+    ];
+    for (name, message_type, bytes) in cases {
+        let honest = name == "decrypt_worst_honest";
+        g.bench_function(name, |bench| {
+            bench.iter_custom(|n| {
+                timed(
+                    n,
+                    || bob.clone(),
+                    |mut bob| {
+                        let result = bob.decrypt(&a, message_type, bytes, &mut OsRng);
+                        assert_eq!(result.is_ok(), honest);
+                        (result, bob)
+                    },
+                )
+            })
+        });
+    }
     g.finish();
 }
 
@@ -424,5 +504,14 @@ fn floor(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, floor, keys, x3dh, messages, persistence, threads);
+criterion_group!(
+    benches,
+    floor,
+    keys,
+    x3dh,
+    messages,
+    forged,
+    persistence,
+    threads
+);
 criterion_main!(benches);

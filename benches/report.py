@@ -62,8 +62,19 @@ ROWS: list[tuple[str, str, list[tuple[str, float]], float | None, float | None]]
     ("one-time prekey generation", "op/prekey_generate", [("floor/keygen", 1)], None, None),
     ("signed prekey generation", "op/signed_prekey_generate",
      [("floor/keygen", 1), ("floor/xeddsa_sign", 1)], None, None),
+    ("honest worst case (24,999 ahead on a new chain)", "op/decrypt_worst_honest",
+     [("floor/chain_step", 24999)] + turn_floor("100B"), None, None),
+    ("forged worst case, whisper (40 archived states)", "op/decrypt_worst_forged_whisper", [], None, None),
+    ("forged prekey message (40 archived states)", "op/decrypt_worst_forged_prekey", [], None, None),
     ("save a store with 100 sessions", "op/save_100_sessions", [], None, None),
     ("restore a store with 100 sessions", "op/restore_100_sessions", [], None, None),
+]
+
+# The honest worst case first: the others are compared to it.
+FORGED = [
+    ("honest worst case (24,999 ahead on a new chain)", "op/decrypt_worst_honest"),
+    ("forged worst case, whisper (new ratchet key, counter 24,999)", "op/decrypt_worst_forged_whisper"),
+    ("forged prekey message (new base key, counter 24,999)", "op/decrypt_worst_forged_prekey"),
 ]
 
 PRIMITIVES = [
@@ -145,6 +156,16 @@ def main() -> int:
     c1, c2 = get("floor/cpu_work_1_thread"), get("floor/cpu_work_2_threads")
     if c1 and c2:
         out.append(f"| machine: pure computation, 2 threads vs 1 (no shared state) | - | {c1 / c2:.2f}x |")
+    # Issue 14, item 2: what a forged message costs the receiver, against
+    # the most expensive honest message, measured in the same run.
+    honest = get("op/decrypt_worst_honest")
+    out.append("")
+    out.append("| decrypt, the sender's address has 40 archived states | us | vs honest worst case (target: at most 3x) |")
+    out.append("|---|---:|---:|")
+    for label, bid in FORGED:
+        t = get(bid)
+        ratio = f"{t / honest:.2f}x" if t and honest else "-"
+        out.append(f"| {label} | {fmt(t) if t else '-'} | {ratio} |")
     native = get("op/roundtrip_100B")
     out.append("")
     out.append("| 100 B round trip (encrypt + decrypt, no DH turn) | us | vs native |")

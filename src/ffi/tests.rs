@@ -616,3 +616,250 @@ fn failed_output_allocation_changes_nothing() {
         rk_store_free(bob);
     }
 }
+
+/// A store handle shared between threads, as C code shares it (`rk_store`
+/// is internally locked).
+#[derive(Clone, Copy)]
+struct SharedStore(*mut rk_store);
+// SAFETY: the store's functions may be called from any thread.
+unsafe impl Send for SharedStore {}
+// SAFETY: as above.
+unsafe impl Sync for SharedStore {}
+impl SharedStore {
+    fn get(self) -> *mut rk_store {
+        self.0
+    }
+}
+
+/// A prekey message as the library writes it (protobuf fields by tag
+/// number, no one-time prekey) around the serialized `inner` message.
+fn forge_prekey_message(
+    registration_id: u32,
+    signed_pre_key_id: u32,
+    base_key: &[u8],
+    identity_key: &[u8],
+    inner: &[u8],
+) -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut out = vec![0x33];
+    for (tag, bytes) in [(2u8, base_key), (3, identity_key), (4, inner)] {
+        out.push((tag << 3) | 2);
+        varint(bytes.len() as u64, &mut out);
+        out.extend_from_slice(bytes);
+    }
+    for (tag, v) in [(5u8, registration_id), (6, signed_pre_key_id)] {
+        out.push(tag << 3);
+        varint(u64::from(v), &mut out);
+    }
+    out
+}
+
+/// Issue 14, item 2: a forged prekey message does not hold up other
+/// sessions. Bob holds Alice's current state and 40 archived ones and a
+/// session with Carol. One thread decrypts forged prekey messages from
+/// "Alice" (fresh base keys, an inner message 24,999 ahead on a new chain
+/// that does not authenticate); another encrypts to Carol meanwhile. No
+/// encrypt may wait longer than 3 honest worst-case decrypts (a genuine
+/// message 24,999 ahead on a new chain) measured here. Before the fix, the
+/// forged message was tried on all 41 states under the store's exclusive
+/// lock (about 0.3 s, 40 honest worst cases) and every encrypt waited.
+#[test]
+fn forged_prekey_messages_do_not_block_other_sessions() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Barrier;
+    use std::time::{Duration, Instant};
+
+    use rand::rngs::OsRng;
+
+    use crate::keys::KeyPair;
+    use crate::ratchet::MAX_FORWARD_JUMPS;
+    use crate::session::MAX_ARCHIVED_STATES;
+    use crate::store::{Address, ProtocolStore};
+    use crate::wire::{PreKeySignalMessage, SignalMessage};
+
+    const FORGED: usize = 8;
+    let (a, b, c) = (
+        Address::new("alice", 1),
+        Address::new("bob", 2),
+        Address::new("carol", 3),
+    );
+    let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let mut bob = ProtocolStore::generate(2, &mut OsRng).unwrap();
+    let mut carol = ProtocolStore::generate(3, &mut OsRng).unwrap();
+    let mut first = None;
+    for _ in 0..=MAX_ARCHIVED_STATES {
+        let bundle = bob.create_bundle(false, 0, &mut OsRng).unwrap();
+        alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
+        let m = alice.encrypt(&b, b"hello").unwrap();
+        bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+            .unwrap();
+        first.get_or_insert_with(|| PreKeySignalMessage::deserialize(m.serialize()).unwrap());
+    }
+    let first = first.unwrap();
+    assert_eq!(
+        bob.session(&a).unwrap().previous_count(),
+        MAX_ARCHIVED_STATES
+    );
+    let bundle = carol.create_bundle(true, 0, &mut OsRng).unwrap();
+    bob.process_bundle(&c, &bundle, &mut OsRng).unwrap();
+    // The honest worst case: Alice turns the ratchet and Bob gets only the
+    // 25,000th message of her new chain.
+    let r = bob.encrypt(&a, b"hi").unwrap();
+    alice
+        .decrypt(&b, r.message_type(), r.serialize(), &mut OsRng)
+        .unwrap();
+    let honest = (0..MAX_FORWARD_JUMPS)
+        .map(|_| alice.encrypt(&b, b"worst").unwrap())
+        .last()
+        .unwrap();
+    let honest = honest.serialize().to_vec();
+    // Forged: the same message with a wrong MAC, wrapped with a fresh base
+    // key, Alice's (public) identity and Bob's signed prekey id.
+    let mut inner = honest.clone();
+    *inner.last_mut().unwrap() ^= 1;
+    let inner = SignalMessage::deserialize(&inner).unwrap();
+    assert_eq!(inner.counter(), MAX_FORWARD_JUMPS - 1);
+    let forged: Vec<Vec<u8>> = (0..FORGED)
+        .map(|_| {
+            forge_prekey_message(
+                first.registration_id(),
+                first.signed_pre_key_id(),
+                &KeyPair::generate(&mut OsRng).public_key.serialize(),
+                &first.identity_key().serialize(),
+                inner.serialize(),
+            )
+        })
+        .collect();
+    let saved = bob.save();
+    let restore = || {
+        let mut s = null_mut();
+        ok(unsafe { rk_store_restore(saved.as_ptr(), saved.len(), &mut s) });
+        s
+    };
+    let decrypt = |store: *mut rk_store, message_type: u32, m: &[u8], pt: &mut rk_bytes| unsafe {
+        rk_store_decrypt(
+            store,
+            c"alice".as_ptr(),
+            1,
+            message_type,
+            m.as_ptr(),
+            m.len(),
+            pt,
+        )
+    };
+
+    // The honest worst case through the C ABI: the fastest of 3.
+    let mut honest_worst = Duration::MAX;
+    for _ in 0..3 {
+        let store = restore();
+        let mut pt = EMPTY;
+        let start = Instant::now();
+        let s = decrypt(store, RK_MESSAGE_TYPE_WHISPER, &honest, &mut pt);
+        honest_worst = honest_worst.min(start.elapsed());
+        ok(s);
+        assert_eq!(take(pt), b"worst");
+        unsafe { rk_store_free(store) };
+    }
+
+    // One attempt: the attacker's thread and Carol's sender start together
+    // on a fresh copy of Bob's store; the sender encrypts until the attacker
+    // is done. Returns each forged decrypt's time, the number of encrypts
+    // and the slowest one.
+    let attempt = || {
+        let victim = SharedStore(restore());
+        let done = AtomicBool::new(false);
+        let start = Barrier::new(2);
+        let (forged_times, (encrypts, max_latency)) = std::thread::scope(|scope| {
+            let attacker = scope.spawn(|| {
+                start.wait();
+                let mut times = Vec::new();
+                for m in &forged {
+                    let mut pt = EMPTY;
+                    let t = Instant::now();
+                    let s = decrypt(victim.get(), RK_MESSAGE_TYPE_PREKEY, m, &mut pt);
+                    times.push(t.elapsed());
+                    assert_eq!(s, rk_status::InvalidMessage, "{}", last_error());
+                    assert_eq!(pt.len, EMPTY.len, "output written on failure");
+                }
+                done.store(true, Ordering::SeqCst);
+                times
+            });
+            let sender = scope.spawn(|| {
+                start.wait();
+                let (mut count, mut max) = (0u64, Duration::ZERO);
+                while !done.load(Ordering::SeqCst) {
+                    let (mut t, mut ct) = (0u32, EMPTY);
+                    let began = Instant::now();
+                    let s = unsafe {
+                        rk_store_encrypt(
+                            victim.get(),
+                            c"carol".as_ptr(),
+                            3,
+                            b"ping".as_ptr(),
+                            4,
+                            &mut t,
+                            &mut ct,
+                        )
+                    };
+                    max = max.max(began.elapsed());
+                    ok(s);
+                    drop(take(ct));
+                    count += 1;
+                }
+                (count, max)
+            });
+            (attacker.join().unwrap(), sender.join().unwrap())
+        });
+        // Nothing of Alice's changed; only Carol's sending chain moved.
+        let expected = restore();
+        for store in [victim.get(), expected] {
+            let mut removed = false;
+            ok(unsafe { rk_store_remove_session(store, c"carol".as_ptr(), 3, &mut removed) });
+            assert!(removed);
+        }
+        assert_eq!(save(victim.get()), save(expected));
+        unsafe {
+            rk_store_free(victim.get());
+            rk_store_free(expected);
+        }
+        assert_eq!(forged_times.len(), FORGED);
+        assert!(encrypts >= 100, "only {encrypts} encrypts ran");
+        (forged_times, encrypts, max_latency)
+    };
+
+    // The bound is on the slowest single encrypt, which a busy machine can
+    // also delay by descheduling the thread: up to 3 attempts, the first
+    // within the bound passes. Blocking behind a forged message (before the
+    // fix) fails every attempt.
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let bound = honest_worst * 3;
+    let mut latencies = Vec::new();
+    for _ in 0..3 {
+        let (forged_times, encrypts, max_latency) = attempt();
+        let slowest_forged = forged_times.iter().max().copied().unwrap_or_default();
+        eprintln!(
+            "C ABI: honest worst-case decrypt {:.2} ms; {FORGED} forged prekey decrypts, \
+             slowest {:.2} ms; {encrypts} encrypts to another address meanwhile, \
+             slowest {:.3} ms",
+            ms(honest_worst),
+            ms(slowest_forged),
+            ms(max_latency)
+        );
+        latencies.push(format!("{:.2} ms", ms(max_latency)));
+        if max_latency < bound {
+            return;
+        }
+    }
+    panic!(
+        "an encrypt to another address waited longer than 3 honest worst-case decrypts \
+         ({:.2} ms) in every attempt: {}",
+        ms(bound),
+        latencies.join(", ")
+    );
+}
