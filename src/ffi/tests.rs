@@ -829,7 +829,6 @@ fn forged_prekey_messages_do_not_block_other_sessions() {
             rk_store_free(expected);
         }
         assert_eq!(forged_times.len(), FORGED);
-        assert!(encrypts >= 100, "only {encrypts} encrypts ran");
         (forged_times, encrypts, max_latency)
     };
 
@@ -853,6 +852,9 @@ fn forged_prekey_messages_do_not_block_other_sessions() {
         );
         latencies.push(format!("{:.2} ms", ms(max_latency)));
         if max_latency < bound {
+            // The sender really ran alongside the forged decrypts (a
+            // starved sender, as before the fix, makes few calls).
+            assert!(encrypts >= 100, "only {encrypts} encrypts ran");
             return;
         }
     }
