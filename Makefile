@@ -283,7 +283,8 @@ clean-c:
 #   make py-venv     build/venv: pip installs ./bindings/python (which runs
 #                    cargo build --release and bundles libratchetkit.so) and
 #                    the pinned test requirements
-#   make py-test     pytest tests/python (includes `python -m build --wheel`)
+#   make py-test     pytest tests/python (includes `python -m build --wheel`,
+#                    and handle races run under valgrind: c-deps installs it)
 #   make py-interop  the Python peer against libsignal (both directions) and
 #                    against the ratchetkit peer
 #   make demo-py     examples/python/chat.py
@@ -301,7 +302,7 @@ py-venv:
 	@echo "== python: pip install ./bindings/python (cargo build --release, bundled library)"
 	$(VENV_PY) -m pip install $(PIP_QUIET) ./bindings/python
 
-py-test: py-venv
+py-test: py-venv c-deps
 	@echo "== python: pytest tests/python"
 	cd tests/python && ../../$(VENV_PY) -m pytest -q -p no:cacheprovider .
 

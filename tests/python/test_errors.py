@@ -65,21 +65,22 @@ def test_invalid_argument() -> None:
         alice.safety_number("bob", b"a", b"b", version=3)
     with expect(rk.InvalidArgumentError):
         name = create_string_buffer(b"\xff\xfe")  # not UTF-8
-        _lib.lib.rk_store_has_session(alice._p(), name, 1, byref(ctypes.c_bool()))
+        with alice._h as store:
+            _lib.lib.rk_store_has_session(store, name, 1, byref(ctypes.c_bool()))
 
 
 def test_buffer_too_small() -> None:
     key = rk.IdentityKeyPair.generate().public_key
     buf = create_string_buffer(10)
-    with expect(rk.BufferTooSmallError) as info:
-        _lib.lib.rk_public_key_serialize(key._p(), buf, len(buf))
+    with expect(rk.BufferTooSmallError) as info, key._h as ptr:
+        _lib.lib.rk_public_key_serialize(ptr, buf, len(buf))
     check_error(info, rk.BufferTooSmallError, 102)
 
 
 def test_invalid_handle() -> None:
     bundle = rk.Store().create_bundle()
-    wrong = ctypes.cast(bundle._p(), _lib.StoreP)  # a bundle where a store belongs
-    with expect(rk.InvalidHandleError) as info:
+    with expect(rk.InvalidHandleError) as info, bundle._h as ptr:
+        wrong = ctypes.cast(ptr, _lib.StoreP)  # a bundle where a store belongs
         _lib.lib.rk_store_registration_id(wrong, byref(c_uint32()))
     check_error(info, rk.InvalidHandleError, 103)
     assert bundle.device_id == 1  # the bundle itself is fine
@@ -87,8 +88,8 @@ def test_invalid_handle() -> None:
 
 def test_ctypes_refuses_handles_of_the_wrong_type() -> None:
     bundle = rk.Store().create_bundle()
-    with pytest.raises(ctypes.ArgumentError):
-        _lib.lib.rk_store_registration_id(bundle._p(), byref(c_uint32()))
+    with pytest.raises(ctypes.ArgumentError), bundle._h as ptr:
+        _lib.lib.rk_store_registration_id(ptr, byref(c_uint32()))
 
 
 # -- 2xx: bad input ---------------------------------------------------------------

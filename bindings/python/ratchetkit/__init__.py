@@ -6,6 +6,18 @@ library handles, freed by ``close()``, by a ``with`` block, or when garbage
 collected; bytes go in and out; every failure raises a subclass of
 :class:`RatchetkitError`, one per C status.
 
+Closing an object while other threads are inside calls on it (or on calls
+taking it as an argument) is safe: the handle is freed only once no call
+uses it, by the last running call if need be, and calls made after the
+close raise ``ValueError``. At interpreter exit, a handle that a daemon
+thread is still using is left allocated.
+
+Secrets in Python memory: the library wipes its own copies, Python cannot.
+Plaintexts, saved state and private key bytes come back as immutable
+``bytes``; a key or plaintext passed as a ``bytearray`` or ``memoryview`` is
+copied into ``bytes`` before the call, so wiping the caller's buffer later
+does not wipe that copy. Such copies stay in memory until Python reuses it.
+
 >>> import ratchetkit
 >>> alice, bob = ratchetkit.Store(), ratchetkit.Store()
 >>> published = bob.create_bundle().serialize()          # bytes, to a server

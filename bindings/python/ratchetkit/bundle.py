@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from ctypes import byref, c_bool, c_uint32, create_string_buffer
 from typing import NamedTuple, Optional
 
@@ -10,6 +11,9 @@ from ._lib import BundleP, PublicKeyP, as_bytes, lib, rk_bytes, take_bytes
 from .identity import SIGNATURE_LEN, PublicKey
 
 __all__ = ["Bundle", "PreKey"]
+
+#: Stands for an absent optional handle argument (a NULL pointer).
+_NO_HANDLE = nullcontext(None)
 
 
 class PreKey(NamedTuple):
@@ -51,24 +55,23 @@ class Bundle(Handle):
         bytes.
         """
         signature = as_bytes(signed_prekey_signature, "signature")
-        if prekey is None:
-            prekey_id, prekey_ptr = 0, None
-        else:
-            prekey_id, key = prekey
-            prekey_ptr = key._p()
+        prekey_id, prekey_key = (0, None) if prekey is None else prekey
         ptr = BundleP()
-        lib.rk_bundle_new(
-            registration_id,
-            device_id,
-            identity_key._p(),
-            signed_prekey_id,
-            signed_prekey._p(),
-            signature,
-            len(signature),
-            prekey_id,
-            prekey_ptr,
-            byref(ptr),
-        )
+        with identity_key._h as identity, signed_prekey._h as signed, (
+            _NO_HANDLE if prekey_key is None else prekey_key._h
+        ) as one_time:
+            lib.rk_bundle_new(
+                registration_id,
+                device_id,
+                identity,
+                signed_prekey_id,
+                signed,
+                signature,
+                len(signature),
+                prekey_id,
+                one_time,
+                byref(ptr),
+            )
         self._adopt(ptr)
 
     @classmethod
@@ -86,14 +89,16 @@ class Bundle(Handle):
     def serialize(self) -> bytes:
         """The bundle as bytes (format version 1), for :meth:`from_bytes`."""
         out = rk_bytes()
-        lib.rk_bundle_serialize(self._p(), byref(out))
+        with self._h as bundle:
+            lib.rk_bundle_serialize(bundle, byref(out))
         return take_bytes(out)
 
     __bytes__ = serialize
 
     def _u32(self, func: object) -> int:
         value = c_uint32()
-        func(self._p(), byref(value))  # type: ignore[operator]
+        with self._h as bundle:
+            func(bundle, byref(value))  # type: ignore[operator]
         return value.value
 
     @property
@@ -115,21 +120,24 @@ class Bundle(Handle):
     def identity_key(self) -> PublicKey:
         """The owner's identity key."""
         ptr = PublicKeyP()
-        lib.rk_bundle_identity_key(self._p(), byref(ptr))
+        with self._h as bundle:
+            lib.rk_bundle_identity_key(bundle, byref(ptr))
         return PublicKey._wrap(ptr)
 
     @property
     def signed_prekey(self) -> PublicKey:
         """The signed prekey."""
         ptr = PublicKeyP()
-        lib.rk_bundle_signed_prekey(self._p(), byref(ptr))
+        with self._h as bundle:
+            lib.rk_bundle_signed_prekey(bundle, byref(ptr))
         return PublicKey._wrap(ptr)
 
     @property
     def signed_prekey_signature(self) -> bytes:
         """The signed prekey's 64-byte XEdDSA signature."""
         buf = create_string_buffer(SIGNATURE_LEN)
-        lib.rk_bundle_signed_prekey_signature(self._p(), buf, SIGNATURE_LEN)
+        with self._h as bundle:
+            lib.rk_bundle_signed_prekey_signature(bundle, buf, SIGNATURE_LEN)
         return buf.raw
 
     @property
@@ -138,7 +146,8 @@ class Bundle(Handle):
         has = c_bool()
         prekey_id = c_uint32()
         ptr = PublicKeyP()
-        lib.rk_bundle_prekey(self._p(), byref(has), byref(prekey_id), byref(ptr))
+        with self._h as bundle:
+            lib.rk_bundle_prekey(bundle, byref(has), byref(prekey_id), byref(ptr))
         if not has.value:
             return None
         return PreKey(prekey_id.value, PublicKey._wrap(ptr))
@@ -146,11 +155,12 @@ class Bundle(Handle):
     def verify_signature(self) -> bool:
         """Whether the signed prekey's signature verifies under the identity key."""
         valid = c_bool()
-        lib.rk_bundle_verify_signature(self._p(), byref(valid))
+        with self._h as bundle:
+            lib.rk_bundle_verify_signature(bundle, byref(valid))
         return valid.value
 
     def __repr__(self) -> str:
-        if self._ptr is None:
+        if self.closed:
             return "<Bundle (closed)>"
         prekey = self.prekey
         return (

@@ -53,24 +53,26 @@ class Fingerprint(Handle):
         local_id = as_bytes(local_id, "local_id")
         remote_id = as_bytes(remote_id, "remote_id")
         ptr = FingerprintP()
-        lib.rk_fingerprint_new(
-            version,
-            iterations,
-            local_id,
-            len(local_id),
-            local_key._p(),
-            remote_id,
-            len(remote_id),
-            remote_key._p(),
-            byref(ptr),
-        )
+        with local_key._h as local, remote_key._h as remote:
+            lib.rk_fingerprint_new(
+                version,
+                iterations,
+                local_id,
+                len(local_id),
+                local,
+                remote_id,
+                len(remote_id),
+                remote,
+                byref(ptr),
+            )
         self._adopt(ptr)
 
     @property
     def displayable(self) -> str:
         """The 60-digit safety number, the same on both sides."""
         buf = create_string_buffer(SAFETY_NUMBER_LEN + 1)
-        lib.rk_fingerprint_displayable(self._p(), buf, len(buf))
+        with self._h as fingerprint:
+            lib.rk_fingerprint_displayable(fingerprint, buf, len(buf))
         return buf.value.decode("ascii")
 
     def formatted(self, separator: str = " ") -> str:
@@ -82,7 +84,8 @@ class Fingerprint(Handle):
     def scannable(self) -> bytes:
         """The scannable form: the bytes the QR code carries."""
         out = rk_bytes()
-        lib.rk_fingerprint_scannable(self._p(), byref(out))
+        with self._h as fingerprint:
+            lib.rk_fingerprint_scannable(fingerprint, byref(out))
         return take_bytes(out)
 
     def compare(self, theirs: bytes) -> bool:
@@ -95,13 +98,15 @@ class Fingerprint(Handle):
         """
         theirs = as_bytes(theirs, "scannable fingerprint")
         matches = c_bool()
-        lib.rk_fingerprint_compare(self._p(), theirs, len(theirs), byref(matches))
+        with self._h as fingerprint:
+            lib.rk_fingerprint_compare(fingerprint, theirs, len(theirs), byref(matches))
         return matches.value
 
     def qr_svg(self) -> str:
         """The scannable form as a QR code in an SVG document."""
         out = rk_bytes()
-        lib.rk_fingerprint_qr_svg(self._p(), byref(out))
+        with self._h as fingerprint:
+            lib.rk_fingerprint_qr_svg(fingerprint, byref(out))
         return take_bytes(out).decode("utf-8")
 
     def qr_text(self) -> str:
@@ -112,13 +117,14 @@ class Fingerprint(Handle):
         background.
         """
         out = rk_bytes()
-        lib.rk_fingerprint_qr_text(self._p(), byref(out))
+        with self._h as fingerprint:
+            lib.rk_fingerprint_qr_text(fingerprint, byref(out))
         return take_bytes(out).decode("utf-8")
 
     def __str__(self) -> str:
         return self.displayable
 
     def __repr__(self) -> str:
-        if self._ptr is None:
+        if self.closed:
             return "<Fingerprint (closed)>"
         return f"<Fingerprint {self.formatted()}>"

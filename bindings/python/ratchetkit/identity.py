@@ -57,10 +57,11 @@ class PublicKey(Handle):
         raw = self._raw
         if raw is None:
             buf = create_string_buffer(PUBLIC_KEY_LEN)
-            lib.rk_public_key_serialize(self._p(), buf, PUBLIC_KEY_LEN)
+            with self._h as key:
+                lib.rk_public_key_serialize(key, buf, PUBLIC_KEY_LEN)
             raw = self._raw = buf.raw
         else:
-            self._p()
+            self._check_open()
         return raw
 
     __bytes__ = serialize
@@ -70,23 +71,25 @@ class PublicKey(Handle):
         message = as_bytes(message, "message")
         signature = as_bytes(signature, "signature")
         valid = c_bool()
-        lib.rk_public_key_verify_signature(
-            self._p(), message, len(message), signature, len(signature), byref(valid)
-        )
+        with self._h as key:
+            lib.rk_public_key_verify_signature(
+                key, message, len(message), signature, len(signature), byref(valid)
+            )
         return valid.value
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PublicKey):
             return NotImplemented
         equal = c_bool()
-        lib.rk_public_key_equals(self._p(), other._p(), byref(equal))
+        with self._h as key, other._h as other_key:
+            lib.rk_public_key_equals(key, other_key, byref(equal))
         return equal.value
 
     def __hash__(self) -> int:
         return hash(self.serialize())
 
     def __repr__(self) -> str:
-        if self._ptr is None:
+        if self.closed:
             return "<PublicKey (closed)>"
         return f"PublicKey({self.serialize().hex()})"
 
@@ -120,24 +123,27 @@ class IdentityKeyPair(Handle):
     def private_bytes(self) -> bytes:
         """The 32 private key bytes: a secret (Python cannot zeroize the copy)."""
         out = rk_bytes()
-        lib.rk_identity_keypair_serialize(self._p(), byref(out))
+        with self._h as pair:
+            lib.rk_identity_keypair_serialize(pair, byref(out))
         return take_bytes(out)
 
     @property
     def public_key(self) -> PublicKey:
         """The public identity key."""
         ptr = PublicKeyP()
-        lib.rk_identity_keypair_public_key(self._p(), byref(ptr))
+        with self._h as pair:
+            lib.rk_identity_keypair_public_key(pair, byref(ptr))
         return PublicKey._wrap(ptr)
 
     def sign(self, message: bytes) -> bytes:
         """A 64-byte XEdDSA signature of ``message`` (randomized)."""
         message = as_bytes(message, "message")
         buf = create_string_buffer(SIGNATURE_LEN)
-        lib.rk_identity_keypair_sign(self._p(), message, len(message), buf, SIGNATURE_LEN)
+        with self._h as pair:
+            lib.rk_identity_keypair_sign(pair, message, len(message), buf, SIGNATURE_LEN)
         return buf.raw
 
     def __repr__(self) -> str:
-        if self._ptr is None:
+        if self.closed:
             return "<IdentityKeyPair (closed)>"
         return f"<IdentityKeyPair public={self.public_key.serialize().hex()}>"

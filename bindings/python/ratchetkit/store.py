@@ -92,10 +92,6 @@ def _timestamp(value: Optional[int]) -> int:
     return value
 
 
-def _closed() -> ValueError:
-    return ValueError("Store is closed")
-
-
 # Prebound for the per-message path: declared in _lib.FUNCTIONS, bound
 # without errcheck, status tested inline.
 _encrypt = unchecked("rk_store_encrypt")
@@ -116,7 +112,9 @@ class Store(Handle):
     A store may be used from several threads at once: the library locks it
     for each call, and calls on it serialize (sessions with different
     addresses proceed in parallel inside the library). Every failing call
-    leaves the store exactly as it was.
+    leaves the store exactly as it was. :meth:`close` may be called while
+    other threads are inside calls: those finish, and the store is freed
+    when the last of them returns (see :class:`ratchetkit._handle.Handle`).
 
     >>> alice, bob = Store(), Store()
     >>> alice.process_bundle("bob", Bundle.from_bytes(bob.create_bundle().serialize()))
@@ -142,13 +140,11 @@ class Store(Handle):
         ``registration_id`` is in 1..16380, ``device_id`` at least 1
         (:class:`InvalidArgumentError` otherwise).
         """
+        registration_id = _u32(registration_id, "registration_id")
+        device_id = _u32(device_id, "device_id")
         ptr = StoreP()
-        lib.rk_store_new_with_identity(
-            identity._p(),
-            _u32(registration_id, "registration_id"),
-            _u32(device_id, "device_id"),
-            byref(ptr),
-        )
+        with identity._h as pair:
+            lib.rk_store_new_with_identity(pair, registration_id, device_id, byref(ptr))
         return cls._wrap(ptr)
 
     @classmethod
@@ -176,14 +172,17 @@ class Store(Handle):
         Without ``key`` the bytes hold private keys in the clear. With a
         32-byte ``key`` (from the platform's keystore) they are encrypted
         and authenticated (XChaCha20-Poly1305); a key of another length
-        raises :class:`InvalidKeyError`.
+        raises :class:`InvalidKeyError`. A ``bytearray`` key is copied into
+        immutable ``bytes`` for the call (Python cannot wipe that copy).
         """
         out = rk_bytes()
         if key is None:
-            lib.rk_store_save(self._p(), byref(out))
+            with self._h as store:
+                lib.rk_store_save(store, byref(out))
         else:
             key = as_bytes(key, "key")
-            lib.rk_store_save_encrypted(self._p(), key, len(key), byref(out))
+            with self._h as store:
+                lib.rk_store_save_encrypted(store, key, len(key), byref(out))
         return take_bytes(out)
 
     # -- identity -----------------------------------------------------------
@@ -192,18 +191,21 @@ class Store(Handle):
     def identity_key(self) -> PublicKey:
         """The local public identity key."""
         ptr = PublicKeyP()
-        lib.rk_store_identity_key(self._p(), byref(ptr))
+        with self._h as store:
+            lib.rk_store_identity_key(store, byref(ptr))
         return PublicKey._wrap(ptr)
 
     def identity_keypair(self) -> IdentityKeyPair:
         """A copy of the local identity key pair (holds the private key)."""
         ptr = IdentityKeyPairP()
-        lib.rk_store_identity_keypair(self._p(), byref(ptr))
+        with self._h as store:
+            lib.rk_store_identity_keypair(store, byref(ptr))
         return IdentityKeyPair._wrap(ptr)
 
     def _read(self, function: Any, value: Union[c_uint32, c_size_t]) -> int:
         """Calls a getter ``function(store, &value)`` and returns the value."""
-        function(self._p(), byref(value))
+        with self._h as store:
+            function(store, byref(value))
         return int(value.value)
 
     @property
@@ -225,18 +227,24 @@ class Store(Handle):
         removed with :meth:`remove_signed_prekey`. ``timestamp_ms`` defaults
         to now.
         """
+        timestamp = _timestamp(timestamp_ms)
         value = c_uint32()
-        lib.rk_store_generate_signed_prekey(self._p(), _timestamp(timestamp_ms), byref(value))
+        with self._h as store:
+            lib.rk_store_generate_signed_prekey(store, timestamp, byref(value))
         return value.value
 
     def remove_signed_prekey(self, prekey_id: int) -> None:
         """Removes an old signed prekey (not the current one)."""
-        lib.rk_store_remove_signed_prekey(self._p(), _u32(prekey_id, "prekey_id"))
+        prekey_id = _u32(prekey_id, "prekey_id")
+        with self._h as store:
+            lib.rk_store_remove_signed_prekey(store, prekey_id)
 
     def generate_prekeys(self, count: int) -> List[PreKey]:
         """Makes ``count`` (at most 10,000) one-time prekeys and returns them for upload."""
+        count = _u32(count, "count")
         out = rk_bytes()
-        lib.rk_store_generate_prekeys(self._p(), _u32(count, "count"), byref(out))
+        with self._h as store:
+            lib.rk_store_generate_prekeys(store, count, byref(out))
         records = take_bytes(out)
         return [
             PreKey(
@@ -260,9 +268,11 @@ class Store(Handle):
         defaults to now). With ``one_time_prekey``, a new one-time prekey is
         made, kept, and put in the bundle (never handed out twice).
         """
-        ptr = BundleP()
+        timestamp = _timestamp(timestamp_ms)
         flag = 1 if one_time_prekey else 0
-        lib.rk_store_create_bundle(self._p(), flag, _timestamp(timestamp_ms), byref(ptr))
+        ptr = BundleP()
+        with self._h as store:
+            lib.rk_store_create_bundle(store, flag, timestamp, byref(ptr))
         return Bundle._wrap(ptr)
 
     # -- sessions -----------------------------------------------------------
@@ -276,18 +286,20 @@ class Store(Handle):
         :class:`UntrustedIdentityError`, a bad signature
         :class:`InvalidSignatureError`.
         """
+        encoded = encode_name(name)
         if device_id is None:
             device_id = bundle.device_id
-        lib.rk_store_process_bundle(
-            self._p(), encode_name(name), _u32(device_id, "device_id"), bundle._p()
-        )
+        device_id = _u32(device_id, "device_id")
+        with self._h as store, bundle._h as bundle_ptr:
+            lib.rk_store_process_bundle(store, encoded, device_id, bundle_ptr)
 
     def has_session(self, name: str, device_id: int = 1) -> bool:
         """Whether :meth:`encrypt` for (``name``, ``device_id``) would find a session."""
+        encoded = encode_name(name)
+        device_id = _u32(device_id, "device_id")
         has = c_bool()
-        lib.rk_store_has_session(
-            self._p(), encode_name(name), _u32(device_id, "device_id"), byref(has)
-        )
+        with self._h as store:
+            lib.rk_store_has_session(store, encoded, device_id, byref(has))
         return has.value
 
     @property
@@ -302,10 +314,11 @@ class Store(Handle):
         The identity trusted for ``name`` stays trusted; a new session starts
         from a bundle or a prekey message as before.
         """
+        encoded = encode_name(name)
+        device_id = _u32(device_id, "device_id")
         removed = c_bool()
-        lib.rk_store_remove_session(
-            self._p(), encode_name(name), _u32(device_id, "device_id"), byref(removed)
-        )
+        with self._h as store:
+            lib.rk_store_remove_session(store, encoded, device_id, byref(removed))
         return removed.value
 
     def encrypt(self, name: str, plaintext: bytes, device_id: int = 1) -> Message:
@@ -315,9 +328,6 @@ class Store(Handle):
         :class:`UntrustedIdentityError` if the session's identity is no
         longer the trusted one.
         """
-        ptr = self._ptr
-        if ptr is None:
-            raise _closed()
         encoded = _NAMES.get(name)
         if encoded is None:
             encoded = encode_name(name)
@@ -327,7 +337,12 @@ class Store(Handle):
             _u32(device_id, "device_id")
         mtype = c_uint32()
         out = rk_bytes()
-        status = _encrypt(ptr, encoded, device_id, plaintext, len(plaintext), mtype, out)
+        h = self._h
+        ptr = h.enter()
+        try:
+            status = _encrypt(ptr, encoded, device_id, plaintext, len(plaintext), mtype, out)
+        finally:
+            h.leave()
         if status:
             raise_status(status)
         try:
@@ -350,11 +365,9 @@ class Store(Handle):
         :class:`InvalidMessageError`, :class:`DuplicateMessageError`,
         :class:`NoSessionError`, :class:`MissingPrekeyError`,
         :class:`UntrustedIdentityError`, :class:`LimitExceededError` (too far
-        ahead) and leaves the store unchanged when it does.
+        ahead) and leaves the store unchanged when it does. The plaintext is
+        immutable ``bytes``, which Python cannot wipe.
         """
-        ptr = self._ptr
-        if ptr is None:
-            raise _closed()
         encoded = _NAMES.get(name)
         if encoded is None:
             encoded = encode_name(name)
@@ -364,7 +377,12 @@ class Store(Handle):
         if device_id != 1:
             _u32(device_id, "device_id")
         out = rk_bytes()
-        status = _decrypt(ptr, encoded, device_id, mtype, body, len(body), out)
+        h = self._h
+        ptr = h.enter()
+        try:
+            status = _decrypt(ptr, encoded, device_id, mtype, body, len(body), out)
+        finally:
+            h.leave()
         if status:
             raise_status(status)
         try:
@@ -374,9 +392,12 @@ class Store(Handle):
             _bytes_free(out)
 
     def _decrypt_typed(self, func: Any, name: str, body: bytes, device_id: int) -> bytes:
+        encoded = encode_name(name)
+        device_id = _u32(device_id, "device_id")
         body = as_bytes(body, "message body")
         out = rk_bytes()
-        func(self._p(), encode_name(name), _u32(device_id, "device_id"), body, len(body), out)
+        with self._h as store:
+            func(store, encoded, device_id, body, len(body), out)
         return take_bytes(out)
 
     def decrypt_prekey_message(self, name: str, body: bytes, device_id: int = 1) -> bytes:
@@ -391,8 +412,10 @@ class Store(Handle):
 
     def trusted_identity(self, name: str) -> PublicKey:
         """The identity key trusted for ``name`` (:class:`NoTrustedIdentityError` if none)."""
+        encoded = encode_name(name)
         ptr = PublicKeyP()
-        lib.rk_store_trusted_identity(self._p(), encode_name(name), byref(ptr))
+        with self._h as store:
+            lib.rk_store_trusted_identity(store, encoded, byref(ptr))
         return PublicKey._wrap(ptr)
 
     def approve_identity(self, name: str, identity_key: PublicKey) -> bool:
@@ -401,10 +424,10 @@ class Store(Handle):
         Call it after the user accepted a changed key (following
         :class:`UntrustedIdentityError`) or verified it out of band.
         """
+        encoded = encode_name(name)
         replaced = c_bool()
-        lib.rk_store_approve_identity(
-            self._p(), encode_name(name), identity_key._p(), byref(replaced)
-        )
+        with self._h as store, identity_key._h as key:
+            lib.rk_store_approve_identity(store, encoded, key, byref(replaced))
         return replaced.value
 
     def safety_number(
@@ -422,23 +445,27 @@ class Store(Handle):
         Raises :class:`NoTrustedIdentityError` for a name with no trusted
         identity.
         """
+        encoded = encode_name(name)
         local_id = as_bytes(local_id, "local_id")
         remote_id = as_bytes(remote_id, "remote_id")
+        iterations = _u32(iterations, "iterations")
+        version = _u32(version, "version")
         ptr = FingerprintP()
-        lib.rk_store_safety_number(
-            self._p(),
-            encode_name(name),
-            local_id,
-            len(local_id),
-            remote_id,
-            len(remote_id),
-            _u32(iterations, "iterations"),
-            _u32(version, "version"),
-            byref(ptr),
-        )
+        with self._h as store:
+            lib.rk_store_safety_number(
+                store,
+                encoded,
+                local_id,
+                len(local_id),
+                remote_id,
+                len(remote_id),
+                iterations,
+                version,
+                byref(ptr),
+            )
         return Fingerprint._wrap(ptr)
 
     def __repr__(self) -> str:
-        if self._ptr is None:
+        if self.closed:
             return "<Store (closed)>"
         return f"<Store registration_id={self.registration_id} device_id={self.device_id}>"
