@@ -9,6 +9,7 @@ PYTHON ?= python3
 SEED ?= 1
 PEER_RK := target/release/ratchetkit-peer
 PEER_LS := node tests/interop/libsignal-peer/peer.js
+PEER_LS090 := node tests/interop/libsignal-peer-090/peer.js
 DRIVER := $(PYTHON) tests/interop/driver.py
 
 .PHONY: all build demo test lint rust-test interop interop-deps bench bench-test
@@ -67,7 +68,7 @@ rust-test:
 # two cores: build about 3.5 min, then 4 rounds of about 1 min.
 .PHONY: fuzz-deps fuzz-short
 CARGO_FUZZ_VERSION := 0.13.2
-FUZZ_TARGETS := parse_message decrypt_whisper decrypt_prekey restore bundle fingerprint ffi
+FUZZ_TARGETS := parse_message decrypt_whisper decrypt_prekey restore bundle fingerprint ffi kem
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 2
 FUZZ := RUSTC_BOOTSTRAP=1 nice -n 19 $(CARGO) fuzz
@@ -91,20 +92,43 @@ fuzz-short: fuzz-deps
 
 interop-deps:
 	cd tests/interop/libsignal-peer && npm ci --no-audit --no-fund
+	cd tests/interop/libsignal-peer-090 && npm ci --no-audit --no-fund
 	$(CARGO) build --release -p ratchetkit-peer
 
-# One driver run: $(1) the label, $(2) alice's peer command, $(3) bob's.
+# One driver run: $(1) the label, $(2) alice's peer command, $(3) bob's,
+# $(4) more driver options (session version, scenario list).
 define interop_pair
 	@echo "== interop: $(1)"
-	$(DRIVER) --seed $(SEED) --alice "$(2)" --bob "$(3)"
+	$(DRIVER) --seed $(SEED) --alice "$(2)" --bob "$(3)" $(4)
 endef
 
-# The four pairs: each must pass every scenario.
+# Scenario sets (driver --list shows every name). Session version 4: the
+# classic scenarios with Kyber bundles, plus the Kyber prekey scenarios; the
+# v3 policy scenarios run only where the pair can start version 3.
+INTEROP_V4 := --session-version 4 --scenarios classic,kyber
+INTEROP_V4_LS_TO_090 := --session-version 4 --scenarios classic,kyber,v3_refused,v3_refused_default
+INTEROP_V4_LS_LS := --session-version 4 --scenarios classic,kyber,v3_refused,v3_accepted
+
+# Session version 3: the four pairs, each must pass every classic scenario.
+# Session version 4: libsignal pairs only for now (they prove the driver and
+# the peers). ratchetkit's v4 pairs join here once ratchetkit-peer speaks
+# protocol 2 with versions [3, 4]; planned, with the same scenario sets:
+#   ratchetkit -> 0.90.0      $(PEER_RK) $(PEER_LS090) $(INTEROP_V4_LS_TO_090)
+#   0.90.0 -> ratchetkit      $(PEER_LS090) $(PEER_RK) $(INTEROP_V4)
+#   ratchetkit -> 0.72.1      $(PEER_RK) $(PEER_LS) $(INTEROP_V4_LS_LS)
+#   0.72.1 -> ratchetkit      $(PEER_LS) $(PEER_RK) $(INTEROP_V4_LS_LS)
+#   ratchetkit <-> ratchetkit $(PEER_RK) $(PEER_RK) $(INTEROP_V4_LS_LS)
 interop: interop-deps
 	$(call interop_pair,ratchetkit -> libsignal,$(PEER_RK),$(PEER_LS))
 	$(call interop_pair,libsignal -> ratchetkit,$(PEER_LS),$(PEER_RK))
 	$(call interop_pair,ratchetkit <-> ratchetkit,$(PEER_RK),$(PEER_RK))
 	$(call interop_pair,libsignal <-> libsignal (proves the driver),$(PEER_LS),$(PEER_LS))
+	$(call interop_pair,v4: libsignal 0.72.1 -> 0.90.0,$(PEER_LS),$(PEER_LS090),$(INTEROP_V4_LS_TO_090))
+	$(call interop_pair,v4: libsignal 0.90.0 -> 0.72.1,$(PEER_LS090),$(PEER_LS),$(INTEROP_V4))
+	$(call interop_pair,v4: libsignal 0.90.0 <-> 0.90.0,$(PEER_LS090),$(PEER_LS090),$(INTEROP_V4))
+	$(call interop_pair,v4: libsignal 0.72.1 <-> 0.72.1,$(PEER_LS),$(PEER_LS),$(INTEROP_V4_LS_LS))
+	@echo "== interop: the PQXDH fixture still verifies with 0.90.0"
+	cd tests/interop/libsignal-peer-090 && node make-v4-fixture.js
 
 # ---- C ABI: shared/static library, header, C and C++ tests and examples ----
 #   make c-test                  everything below (part of `make test`)

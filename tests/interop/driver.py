@@ -48,6 +48,10 @@ class Unsupported(ScenarioFailure):
     """A peer answered `unsupported`."""
 
 
+class CannotRun(ScenarioFailure):
+    """The pair cannot run this scenario (what hello or init said)."""
+
+
 class PeerError(Exception):
     """A peer answered ok=false (with a kind other than `unsupported`)."""
 
@@ -110,6 +114,13 @@ class Peer:
         self.identity_key = b""
         self.registration_id = 0
         self.device_id = 1
+        self.protocol = 1
+        self.versions: list[int] = [3]  # what hello says; protocol 1 means [3]
+        self.default_kyber = "none"  # the kyber kind of bundle() when not given
+        # The session version this peer's session with each name must have
+        # (from processed bundles and decrypted prekey messages); every
+        # message it sends to that name is checked against it.
+        self.session_version: dict[str, int] = {}
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=400)
         self._answers: queue.Queue = queue.Queue()
         try:
@@ -233,10 +244,23 @@ class Peer:
     def hello(self) -> None:
         r = self.request("hello")
         self.impl = str(r.get("implementation", "?"))
-        check(r.get("protocol") == 1, f"{self.role} speaks protocol {r.get('protocol')!r}, not 1")
+        proto = r.get("protocol")
+        check(proto in (1, 2), f"{self.role} speaks protocol {proto!r}, not 1 or 2")
+        self.protocol = proto
+        if proto == 1:
+            check("versions" not in r, f"{self.role}: a protocol-1 peer must not list versions")
+            self.versions = [3]
+        else:
+            v = r.get("versions")
+            check(isinstance(v, list) and v and all(x in KNOWN_VERSIONS for x in v) and len(set(v)) == len(v),
+                  f"{self.role}: hello versions {v!r} is not a non-empty list of 3 and/or 4")
+            self.versions = sorted(v)
 
-    def init(self) -> None:
-        r = self.request("init", name=self.name)
+    def init(self, **opts) -> None:
+        if opts and self.protocol < 2:
+            raise Unsupported(f"unsupported: {self.role} ({self.impl}) speaks protocol 1, which has no init "
+                              f"option {', '.join(sorted(opts))}")
+        r = self.request("init", name=self.name, **opts)
         self.identity_key = unhex(r.get("identity_key"), f"{self.role} init identity_key")
         check_pubkey(self.identity_key, f"{self.role}'s identity key")
         rid = r.get("registration_id")
@@ -244,12 +268,21 @@ class Peer:
               f"{self.role}'s registration id {rid!r} is not in 1..16383")
         self.registration_id = rid
 
-    def bundle(self, one_time_prekey: bool = True, new_signed_prekey: bool = False) -> dict:
+    def bundle(self, one_time_prekey: bool = True, new_signed_prekey: bool = False,
+               kyber: "str | None" = None) -> dict:
+        """kyber: "one_time", "last_resort" or "none"; None: this peer's default
+        for the scenario (none for session version 3, one_time for 4)."""
+        if kyber is None:
+            kyber = self.default_kyber
         opts = {}
         if not one_time_prekey:
             opts["one_time_prekey"] = False
         if new_signed_prekey:
             opts["new_signed_prekey"] = True
+        if kyber != "none":
+            if self.protocol < 2:
+                raise Unsupported(f"unsupported: {self.role} ({self.impl}) speaks protocol 1: no Kyber prekeys")
+            opts["kyber"] = kyber
         b = self.request("bundle", **opts)
         what = f"{self.role}'s bundle"
         check(b.get("registration_id") == self.registration_id,
@@ -268,10 +301,22 @@ class Peer:
         else:
             check("prekey_id" not in b and "prekey" not in b,
                   f"{what}: requested without one-time prekey but has prekey_id/prekey")
+        kyber_fields = ("kyber_prekey_id", "kyber_prekey", "kyber_prekey_signature")
+        if kyber == "none":
+            check(not any(f in b for f in kyber_fields), f"{what}: requested with kyber none but has Kyber fields")
+        else:
+            check(all(f in b for f in kyber_fields), f"{what}: requested with kyber {kyber} but lacks Kyber fields")
+            check_id(b.get("kyber_prekey_id"), f"{what}: kyber_prekey_id")
+            kpk = unhex(b.get("kyber_prekey"), what)
+            check(len(kpk) == KYBER_PUBLIC_KEY_LEN and kpk[0] == 0x08,
+                  f"{what}: kyber_prekey is not a 1569-byte 0x08 key ({kpk[:2].hex()}..., {len(kpk)} bytes)")
+            check(len(unhex(b.get("kyber_prekey_signature"), what)) == 64,
+                  f"{what}: kyber_prekey_signature is not 64 bytes")
         return b
 
     def process_bundle(self, other: "Peer | str", bundle: dict) -> None:
         self.request("process_bundle", peer=peer_name(other), bundle=bundle)
+        self.session_version[peer_name(other)] = bundle_version(bundle)
 
     def has_session(self, other: "Peer | str") -> bool:
         r = self.request("has_session", peer=peer_name(other))
@@ -298,6 +343,11 @@ class Peer:
 
 def peer_name(p: "Peer | str") -> str:
     return p.name if isinstance(p, Peer) else p
+
+
+def bundle_version(bundle: dict) -> int:
+    """The session version a bundle starts: 4 with a Kyber prekey, else 3."""
+    return 4 if "kyber_prekey" in bundle else 3
 
 
 def unhex(value, what: str) -> bytes:
@@ -339,6 +389,7 @@ class Field:
     value: "int | bytes"
     start: int  # offset of the value bytes (varint bytes, or the payload)
     end: int
+    key_start: int = 0  # offset of the field's key (tag) varint
 
 
 def read_varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -360,19 +411,20 @@ def parse_pb(buf: bytes) -> dict[int, Field]:
     fields: dict[int, Field] = {}
     i = 0
     while i < len(buf):
+        key_start = i
         key, i = read_varint(buf, i)
         num, wt = key >> 3, key & 7
         if num == 0:
             raise WireError("field number 0")
         if wt == 0:
             v, j = read_varint(buf, i)
-            fields[num] = Field(num, wt, v, i, j)
+            fields[num] = Field(num, wt, v, i, j, key_start)
             i = j
         elif wt == 2:
             n, j = read_varint(buf, i)
             if j + n > len(buf):
                 raise WireError(f"field {num} overruns the buffer")
-            fields[num] = Field(num, wt, bytes(buf[j:j + n]), j, j + n)
+            fields[num] = Field(num, wt, bytes(buf[j:j + n]), j, j + n, key_start)
             i = j + n
         else:
             raise WireError(f"field {num} has unsupported wire type {wt}")
@@ -399,16 +451,29 @@ class WhisperInfo:
     ciphertext: Field  # offsets relative to the whole SignalMessage
 
 
+# Session versions the driver knows: 3 (X3DH) and 4 (PQXDH).
+KNOWN_VERSIONS = (3, 4)
+KYBER_CIPHERTEXT_LEN = 1569  # type byte 0x08 + 1568
+KYBER_PUBLIC_KEY_LEN = 1569
+
+
+def check_version_byte(b: int, what: str) -> None:
+    if b >> 4 not in KNOWN_VERSIONS:
+        raise WireError(f"{what} version byte 0x{b:02x} (high nibble must be 3 or 4)")
+
+
 def parse_whisper(body: bytes) -> WhisperInfo:
+    """A SignalMessage: version byte, protobuf, 8-byte MAC. Fields 5
+    (pq_ratchet) and 6 (addresses) of newer official libraries are allowed."""
     if len(body) < 1 + 8 + 1:
         raise WireError(f"SignalMessage too short ({len(body)} bytes)")
-    if body[0] >> 4 != 3:
-        raise WireError(f"SignalMessage version byte 0x{body[0]:02x} (high nibble must be 3)")
+    check_version_byte(body[0], "SignalMessage")
     pb = body[1:-8]
     fields = parse_pb(pb)
     for f in fields.values():  # make offsets relative to body
         f.start += 1
         f.end += 1
+        f.key_start += 1
     rk = pb_get(fields, 1, 2, "SignalMessage ratchet_key")
     if len(rk.value) != 33 or rk.value[0] != 0x05:
         raise WireError("SignalMessage ratchet_key is not a 33-byte 0x05 key")
@@ -429,13 +494,14 @@ class PreKeyInfo:
     message: bytes
     inner: WhisperInfo
     message_offset: int  # offset of the inner SignalMessage in the PreKeySignalMessage
+    kyber_pre_key_id: "int | None" = None  # field 7 (version 4)
+    kyber_ciphertext: "Field | None" = None  # field 8 (version 4); offsets relative to the protobuf
 
 
 def parse_prekey(body: bytes) -> PreKeyInfo:
     if len(body) < 2:
         raise WireError("PreKeySignalMessage too short")
-    if body[0] >> 4 != 3:
-        raise WireError(f"PreKeySignalMessage version byte 0x{body[0]:02x} (high nibble must be 3)")
+    check_version_byte(body[0], "PreKeySignalMessage")
     fields = parse_pb(body[1:])
     rid = pb_get(fields, 5, 0, "PreKeySignalMessage registration_id", required=False)
     pkid = pb_get(fields, 1, 0, "PreKeySignalMessage pre_key_id", required=False)
@@ -446,9 +512,21 @@ def parse_prekey(body: bytes) -> PreKeyInfo:
     for what, key in (("base_key", base.value), ("identity_key", ik.value)):
         if len(key) != 33 or key[0] != 0x05:
             raise WireError(f"PreKeySignalMessage {what} is not a 33-byte 0x05 key")
+    kid = pb_get(fields, 7, 0, "PreKeySignalMessage kyber_pre_key_id", required=False)
+    kct = pb_get(fields, 8, 2, "PreKeySignalMessage kyber_ciphertext", required=False)
     inner = parse_whisper(msg.value)
     return PreKeyInfo(body[0], rid.value if rid else None, pkid.value if pkid else None,
-                      spkid.value, base.value, ik.value, msg.value, inner, 1 + msg.start)
+                      spkid.value, base.value, ik.value, msg.value, inner, 1 + msg.start,
+                      kid.value if kid else None, kct)
+
+
+def without_fields(body: bytes, nums: set[int]) -> bytes:
+    """A PreKeySignalMessage with the given top-level protobuf fields removed
+    (the version byte and every other field byte for byte as they were)."""
+    pb = body[1:]
+    fields = sorted(parse_pb(pb).values(), key=lambda f: f.key_start)
+    kept = b"".join(pb[f.key_start:f.end] for f in fields if f.num not in nums)
+    return body[:1] + kept
 
 
 # --------------------------------------------------------------------------
@@ -497,7 +575,9 @@ def encrypt(sender: Peer, receiver: Peer, plaintext: bytes, expect_type: "str | 
 
 
 def check_wire(m: Msg) -> None:
-    """Structural checks of what a sender put on the wire."""
+    """Structural checks of what a sender put on the wire, including the
+    session version the sender's session with the receiver must have."""
+    want_version = m.sender.session_version.get(m.receiver.name)
     try:
         if m.type == "prekey":
             info = parse_prekey(m.body)
@@ -508,9 +588,32 @@ def check_wire(m: Msg) -> None:
                                 f"{m.sender.registration_id}")
             if info.pre_key_id == 0:
                 raise WireError("pre_key_id is 0 (must be absent when no one-time prekey was used)")
+            if info.version >> 4 != info.inner.version >> 4:
+                raise WireError(f"version byte 0x{info.version:02x} but the inner SignalMessage has "
+                                f"0x{info.inner.version:02x}")
+            if info.version >> 4 == 4:
+                if info.version != 0x44:
+                    raise WireError(f"version byte 0x{info.version:02x}, expected 0x44")
+                if info.kyber_pre_key_id is None or info.kyber_ciphertext is None:
+                    raise WireError("a version-4 PreKeySignalMessage without kyber_pre_key_id (7) "
+                                    "and kyber_ciphertext (8)")
+                if info.kyber_pre_key_id == 0:
+                    raise WireError("kyber_pre_key_id is 0")
+                ct = info.kyber_ciphertext.value
+                if len(ct) != KYBER_CIPHERTEXT_LEN or ct[0] != 0x08:
+                    raise WireError(f"kyber_ciphertext is not 1569 bytes with type byte 0x08 "
+                                    f"({ct[:2].hex()}..., {len(ct)} bytes)")
+            elif info.kyber_pre_key_id is not None or info.kyber_ciphertext is not None:
+                raise WireError("a version-3 PreKeySignalMessage carries Kyber fields (7/8)")
             w = info.inner
+            got = info.version
         else:
             w = parse_whisper(m.body)
+            got = w.version
+            if got >> 4 == 4 and got != 0x44:
+                raise WireError(f"version byte 0x{got:02x}, expected 0x44")
+        if want_version is not None and got >> 4 != want_version:
+            raise WireError(f"version byte 0x{got:02x} in a session of version {want_version}")
         n = len(m.plaintext)
         want = (n // 16 + 1) * 16  # AES-CBC with PKCS#7 padding
         if len(w.ciphertext.value) != want:
@@ -520,8 +623,11 @@ def check_wire(m: Msg) -> None:
         fail(f"{m.label()}: malformed on the wire: {e}")
 
 
-def decrypt_raw(m: Msg, body: "bytes | None" = None, typ: "str | None" = None) -> bytes:
-    r = m.receiver.request("decrypt", peer=m.sender.name, type=typ or m.type,
+def decrypt_raw(m: Msg, body: "bytes | None" = None, typ: "str | None" = None,
+                as_name: "str | None" = None) -> bytes:
+    """The receiver decrypts m (or other bytes in its place), as from the
+    sender's name or from `as_name`."""
+    r = m.receiver.request("decrypt", peer=as_name or m.sender.name, type=typ or m.type,
                            body=(m.body if body is None else body).hex())
     return unhex(r.get("plaintext"), f"{m.receiver.role} decrypt plaintext")
 
@@ -531,6 +637,9 @@ def deliver(m: Msg) -> None:
         pt = decrypt_raw(m)
     except PeerError as e:
         fail(f"{m.label()}: {m.receiver.role} failed to decrypt: {e.kind} ({e.message})")
+    if m.type == "prekey":
+        # the receiver's session with the sender now has the message's version
+        m.receiver.session_version[m.sender.name] = m.body[0] >> 4
     if pt != m.plaintext:
         diff = next((i for i, (x, y) in enumerate(zip(pt, m.plaintext)) if x != y),
                     min(len(pt), len(m.plaintext)))
@@ -543,8 +652,9 @@ def deliver_all(msgs) -> None:
         deliver(m)
 
 
-def expect_decrypt_error(m: Msg, kind: str, what: str, body: "bytes | None" = None) -> None:
-    expect_error(kind, f"{m.label()} {what}", decrypt_raw, m, body)
+def expect_decrypt_error(m: Msg, kind: str, what: str, body: "bytes | None" = None,
+                         as_name: "str | None" = None) -> None:
+    expect_error(kind, f"{m.label()} {what}", decrypt_raw, m, body, as_name=as_name)
 
 
 def random_pt(rng: random.Random, lo: int = 0, hi: int = 2000) -> bytes:
@@ -581,19 +691,48 @@ def establish(rng, w: "World", a: Peer, b: Peer, one_time_prekey: bool = True) -
 
 
 class World:
-    def __init__(self, args, rng: random.Random):
+    """The peers of one scenario run, and what the scenario needs of them.
+
+    `version` is the session version the scenario's sessions use by default
+    (bundles then carry a one-time Kyber prekey when it is 4). `needs` maps
+    a role to the session versions its peer must list in hello (roles not
+    listed need `version`); `refuses_v3` names roles whose peer must *not*
+    list version 3. A peer that falls short makes the scenario fail with
+    "cannot run" as soon as it has said hello. When `version` is 3, every
+    protocol-2 peer is initialized with accept_v3 true unless the scenario
+    says otherwise (a peer that cannot honour it answers `unsupported`)."""
+
+    def __init__(self, args, rng: random.Random, version: int = 3,
+                 needs: "dict[str, set[int]] | None" = None, refuses_v3: "set[str] | None" = None):
         self.args = args
         self.rng = rng
+        self.version = version
+        self.needs = needs or {}
+        self.refuses_v3 = refuses_v3 or set()
         self.peers: list[Peer] = []
 
-    def spawn(self, role: str, name: "str | None" = None, cmd: "str | None" = None) -> Peer:
-        """Start a fresh peer; roles other than alice use the --bob command."""
+    def spawn(self, role: str, name: "str | None" = None, cmd: "str | None" = None, **init_opts) -> Peer:
+        """Start a fresh peer; roles other than alice use the --bob command
+        unless `cmd` says otherwise. init_opts go to init (accept_v3, spqr)."""
         if cmd is None:
             cmd = self.args.alice if role == "alice" else self.args.bob
         p = Peer(role, name or role, cmd, self.args.timeout)
         self.peers.append(p)
         p.hello()
-        p.init()
+        need = self.needs.get(role, {self.version})
+        missing = sorted(need - set(p.versions))
+        if missing:
+            raise CannotRun(f"cannot run: {role} ({p.impl}) does not support session version "
+                            f"{', '.join(map(str, missing))} (hello versions {p.versions})")
+        if role in self.refuses_v3 and 3 in p.versions:
+            raise CannotRun(f"cannot run: {role} ({p.impl}) lists version 3 (hello versions {p.versions}), "
+                            "so whether it refuses version-3 sessions by default is its own choice")
+        p.default_kyber = "one_time" if self.version == 4 else "none"
+        if self.version == 3 and p.protocol >= 2 and "accept_v3" not in init_opts:
+            # version-3 sessions need a responder that accepts version-3
+            # prekey messages; a protocol-2 peer may refuse them by default
+            init_opts["accept_v3"] = True
+        p.init(**init_opts)
         return p
 
     def pair(self) -> tuple[Peer, Peer]:
@@ -620,23 +759,27 @@ class World:
 # scenarios
 
 
-def basic_flow(w: World, init: Peer, resp: Peer, one_time_prekey: bool) -> None:
+def basic_flow(w: World, init: Peer, resp: Peer, one_time_prekey: bool, kyber: "str | None" = None) -> None:
     rng = w.rng
-    bundle = resp.bundle(one_time_prekey=one_time_prekey)
+    bundle = resp.bundle(one_time_prekey=one_time_prekey, kyber=kyber)
     check(not init.has_session(resp), f"{init.role} has a session before process_bundle")
     init.process_bundle(resp, bundle)
     check(init.has_session(resp), f"{init.role} has no session after process_bundle")
 
     first = send(rng, init, resp, 3, "prekey")
-    base_keys = set()
+    base_keys, kyber_cts = set(), set()
     for m in first:
         info = parse_prekey(m.body)
         check(info.pre_key_id == bundle.get("prekey_id"),
               f"{m.label()}: pre_key_id {info.pre_key_id} but the bundle's prekey_id is {bundle.get('prekey_id')}")
         check(info.signed_pre_key_id == bundle["signed_prekey_id"],
               f"{m.label()}: signed_pre_key_id {info.signed_pre_key_id}, bundle has {bundle['signed_prekey_id']}")
+        check(info.kyber_pre_key_id == bundle.get("kyber_prekey_id"),
+              f"{m.label()}: kyber_pre_key_id {info.kyber_pre_key_id}, bundle has {bundle.get('kyber_prekey_id')}")
         base_keys.add(info.base_key)
+        kyber_cts.add(info.kyber_ciphertext.value if info.kyber_ciphertext else None)
     check(len(base_keys) == 1, "the first prekey messages carry different base keys")
+    check(len(kyber_cts) == 1, "the first prekey messages carry different Kyber ciphertexts")
     check([m.counter() for m in first] == [0, 1, 2],
           f"first message counters are {[m.counter() for m in first]}, expected [0, 1, 2]")
     check(not resp.has_session(init), f"{resp.role} has a session before receiving anything")
@@ -863,6 +1006,10 @@ def sc_tamper(w: World) -> None:
         f = fields[num]
         t, where = flip_bit(p.body, 1 + f.start, 1 + f.end, rng, skip_first=True)
         variants.append((f"prekey: {label} u-coordinate bit flipped ({where})", t))
+    if info.kyber_ciphertext is not None:
+        f = info.kyber_ciphertext
+        t, where = flip_bit(p.body, 1 + f.start, 1 + f.end, rng, skip_first=True)
+        variants.append((f"prekey: Kyber ciphertext bit flipped ({where})", t))
     for what, body in variants:
         expect_decrypt_error(p, "invalid_message", what, body=body)
         check(not carol.has_session(a), f"carol has a session after a failed {what}")
@@ -1075,6 +1222,15 @@ def sc_session_state(w: World) -> None:
     bad = dict(bundle)
     bad["signed_prekey"] = bundle["signed_prekey"][2:]  # 32 bytes: no type byte
     expect_error("invalid_key", "bundle with a 32-byte signed prekey", a.process_bundle, b, bad)
+    if "kyber_prekey" in bundle:
+        bad = dict(bundle)
+        sig = bytearray(unhex(bundle["kyber_prekey_signature"], "kyber signature"))
+        sig[rng.randrange(32)] ^= 1 << rng.randrange(8)
+        bad["kyber_prekey_signature"] = bytes(sig).hex()
+        expect_error("invalid_signature", "bundle with a bad Kyber prekey signature", a.process_bundle, b, bad)
+        bad = dict(bundle)
+        bad["kyber_prekey"] = bundle["kyber_prekey"][2:]  # 1568 bytes: no type byte
+        expect_error("invalid_key", "bundle with a 1568-byte Kyber prekey", a.process_bundle, b, bad)
     check(not a.has_session(b), "alice has a session after rejected bundles")
 
     # a newer signed prekey does not invalidate the older one
@@ -1106,7 +1262,186 @@ def sc_session_state(w: World) -> None:
     exchange(rng, b, a)
 
 
-SCENARIOS = [
+# --------------------------------------------------------------------------
+# version-4 scenarios: Kyber prekeys
+
+
+def sc_kyber_one_time_consumed(w: World) -> None:
+    """A one-time Kyber prekey serves one session: a second initiator with
+    the same bundle gets missing_prekey at bob."""
+    rng = w.rng
+    a, b = w.pair()
+    carol = w.spawn("carol", cmd=w.args.alice)  # a second initiator, alice's implementation
+    bundle = b.bundle(one_time_prekey=False, kyber="one_time")
+    a.process_bundle(b, bundle)
+    p1, p2 = send(rng, a, b, 2, "prekey", hi=300)
+    deliver(p1)
+    b.save()  # the used one-time Kyber prekey stays deleted across a restart
+    carol.process_bundle(b, bundle)  # the same bundle: its one-time Kyber prekey is used up at bob
+    q = encrypt(carol, b, random_pt(rng, 0, 300), "prekey")
+    info = parse_prekey(q.body)
+    check(info.kyber_pre_key_id == bundle["kyber_prekey_id"] and info.pre_key_id is None,
+          f"{q.label()}: does not name the bundle's Kyber prekey alone")
+    expect_decrypt_error(q, "missing_prekey", "naming the one-time Kyber prekey alice's session used")
+    check(not b.has_session(carol), "bob has a session with carol after a refused prekey message")
+    deliver(p2)  # alice's next prekey message matches her session's base key: no prekey needed
+    exchange(rng, b, a)
+    # carol with a bundle of her own
+    carol.process_bundle(b, b.bundle(one_time_prekey=False, kyber="one_time"))
+    deliver_all(send(rng, carol, b, 2, "prekey", hi=300))
+    exchange(rng, b, carol)
+    expect_decrypt_error(q, "missing_prekey", "again, after carol has a session of her own")
+    exchange(rng, a, b)
+
+
+def sc_kyber_last_resort_shared(w: World) -> None:
+    """The last-resort Kyber prekey serves several initiators."""
+    rng = w.rng
+    a, b = w.pair()
+    carol = w.spawn("carol", cmd=w.args.alice)
+    b1 = b.bundle(one_time_prekey=False, kyber="last_resort")
+    b2 = b.bundle(one_time_prekey=False, kyber="last_resort")
+    for f in ("kyber_prekey_id", "kyber_prekey", "kyber_prekey_signature"):
+        check(b1[f] == b2[f], f"two last-resort bundles differ in {f}")
+    ot = b.bundle(one_time_prekey=False, kyber="one_time")
+    check(ot["kyber_prekey_id"] != b1["kyber_prekey_id"],
+          "a one-time Kyber prekey has the last-resort key's id")
+    a.process_bundle(b, b1)
+    carol.process_bundle(b, b2)
+    pa = send(rng, a, b, 2, "prekey", hi=300)
+    pc = send(rng, carol, b, 2, "prekey", hi=300)
+    ia, ic = parse_prekey(pa[0].body), parse_prekey(pc[0].body)
+    check(ia.kyber_pre_key_id == ic.kyber_pre_key_id == b1["kyber_prekey_id"],
+          "the prekey messages do not both name the last-resort Kyber prekey")
+    check(ia.base_key != ic.base_key, "alice and carol sent the same base key")
+    deliver_all([pa[0], pc[0], pa[1], pc[1]])
+    check(b.has_session(a) and b.has_session(carol), "bob lacks a session after both prekey messages")
+    exchange(rng, b, a)
+    exchange(rng, b, carol)
+    random_rounds(rng, a, b, 5, "whisper", hi=500)
+    random_rounds(rng, carol, b, 5, "whisper", hi=500)
+    # the one-time Kyber prekey handed out in between is still there
+    a.process_bundle(b, ot)
+    deliver_all(send(rng, a, b, 2, "prekey", hi=300))
+    exchange(rng, b, a)
+    exchange(rng, b, carol)
+
+
+def sc_kyber_last_resort_replay(w: World) -> None:
+    """A repeated last-resort use (same Kyber prekey, signed prekey and base
+    key) that matches no existing session is refused."""
+    rng = w.rng
+    a, b = w.pair()
+    bundle = b.bundle(one_time_prekey=False, kyber="last_resort")
+    a.process_bundle(b, bundle)
+    p1, p2 = send(rng, a, b, 2, "prekey", hi=300)
+    deliver(p1)
+    b.save()  # the record of last-resort uses survives a restart
+    # the same bytes under another name: bob has no session for "mallory",
+    # so only the record of last-resort uses can refuse them
+    expect_decrypt_error(p1, "invalid_message", "delivered again as from mallory (a repeated last-resort use)",
+                         as_name="mallory")
+    check(not b.has_session("mallory"), "bob has a session with mallory after a refused replay")
+    expect_decrypt_error(p2, "invalid_message", "delivered as from mallory (a repeated last-resort use)",
+                         as_name="mallory")
+    deliver(p2)  # for alice it is still fine
+    exchange(rng, b, a)
+    expect_decrypt_error(p1, "invalid_message", "as from mallory after the session advanced", as_name="mallory")
+    expect_decrypt_error(p1, "duplicate_message", "replayed as from alice after the session advanced")
+    check(not b.has_session("mallory"), "bob has a session with mallory after refused replays")
+    # a new base key with the same last-resort key and signed prekey is fine
+    a.process_bundle(b, bundle)
+    deliver_all(send(rng, a, b, 2, "prekey", hi=300))
+    exchange(rng, b, a)
+    expect_decrypt_error(p1, "invalid_message", "as from mallory at the end", as_name="mallory")
+
+
+def sc_kyber_fields_missing(w: World) -> None:
+    """A version-4 prekey message without its Kyber fields is invalid and
+    changes nothing."""
+    rng = w.rng
+    a, b = w.pair()
+    a.process_bundle(b, b.bundle(kyber="one_time"))
+    p = encrypt(a, b, random_pt(rng, 1, 300), "prekey")
+    variants = [
+        ("with kyber_pre_key_id (7) and kyber_ciphertext (8) stripped", {7, 8}),
+        ("with kyber_pre_key_id (7) stripped", {7}),
+        ("with kyber_ciphertext (8) stripped", {8}),
+    ]
+    for what, nums in variants:
+        body = without_fields(p.body, nums)
+        info = parse_prekey(body)
+        check((info.kyber_pre_key_id is None) == (7 in nums) and (info.kyber_ciphertext is None) == (8 in nums)
+              and body[0] == 0x44, f"driver: stripping {sorted(nums)} went wrong")
+        expect_decrypt_error(p, "invalid_message", what, body=body)
+        check(not b.has_session(a), f"bob has a session after a refused message {what}")
+    deliver(p)  # nothing was consumed: the genuine message decrypts
+    exchange(rng, b, a)
+
+
+# --------------------------------------------------------------------------
+# version-3 policy: incoming X3DH prekey messages
+
+
+def v3_refusal_flow(w: World, a: Peer, b: Peer) -> None:
+    rng = w.rng
+    a.process_bundle(b, b.bundle(kyber="none"))  # alice starts X3DH (version 3)
+    p1, p2 = send(rng, a, b, 2, "prekey", hi=300)  # check_wire: version 3, no Kyber fields
+    expect_decrypt_error(p1, "invalid_message", "a version-3 prekey message that would start a session")
+    check(not b.has_session(a), "bob has a session after refusing a version-3 prekey message")
+    expect_decrypt_error(p2, "invalid_message", "a version-3 prekey message that would start a session")
+    # alice starts over with PQXDH; nothing of the refused attempt stands in the way
+    a.process_bundle(b, b.bundle(kyber="one_time"))
+    deliver_all(send(rng, a, b, 2, "prekey", hi=300))
+    exchange(rng, b, a)
+    # still refused: no session of bob's has their base key
+    expect_decrypt_error(p1, "invalid_message", "a version-3 prekey message, after a version-4 session exists")
+    exchange(rng, a, b)
+
+
+def sc_v3_refused(w: World) -> None:
+    """accept_v3 false: an incoming version-3 prekey message is refused."""
+    a = w.spawn("alice")
+    b = w.spawn("bob", accept_v3=False)
+    v3_refusal_flow(w, a, b)
+
+
+def sc_v3_refused_default(w: World) -> None:
+    """A version-4-only peer refuses version-3 prekey messages by default."""
+    a = w.spawn("alice")
+    b = w.spawn("bob")  # no accept_v3: the peer's own default
+    v3_refusal_flow(w, a, b)
+
+
+def sc_v3_accepted(w: World) -> None:
+    """accept_v3 true: a version-3 session starts and works; a version-4
+    session replaces it afterwards."""
+    rng = w.rng
+    a = w.spawn("alice")
+    b = w.spawn("bob", accept_v3=True)
+    basic_flow(w, a, b, one_time_prekey=True, kyber="none")
+    check(a.session_version.get(b.name) == 3 and b.session_version.get(a.name) == 3,
+          "the session is not version 3")
+    a.process_bundle(b, b.bundle(kyber="one_time"))
+    deliver_all(send(rng, a, b, 2, "prekey", hi=300))
+    exchange(rng, b, a, 2, "whisper")
+
+
+# --------------------------------------------------------------------------
+# the scenario table
+
+
+@dataclass
+class Scenario:
+    name: str
+    fn: object
+    group: str  # "classic", "kyber" or "v3policy"
+    version: "int | None" = None  # session version; None: --session-version
+    needs: "dict[str, set[int]] | None" = None  # role -> versions its peer must list
+    refuses_v3: "set[str] | None" = None  # roles whose peer must not list version 3
+
+
+CLASSIC = [
     ("basic", sc_basic),
     ("no_one_time_prekey", sc_no_one_time_prekey),
     ("bob_initiates", sc_bob_initiates),
@@ -1122,6 +1457,40 @@ SCENARIOS = [
     ("session_state", sc_session_state),
 ]
 
+SCENARIOS: list[Scenario] = [Scenario(n, f, "classic") for n, f in CLASSIC] + [
+    Scenario("kyber_one_time_consumed", sc_kyber_one_time_consumed, "kyber", 4),
+    Scenario("kyber_last_resort_shared", sc_kyber_last_resort_shared, "kyber", 4),
+    Scenario("kyber_last_resort_replay", sc_kyber_last_resort_replay, "kyber", 4),
+    Scenario("kyber_fields_missing", sc_kyber_fields_missing, "kyber", 4),
+    Scenario("v3_refused", sc_v3_refused, "v3policy", 4, {"alice": {3, 4}, "bob": {4}}),
+    Scenario("v3_refused_default", sc_v3_refused_default, "v3policy", 4, {"alice": {3, 4}, "bob": {4}}, {"bob"}),
+    Scenario("v3_accepted", sc_v3_accepted, "v3policy", 3, {"alice": {3, 4}, "bob": {3, 4}}),
+]
+
+GROUPS = {
+    "classic": [s.name for s in SCENARIOS if s.group == "classic"],
+    "kyber": [s.name for s in SCENARIOS if s.group == "kyber"],
+    "v3policy": [s.name for s in SCENARIOS if s.group == "v3policy"],
+    "all": [s.name for s in SCENARIOS],
+}
+
+
+def select(spec: str) -> list[Scenario]:
+    """Scenarios named by a comma-separated list of names and groups, in
+    table order. Raises ValueError for an unknown word."""
+    by_name = {s.name: s for s in SCENARIOS}
+    wanted: set[str] = set()
+    for word in (x.strip() for x in spec.split(",")):
+        if not word:
+            continue
+        if word in GROUPS:
+            wanted.update(GROUPS[word])
+        elif word in by_name:
+            wanted.add(word)
+        else:
+            raise ValueError(word)
+    return [s for s in SCENARIOS if s.name in wanted]
+
 
 # --------------------------------------------------------------------------
 # main
@@ -1131,14 +1500,17 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def run_scenario(name: str, fn, args, seed: int) -> bool:
+def run_scenario(sc: Scenario, args, seed: int) -> bool:
+    name = sc.name
     rng = random.Random(f"{seed}:{name}")
     _seq[0] = 0  # message numbers restart in every scenario
-    w = World(args, rng)
+    version = sc.version if sc.version is not None else args.session_version
+    w = World(args, rng, version, sc.needs, sc.refuses_v3)
+    label = f"{name} [v{version}]" if sc.group == "classic" else name
     t0 = time.monotonic()
     ok, reason = False, ""
     try:
-        fn(w)
+        sc.fn(w)
         ok = True
     except ScenarioFailure as e:
         reason = str(e)
@@ -1152,9 +1524,9 @@ def run_scenario(name: str, fn, args, seed: int) -> bool:
         w.close()
     dt = time.monotonic() - t0
     if ok:
-        print(f"PASS {name} ({w.impls()})", flush=True)
+        print(f"PASS {label} ({w.impls()})", flush=True)
     else:
-        print(f"FAIL {name}: {one_line(reason)} ({w.impls()})", flush=True)
+        print(f"FAIL {label}: {one_line(reason)} ({w.impls()})", flush=True)
         for p in w.peers:
             tail = list(p.stderr_tail)[-args.stderr_lines:]
             if tail:
@@ -1168,38 +1540,47 @@ def run_scenario(name: str, fn, args, seed: int) -> bool:
 
 def main(argv=None) -> int:
     global VERBOSE
-    ap = argparse.ArgumentParser(description="Signal-protocol interop scenario driver (peer protocol v1)")
+    ap = argparse.ArgumentParser(description="Signal-protocol interop scenario driver (peer protocol v1 and v2)")
     ap.add_argument("--alice", help="command that starts alice's peer (shell-style)")
     ap.add_argument("--bob", help="command that starts bob's peer (also carol etc.)")
     ap.add_argument("--seed", type=int, default=None, help="seed for all random choices")
-    ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--session-version", type=int, choices=KNOWN_VERSIONS, default=3,
+                    help="session version of the classic scenarios: 3 (X3DH, bundles without Kyber) "
+                         "or 4 (PQXDH, bundles with a one-time Kyber prekey); default 3")
+    ap.add_argument("--scenarios", "--only", dest="scenarios", default="classic",
+                    help="comma-separated scenario names and groups (classic, kyber, v3policy, all); "
+                         "default classic")
     ap.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
     ap.add_argument("--stderr-lines", type=int, default=30, help="peer stderr lines shown on failure")
     ap.add_argument("--verbose", "-v", action="store_true", help="trace requests on stderr")
-    ap.add_argument("--list", action="store_true", help="list scenarios and exit")
+    ap.add_argument("--list", action="store_true", help="list scenarios and groups, then exit")
     args = ap.parse_args(argv)
     VERBOSE = args.verbose
 
     if args.list:
-        for name, fn in SCENARIOS:
-            print(name)
+        for sc in SCENARIOS:
+            if sc.version is None:
+                version = "version: --session-version"
+            elif sc.group == "v3policy":
+                version = "version 3 (sent or refused), then 4"
+            else:
+                version = f"version {sc.version}"
+            print(f"{sc.name:26} {sc.group:9} {version}")
         return 0
     if not args.alice or not args.bob:
         ap.error("--alice and --bob are required")
-    selected = SCENARIOS
-    if args.only:
-        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
-        known = {n for n, _ in SCENARIOS}
-        unknown = [s for s in wanted if s not in known]
-        if unknown:
-            ap.error(f"unknown scenario(s): {', '.join(unknown)} (known: {', '.join(n for n, _ in SCENARIOS)})")
-        selected = [(n, f) for n, f in SCENARIOS if n in wanted]
+    try:
+        selected = select(args.scenarios)
+    except ValueError as e:
+        ap.error(f"unknown scenario or group: {e} (groups: {', '.join(GROUPS)}; --list shows the names)")
+    if not selected:
+        ap.error("--scenarios selects nothing")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     print(f"seed {seed}", flush=True)
 
     passed = failed = 0
-    for name, fn in selected:
-        if run_scenario(name, fn, args, seed):
+    for sc in selected:
+        if run_scenario(sc, args, seed):
             passed += 1
         else:
             failed += 1

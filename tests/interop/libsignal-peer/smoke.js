@@ -85,7 +85,7 @@ async function main() {
   const bob = new Peer('bob');
   try {
     const h = await alice.ok({ op: 'hello' });
-    check('hello', h.implementation === 'libsignal-client 0.72.1 (node)' && h.protocol === 1, h);
+    check('hello', h.implementation === 'libsignal-client 0.72.1 (node)' && h.protocol === 2, h);
 
     const ai = await alice.ok({ op: 'init', name: 'alice' });
     const bi = await bob.ok({ op: 'init', name: 'bob', device_id: 1 });
