@@ -110,19 +110,20 @@ INTEROP_V4_LS_TO_090 := --session-version 4 --scenarios classic,kyber,v3_refused
 INTEROP_V4_LS_LS := --session-version 4 --scenarios classic,kyber,v3_refused,v3_accepted
 
 # Session version 3: the four pairs, each must pass every classic scenario.
-# Session version 4: libsignal pairs only for now (they prove the driver and
-# the peers). ratchetkit's v4 pairs join here once ratchetkit-peer speaks
-# protocol 2 with versions [3, 4]; planned, with the same scenario sets:
-#   ratchetkit -> 0.90.0      $(PEER_RK) $(PEER_LS090) $(INTEROP_V4_LS_TO_090)
-#   0.90.0 -> ratchetkit      $(PEER_LS090) $(PEER_RK) $(INTEROP_V4)
-#   ratchetkit -> 0.72.1      $(PEER_RK) $(PEER_LS) $(INTEROP_V4_LS_LS)
-#   0.72.1 -> ratchetkit      $(PEER_LS) $(PEER_RK) $(INTEROP_V4_LS_LS)
-#   ratchetkit <-> ratchetkit $(PEER_RK) $(PEER_RK) $(INTEROP_V4_LS_LS)
+# Session version 4: ratchetkit against both official versions and itself,
+# and the libsignal pairs (they prove the driver and the peers). The v3
+# policy scenarios run where the initiator can start version 3 (0.90.0
+# cannot; ratchetkit and 0.72.1 can).
 interop: interop-deps
 	$(call interop_pair,ratchetkit -> libsignal,$(PEER_RK),$(PEER_LS))
 	$(call interop_pair,libsignal -> ratchetkit,$(PEER_LS),$(PEER_RK))
 	$(call interop_pair,ratchetkit <-> ratchetkit,$(PEER_RK),$(PEER_RK))
 	$(call interop_pair,libsignal <-> libsignal (proves the driver),$(PEER_LS),$(PEER_LS))
+	$(call interop_pair,v4: ratchetkit -> libsignal 0.90.0,$(PEER_RK),$(PEER_LS090),$(INTEROP_V4_LS_TO_090))
+	$(call interop_pair,v4: libsignal 0.90.0 -> ratchetkit,$(PEER_LS090),$(PEER_RK),$(INTEROP_V4))
+	$(call interop_pair,v4: ratchetkit -> libsignal 0.72.1,$(PEER_RK),$(PEER_LS),$(INTEROP_V4_LS_LS))
+	$(call interop_pair,v4: libsignal 0.72.1 -> ratchetkit,$(PEER_LS),$(PEER_RK),$(INTEROP_V4_LS_LS))
+	$(call interop_pair,v4: ratchetkit <-> ratchetkit,$(PEER_RK),$(PEER_RK),$(INTEROP_V4_LS_LS))
 	$(call interop_pair,v4: libsignal 0.72.1 -> 0.90.0,$(PEER_LS),$(PEER_LS090),$(INTEROP_V4_LS_TO_090))
 	$(call interop_pair,v4: libsignal 0.90.0 -> 0.72.1,$(PEER_LS090),$(PEER_LS),$(INTEROP_V4))
 	$(call interop_pair,v4: libsignal 0.90.0 <-> 0.90.0,$(PEER_LS090),$(PEER_LS090),$(INTEROP_V4))
@@ -309,8 +310,11 @@ clean-c:
 #                    the pinned test requirements
 #   make py-test     pytest tests/python (includes `python -m build --wheel`,
 #                    and handle races run under valgrind: c-deps installs it)
-#   make py-interop  the Python peer against libsignal (both directions) and
-#                    against the ratchetkit peer
+#   make py-interop  the Python peer against libsignal 0.72.1 (both
+#                    directions) and the ratchetkit peer in session version
+#                    3, and in version 4 against libsignal 0.90.0 (both
+#                    directions) and the ratchetkit peer (the scenario sets
+#                    of `make interop`)
 #   make demo-py     examples/python/chat.py
 
 .PHONY: py-venv py-test py-interop demo-py py-bench
@@ -334,6 +338,9 @@ py-interop: py-venv interop-deps
 	$(call interop_pair,python -> libsignal,$(PEER_PY),$(PEER_LS))
 	$(call interop_pair,libsignal -> python,$(PEER_LS),$(PEER_PY))
 	$(call interop_pair,python -> ratchetkit,$(PEER_PY),$(PEER_RK))
+	$(call interop_pair,v4: python -> libsignal 0.90.0,$(PEER_PY),$(PEER_LS090),$(INTEROP_V4_LS_TO_090))
+	$(call interop_pair,v4: libsignal 0.90.0 -> python,$(PEER_LS090),$(PEER_PY),$(INTEROP_V4))
+	$(call interop_pair,v4: python -> ratchetkit,$(PEER_PY),$(PEER_RK),$(INTEROP_V4_LS_LS))
 
 demo-py: py-venv
 	@echo

@@ -5,6 +5,12 @@
 //! Ids: `op/<operation>` for protocol paths (and forged messages),
 //! `floor/<primitive>` for primitives. The report's table says which
 //! primitives make each floor.
+//!
+//! Session versions are explicit: `x3dh_*` rows and the per-message rows
+//! without a suffix run version-3 sessions (bundles without a Kyber prekey,
+//! both stores allowing version 3); `pqxdh_*` rows and the `*_v4` rows run
+//! version-4 (PQXDH) sessions. The other rows use the default bundles
+//! (version 4), as an application does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -14,12 +20,17 @@ use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvI
 use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode,
 };
+use curve25519_dalek::montgomery::MontgomeryPoint;
 use hmac::{Hmac, Mac};
+use libcrux_ml_kem::kyber1024;
 use rand::rngs::OsRng;
+use rand::RngCore;
+use ratchetkit::kem::KemKeyPair;
 use ratchetkit::ratchet::MAX_FORWARD_JUMPS;
+use ratchetkit::store::{BundleRequest, KyberPreKeyKind, SessionPolicy};
 use ratchetkit::{
-    Address, CiphertextMessage, Fingerprint, IdentityKeyPair, KeyPair, PreKeySignalMessage,
-    ProtocolStore, MAX_ARCHIVED_STATES,
+    Address, CiphertextMessage, Fingerprint, IdentityKeyPair, KeyPair, PreKeyBundle,
+    PreKeySignalMessage, ProtocolStore, MAX_ARCHIVED_STATES,
 };
 use sha2::{Digest, Sha256, Sha512};
 
@@ -28,11 +39,66 @@ mod forge;
 
 const SIZES: [(usize, &str); 3] = [(100, "100B"), (1024, "1KiB"), (65536, "64KiB")];
 
-fn alice_bob() -> (ProtocolStore, ProtocolStore, Address, Address) {
-    let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
-    let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
+/// The session version a benchmark runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// X3DH sessions (message version 3).
+    V3,
+    /// PQXDH sessions (message version 4).
+    V4,
+}
+
+impl Version {
+    fn number(self) -> u8 {
+        match self {
+            Version::V3 => 3,
+            Version::V4 => 4,
+        }
+    }
+}
+
+/// A new store. For version 3 it starts and accepts version-3 sessions,
+/// which the default policy refuses.
+fn new_store(version: Version) -> ProtocolStore {
+    let mut store = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    if version == Version::V3 {
+        store.set_policy(SessionPolicy {
+            allow_v3_initiation: true,
+            accept_v3_prekey_messages: true,
+        });
+    }
+    store
+}
+
+/// A bundle of `store`'s. Version 3: no Kyber prekey. Version 4: as
+/// `create_bundle` makes them, a one-time Kyber prekey beside a one-time EC
+/// prekey, the last-resort Kyber prekey otherwise.
+fn bundle(store: &mut ProtocolStore, version: Version, one_time_prekey: bool) -> PreKeyBundle {
+    let kyber = match (version, one_time_prekey) {
+        (Version::V3, _) => KyberPreKeyKind::None,
+        (Version::V4, true) => KyberPreKeyKind::OneTime,
+        (Version::V4, false) => KyberPreKeyKind::LastResort,
+    };
+    let request = BundleRequest {
+        one_time_prekey,
+        kyber,
+        timestamp: 0,
+    };
+    store.create_bundle_with(request, &mut OsRng).unwrap()
+}
+
+/// The version of `store`'s current session with `address`.
+fn session_version(store: &ProtocolStore, address: &Address) -> u8 {
+    store.session(address).unwrap().current().unwrap().version()
+}
+
+/// Alice and Bob with a session of `version` in which both have spoken
+/// (so messages are whisper messages, without a DH turn pending).
+fn alice_bob(version: Version) -> (ProtocolStore, ProtocolStore, Address, Address) {
+    let mut alice = new_store(version);
+    let mut bob = new_store(version);
     let (a, b) = (Address::new("alice", 1), Address::new("bob", 1));
-    let bundle = bob.create_bundle(true, 0, &mut OsRng).unwrap();
+    let bundle = bundle(&mut bob, version, true);
     alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
     let m = alice.encrypt(&b, b"hi").unwrap();
     bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
@@ -41,6 +107,8 @@ fn alice_bob() -> (ProtocolStore, ProtocolStore, Address, Address) {
     alice
         .decrypt(&b, r.message_type(), r.serialize(), &mut OsRng)
         .unwrap();
+    assert_eq!(session_version(&alice, &b), version.number());
+    assert_eq!(session_version(&bob, &a), version.number());
     (alice, bob, a, b)
 }
 
@@ -99,39 +167,94 @@ fn keys(c: &mut Criterion) {
             )
         })
     });
+    g.bench_function("kyber_prekey_generate", |b| {
+        b.iter_custom(|n| {
+            timed(
+                n,
+                || store.clone(),
+                |mut s| {
+                    s.generate_kyber_prekeys(1, 0, &mut OsRng).unwrap();
+                    s
+                },
+            )
+        })
+    });
     g.finish();
 }
 
-fn x3dh(c: &mut Criterion) {
+/// X3DH (version 3) and PQXDH (version 4) side by side: the initiator
+/// (processing a bundle), the responder (decrypting the first prekey
+/// message, 100 B, on a fresh copy of Bob's store) and the full setup (from
+/// processing the bundle to Bob's decrypting Alice's first message, on fresh
+/// copies of both stores). Every run starts from the same stores and the
+/// same bundle; copies, bundles and the initiator's work for a responder
+/// run are made outside the clock, and the stores a run used are dropped
+/// after it.
+fn agreement(c: &mut Criterion) {
     let mut g = c.benchmark_group("op");
-    for (opk, name) in [(true, "with_opk"), (false, "without_opk")] {
-        let alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
-        let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
-        let bundle = bob.create_bundle(opk, 0, &mut OsRng).unwrap();
-        let bob_addr = Address::new("bob", 1);
-        g.bench_function(format!("x3dh_initiator_{name}"), |b| {
+    let (alice_addr, bob_addr) = (Address::new("alice", 1), Address::new("bob", 1));
+    for (version, protocol) in [(Version::V3, "x3dh"), (Version::V4, "pqxdh")] {
+        for (opk, name) in [(true, "with_opk"), (false, "without_opk")] {
+            let alice = new_store(version);
+            let mut bob = new_store(version);
+            let bundle = bundle(&mut bob, version, opk);
+            let first_message = || {
+                let mut a = alice.clone();
+                a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap();
+                a.encrypt(&bob_addr, &[0x55; 100]).unwrap()
+            };
+            // The session and the message are of the version named.
+            let m = first_message();
+            assert_eq!(m.serialize()[0] >> 4, version.number());
+            assert_eq!(
+                PreKeySignalMessage::deserialize(m.serialize())
+                    .unwrap()
+                    .pre_key_id()
+                    .is_some(),
+                opk
+            );
+            let mut b = bob.clone();
+            deliver(&mut b, &alice_addr, &m);
+            assert_eq!(session_version(&b, &alice_addr), version.number());
+            g.bench_function(format!("{protocol}_initiator_{name}"), |b| {
+                b.iter_custom(|n| {
+                    timed(
+                        n,
+                        || alice.clone(),
+                        |mut a| {
+                            a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap();
+                            a
+                        },
+                    )
+                })
+            });
+            g.bench_function(format!("{protocol}_responder_{name}"), |b| {
+                b.iter_custom(|n| {
+                    timed(
+                        n,
+                        || (bob.clone(), first_message()),
+                        |(mut bob, m)| (deliver(&mut bob, &alice_addr, &m), bob),
+                    )
+                })
+            });
+        }
+        // Full setup, with a one-time prekey.
+        let alice = new_store(version);
+        let mut bob = new_store(version);
+        let bundle = bundle(&mut bob, version, true);
+        g.bench_function(format!("{protocol}_full_setup"), |b| {
             b.iter_custom(|n| {
                 timed(
                     n,
-                    || alice.clone(),
-                    |mut a| {
-                        a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap();
-                        a
+                    || (alice.clone(), bob.clone()),
+                    |(mut alice, mut bob)| {
+                        alice
+                            .process_bundle(&bob_addr, &bundle, &mut OsRng)
+                            .unwrap();
+                        let m = alice.encrypt(&bob_addr, &[0x55; 100]).unwrap();
+                        let pt = deliver(&mut bob, &alice_addr, &m);
+                        (pt, m, alice, bob)
                     },
-                )
-            })
-        });
-        let alice_addr = Address::new("alice", 1);
-        g.bench_function(format!("x3dh_responder_{name}"), |b| {
-            b.iter_custom(|n| {
-                timed(
-                    n,
-                    || {
-                        let mut a = alice.clone();
-                        a.process_bundle(&bob_addr, &bundle, &mut OsRng).unwrap();
-                        (bob.clone(), a.encrypt(&bob_addr, &[0x55; 100]).unwrap())
-                    },
-                    |(mut bob, m)| (deliver(&mut bob, &alice_addr, &m), bob),
                 )
             })
         });
@@ -139,52 +262,75 @@ fn x3dh(c: &mut Criterion) {
     g.finish();
 }
 
+/// The per-message paths, version 3 (ids without a suffix) and version 4
+/// (`_v4`, 100 B and 1 KiB) measured one after the other.
 fn messages(c: &mut Criterion) {
     let mut g = c.benchmark_group("op");
     for (size, label) in SIZES {
         let pt = vec![0x42u8; size];
-        let (alice, _, _, b) = alice_bob();
-        g.bench_function(BenchmarkId::new("encrypt", label), |bench| {
-            bench.iter(|| alice.encrypt(&b, &pt).unwrap())
-        });
-        // A fresh pair: the encrypt bench left Bob far behind Alice's chain.
-        let (alice, mut bob, a, b) = alice_bob();
-        // Messages are made in batches outside the timed part and decrypted
-        // in order; the plaintext is freed inside the timed part (as the
-        // AES-CBC floor frees its output), the input message after it.
-        g.bench_function(BenchmarkId::new("decrypt", label), |bench| {
-            bench.iter_batched(
-                || alice.encrypt(&b, &pt).unwrap(),
-                |m| {
-                    drop(deliver(&mut bob, &a, &m));
-                    m
+        let versions: &[(Version, &str)] = if size <= 1024 {
+            &[(Version::V3, ""), (Version::V4, "_v4")]
+        } else {
+            &[(Version::V3, "")]
+        };
+        for &(version, suffix) in versions {
+            let (alice, _, _, b) = alice_bob(version);
+            g.bench_function(
+                BenchmarkId::new(format!("encrypt{suffix}"), label),
+                |bench| bench.iter(|| alice.encrypt(&b, &pt).unwrap()),
+            );
+        }
+        for &(version, suffix) in versions {
+            // A fresh pair: the encrypt bench left Bob far behind Alice's chain.
+            let (alice, mut bob, a, b) = alice_bob(version);
+            // Messages are made in batches outside the timed part and
+            // decrypted in order; the plaintext is freed inside the timed
+            // part (as the AES-CBC floor frees its output), the input message
+            // after it.
+            g.bench_function(
+                BenchmarkId::new(format!("decrypt{suffix}"), label),
+                |bench| {
+                    bench.iter_batched(
+                        || alice.encrypt(&b, &pt).unwrap(),
+                        |m| {
+                            drop(deliver(&mut bob, &a, &m));
+                            m
+                        },
+                        BatchSize::SmallInput,
+                    )
                 },
-                BatchSize::SmallInput,
-            )
-        });
+            );
+        }
         // A DH turn on every message: the two sides strictly alternate, so
-        // every decrypt meets a new ratchet key.
-        let (mut alice, mut bob, a, b) = alice_bob();
-        let mut last = bob.encrypt(&a, &pt).unwrap();
-        g.bench_function(BenchmarkId::new("decrypt_dh_turn", label), |bench| {
-            bench.iter_custom(|n| {
-                let mut total = Duration::ZERO;
-                for _ in 0..n {
-                    deliver(&mut alice, &b, &last);
-                    let m = alice.encrypt(&b, &pt).unwrap();
-                    let start = Instant::now();
-                    black_box(deliver(&mut bob, &a, &m));
-                    total += start.elapsed();
-                    last = bob.encrypt(&a, &pt).unwrap();
-                }
-                total
-            })
-        });
+        // every decrypt meets a new ratchet key. Version 4 at 100 B only.
+        for &(version, suffix) in versions {
+            if version == Version::V4 && size != 100 {
+                continue;
+            }
+            let (mut alice, mut bob, a, b) = alice_bob(version);
+            let mut last = bob.encrypt(&a, &pt).unwrap();
+            let id = BenchmarkId::new(format!("decrypt_dh_turn{suffix}"), label);
+            g.bench_function(id, |bench| {
+                bench.iter_custom(|n| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..n {
+                        deliver(&mut alice, &b, &last);
+                        let m = alice.encrypt(&b, &pt).unwrap();
+                        let start = Instant::now();
+                        black_box(deliver(&mut bob, &a, &m));
+                        total += start.elapsed();
+                        last = bob.encrypt(&a, &pt).unwrap();
+                    }
+                    total
+                })
+            });
+        }
     }
     // The binding-overhead baseline: Alice encrypts 100 B, Bob decrypts it
     // (no DH turn), exactly what benches/c_roundtrip.c and
-    // benches/python_roundtrip.py do through the C ABI and Python.
-    let (alice_rt, mut bob_rt, a_rt, b_rt) = alice_bob();
+    // benches/python_roundtrip.py do through the C ABI and Python, whose
+    // default bundles make version-4 sessions.
+    let (alice_rt, mut bob_rt, a_rt, b_rt) = alice_bob(Version::V4);
     let pt100 = [0x42u8; 100];
     g.bench_function("roundtrip_100B", |bench| {
         bench.iter(|| {
@@ -194,7 +340,7 @@ fn messages(c: &mut Criterion) {
     });
     // Decrypting a message 1,000 ahead in a known chain: 1,000 skipped keys
     // derived and kept.
-    let (alice, mut bob, a, b) = alice_bob();
+    let (alice, mut bob, a, b) = alice_bob(Version::V3);
     let first = alice.encrypt(&b, &[1u8; 100]).unwrap();
     deliver(&mut bob, &a, &first);
     let ahead = (0..1001)
@@ -254,6 +400,7 @@ fn forged(c: &mut Criterion) {
     let inner = || forge::signal_message(&fresh(), MAX_FORWARD_JUMPS - 1, 0, &[0x5a; 32], [7; 8]);
     let whisper = inner();
     let prekey = forge::prekey_message(
+        first.kyber(),
         first.registration_id(),
         None,
         first.signed_pre_key_id(),
@@ -300,7 +447,7 @@ fn persistence(c: &mut Criterion) {
     g.bench_function("restore_100_sessions", |b| {
         b.iter(|| ProtocolStore::restore(&saved).unwrap())
     });
-    let (alice, bob, ..) = alice_bob();
+    let (alice, bob, ..) = alice_bob(Version::V4);
     g.bench_function("safety_number", |b| {
         b.iter(|| {
             Fingerprint::new(
@@ -400,6 +547,16 @@ fn floor(c: &mut Criterion) {
         b.iter(|| x25519_dalek::x25519(*k, black_box(u)))
     });
     g.bench_function("keygen", |b| b.iter(|| KeyPair::generate(&mut OsRng)));
+    // Whether a Curve25519 public key is in the prime-order subgroup (to
+    // Edwards form, then a scalar multiplication by the group order), with
+    // curve25519-dalek: the check a responder may run on a base key.
+    g.bench_function("prime_order_subgroup_check", |b| {
+        b.iter(|| {
+            MontgomeryPoint(black_box(u))
+                .to_edwards(0)
+                .is_some_and(|p| p.is_torsion_free() && !p.is_small_order())
+        })
+    });
     let id = IdentityKeyPair::generate(&mut OsRng);
     let msg = kp.public_key.serialize();
     let sig = id.private_key().sign(&msg, &mut OsRng);
@@ -408,6 +565,41 @@ fn floor(c: &mut Criterion) {
     });
     g.bench_function("xeddsa_sign", |b| {
         b.iter(|| id.private_key().sign(&msg, &mut OsRng))
+    });
+    // XEdDSA over a serialized Kyber prekey (0x08 + 1568 bytes), which
+    // SHA-512 hashes whole: what signing and verifying a Kyber prekey cost.
+    let kyber_msg = KemKeyPair::generate(&mut OsRng).public_key.serialize();
+    let kyber_sig = id.private_key().sign(&kyber_msg, &mut OsRng);
+    g.bench_function("xeddsa_verify_kyber_prekey", |b| {
+        b.iter(|| {
+            id.public_key()
+                .verify_signature(black_box(&kyber_msg), &kyber_sig)
+        })
+    });
+    g.bench_function("xeddsa_sign_kyber_prekey", |b| {
+        b.iter(|| id.private_key().sign(black_box(&kyber_msg), &mut OsRng))
+    });
+    // Kyber1024 (round 3) itself, through libcrux-ml-kem (the implementation
+    // the library wraps), with its randomness from OsRng as the library
+    // draws it: 64 bytes for a key pair, 32 for an encapsulation.
+    g.bench_function("kyber1024_keygen", |b| {
+        b.iter(|| {
+            let mut seed = [0u8; 64];
+            OsRng.fill_bytes(&mut seed);
+            kyber1024::generate_key_pair(seed)
+        })
+    });
+    let kem = kyber1024::generate_key_pair([3u8; 64]);
+    g.bench_function("kyber1024_encapsulate", |b| {
+        b.iter(|| {
+            let mut randomness = [0u8; 32];
+            OsRng.fill_bytes(&mut randomness);
+            kyber1024::encapsulate(black_box(kem.public_key()), randomness)
+        })
+    });
+    let (kem_ct, _) = kyber1024::encapsulate(kem.public_key(), [5u8; 32]);
+    g.bench_function("kyber1024_decapsulate", |b| {
+        b.iter(|| kyber1024::decapsulate(kem.private_key(), black_box(&kem_ct)))
     });
 
     let key = [7u8; 32];
@@ -508,7 +700,7 @@ criterion_group!(
     benches,
     floor,
     keys,
-    x3dh,
+    agreement,
     messages,
     forged,
     persistence,

@@ -14,6 +14,13 @@ ladder here, and "ladder-calibrated" scales the reference by that factor.
 time over the sum of its own primitives (from the issue), against ours over
 our floor; it needs no assumption about how the two machines compare (shown
 where both floors use the same kind of primitives, i.e. not on DH paths).
+
+Session versions: the X3DH rows and the per-message rows without a suffix
+run version-3 sessions, the PQXDH rows and the "v4" rows version-4 (PQXDH)
+sessions. The PQXDH section (issue 11) puts each PQXDH path beside its floor
+(target: at most 1.10x), version 4's per-message paths beside version 3's
+(target: within 3%), and PQXDH's full setup beside X3DH's, with the official
+library's figures for the same comparison.
 Standard library only.
 """
 
@@ -35,33 +42,87 @@ def msg_floor(direction: str, size: str) -> list[tuple[str, float]]:
 def turn_floor(size: str) -> list[tuple[str, float]]:
     return [("floor/x25519", 2), ("floor/keygen", 1), ("floor/hkdf_64", 2)] + msg_floor("decrypt", size)
 
+# X3DH (version 3) and PQXDH (version 4). The initiator verifies the signed
+# prekey's signature (and for PQXDH the Kyber prekey's, over 1569 bytes),
+# makes its base key and first ratchet key, runs 3 or 4 agreements for
+# X3DH plus one for its first sending chain, two HKDFs (the initial keys,
+# the first chain), and for PQXDH encapsulates to the Kyber prekey. The
+# responder runs 3 or 4 agreements, one HKDF, for PQXDH decapsulates, then
+# decrypts the first message (a DH turn).
+def x3dh_initiator_floor(opk: bool) -> list[tuple[str, float]]:
+    return [("floor/xeddsa_verify", 1), ("floor/keygen", 2),
+            ("floor/x25519", 5 if opk else 4), ("floor/hkdf_64", 2)]
+
+def pqxdh_initiator_floor(opk: bool) -> list[tuple[str, float]]:
+    return x3dh_initiator_floor(opk) + [("floor/xeddsa_verify_kyber_prekey", 1),
+                                        ("floor/kyber1024_encapsulate", 1)]
+
+def x3dh_responder_floor(opk: bool) -> list[tuple[str, float]]:
+    return [("floor/x25519", 4 if opk else 3), ("floor/hkdf_64", 1)] + turn_floor("100B")
+
+def pqxdh_responder_floor(opk: bool) -> list[tuple[str, float]]:
+    return x3dh_responder_floor(opk) + [("floor/kyber1024_decapsulate", 1)]
+
+# Full setup (with a one-time prekey): the initiator, its first message
+# (100 B), the responder.
+X3DH_FULL_FLOOR = x3dh_initiator_floor(True) + msg_floor("encrypt", "100B") + x3dh_responder_floor(True)
+PQXDH_FULL_FLOOR = pqxdh_initiator_floor(True) + msg_floor("encrypt", "100B") + pqxdh_responder_floor(True)
+
+# The official library's full setups (from process_bundle to the first
+# message decrypted), both measured on one machine (issue 11).
+REF_X3DH_FULL_US = 540.0
+REF_PQXDH_FULL_US = 643.5
+
+# Targets of issue 11.
+PQXDH_FLOOR_TARGET = 1.10
+V4_PER_MESSAGE_TOLERANCE = 0.03
+
 # (label, bench id, floor parts, libsignal reference us, the reference's own floor us)
 ROWS: list[tuple[str, str, list[tuple[str, float]], float | None, float | None]] = [
     ("encrypt, no DH turn, 100 B", "op/encrypt/100B", msg_floor("encrypt", "100B"), 2.48, 1.51),
+    ("encrypt, no DH turn, 100 B, v4", "op/encrypt_v4/100B", msg_floor("encrypt", "100B"), None, None),
     ("encrypt, no DH turn, 1 KiB", "op/encrypt/1KiB", msg_floor("encrypt", "1KiB"), 3.88, 2.79),
+    ("encrypt, no DH turn, 1 KiB, v4", "op/encrypt_v4/1KiB", msg_floor("encrypt", "1KiB"), None, None),
     ("encrypt, no DH turn, 64 KiB", "op/encrypt/64KiB", msg_floor("encrypt", "64KiB"), None, None),
     ("decrypt, no DH turn, 100 B", "op/decrypt/100B", msg_floor("decrypt", "100B"), 2.75, 1.5),
+    ("decrypt, no DH turn, 100 B, v4", "op/decrypt_v4/100B", msg_floor("decrypt", "100B"), None, None),
     ("decrypt, no DH turn, 1 KiB", "op/decrypt/1KiB", msg_floor("decrypt", "1KiB"), 3.49, 2.1),
+    ("decrypt, no DH turn, 1 KiB, v4", "op/decrypt_v4/1KiB", msg_floor("decrypt", "1KiB"), None, None),
     ("decrypt, no DH turn, 64 KiB", "op/decrypt/64KiB", msg_floor("decrypt", "64KiB"), None, None),
     ("decrypt with a DH turn, 100 B", "op/decrypt_dh_turn/100B", turn_floor("100B"), 92.9, 91.1),
+    ("decrypt with a DH turn, 100 B, v4", "op/decrypt_dh_turn_v4/100B", turn_floor("100B"), None, None),
     ("decrypt with a DH turn, 1 KiB", "op/decrypt_dh_turn/1KiB", turn_floor("1KiB"), None, None),
     ("decrypt with a DH turn, 64 KiB", "op/decrypt_dh_turn/64KiB", turn_floor("64KiB"), None, None),
     ("decrypt 1,000 ahead (1,000 skipped keys)", "op/decrypt_skip_1000",
      [("floor/chain_step", 1000)] + msg_floor("decrypt", "100B"), None, None),
     ("X3DH initiator, with one-time prekey", "op/x3dh_initiator_with_opk",
-     [("floor/xeddsa_verify", 1), ("floor/keygen", 2), ("floor/x25519", 5), ("floor/hkdf_64", 2)], 272.5, 270.5),
+     x3dh_initiator_floor(True), 272.5, 270.5),
     ("X3DH initiator, without one-time prekey", "op/x3dh_initiator_without_opk",
-     [("floor/xeddsa_verify", 1), ("floor/keygen", 2), ("floor/x25519", 4), ("floor/hkdf_64", 2)], 233.0, 228.7),
+     x3dh_initiator_floor(False), 233.0, 228.7),
     ("X3DH responder (first prekey message), with", "op/x3dh_responder_with_opk",
-     [("floor/x25519", 4), ("floor/hkdf_64", 1)] + turn_floor("100B"), 248.4, 245.0),
+     x3dh_responder_floor(True), 248.4, 245.0),
     ("X3DH responder (first prekey message), without", "op/x3dh_responder_without_opk",
-     [("floor/x25519", 3), ("floor/hkdf_64", 1)] + turn_floor("100B"), 212.5, 206.5),
+     x3dh_responder_floor(False), 212.5, 206.5),
+    ("X3DH full setup (bundle to first message decrypted)", "op/x3dh_full_setup",
+     X3DH_FULL_FLOOR, None, None),
+    ("PQXDH initiator, with one-time prekey", "op/pqxdh_initiator_with_opk",
+     pqxdh_initiator_floor(True), None, None),
+    ("PQXDH initiator, without one-time prekey", "op/pqxdh_initiator_without_opk",
+     pqxdh_initiator_floor(False), None, None),
+    ("PQXDH responder (first prekey message), with", "op/pqxdh_responder_with_opk",
+     pqxdh_responder_floor(True), None, None),
+    ("PQXDH responder (first prekey message), without", "op/pqxdh_responder_without_opk",
+     pqxdh_responder_floor(False), None, None),
+    ("PQXDH full setup (bundle to first message decrypted)", "op/pqxdh_full_setup",
+     PQXDH_FULL_FLOOR, None, None),
     ("safety number, 5200 iterations, both sides", "op/safety_number",
      [("floor/sha512_fingerprint_round", 10400)], 1995.0, 1931.0),
     ("identity key generation", "op/identity_generate", [("floor/keygen", 1)], None, None),
     ("one-time prekey generation", "op/prekey_generate", [("floor/keygen", 1)], None, None),
     ("signed prekey generation", "op/signed_prekey_generate",
      [("floor/keygen", 1), ("floor/xeddsa_sign", 1)], None, None),
+    ("Kyber prekey generation (one-time, signed)", "op/kyber_prekey_generate",
+     [("floor/kyber1024_keygen", 1), ("floor/xeddsa_sign_kyber_prekey", 1)], None, None),
     ("honest worst case (24,999 ahead on a new chain)", "op/decrypt_worst_honest",
      [("floor/chain_step", 24999)] + turn_floor("100B"), None, None),
     ("forged worst case, whisper (40 archived states)", "op/decrypt_worst_forged_whisper", [], None, None),
@@ -70,6 +131,34 @@ ROWS: list[tuple[str, str, list[tuple[str, float]], float | None, float | None]]
     ("restore a store with 100 sessions", "op/restore_100_sessions", [], None, None),
 ]
 
+# PQXDH paths against their floors (issue 11).
+PQXDH_PATHS = [
+    ("initiator, with one-time prekey", "op/pqxdh_initiator_with_opk", pqxdh_initiator_floor(True)),
+    ("initiator, without one-time prekey", "op/pqxdh_initiator_without_opk", pqxdh_initiator_floor(False)),
+    ("responder (first prekey message), with", "op/pqxdh_responder_with_opk", pqxdh_responder_floor(True)),
+    ("responder (first prekey message), without", "op/pqxdh_responder_without_opk", pqxdh_responder_floor(False)),
+    ("full setup (bundle to first message decrypted)", "op/pqxdh_full_setup", PQXDH_FULL_FLOOR),
+]
+
+# Per-message paths: (label, version-3 id, version-4 id).
+PER_MESSAGE_V4 = [
+    ("encrypt, no DH turn, 100 B", "op/encrypt/100B", "op/encrypt_v4/100B"),
+    ("encrypt, no DH turn, 1 KiB", "op/encrypt/1KiB", "op/encrypt_v4/1KiB"),
+    ("decrypt, no DH turn, 100 B", "op/decrypt/100B", "op/decrypt_v4/100B"),
+    ("decrypt, no DH turn, 1 KiB", "op/decrypt/1KiB", "op/decrypt_v4/1KiB"),
+    ("decrypt with a DH turn, 100 B", "op/decrypt_dh_turn/100B", "op/decrypt_dh_turn_v4/100B"),
+]
+
+# Not in the floors above: a check that the responder may run on the base
+# key (prime-order subgroup, one scalar multiplication). Shown beside the
+# responder paths and the full setup as a second ratio.
+SUBGROUP_CHECK = "floor/prime_order_subgroup_check"
+RESPONDER_PATHS = {"op/pqxdh_responder_with_opk", "op/pqxdh_responder_without_opk", "op/pqxdh_full_setup"}
+
+# What PQXDH's full setup adds to X3DH's in primitives.
+PQXDH_EXTRA = [("floor/xeddsa_verify_kyber_prekey", 1), ("floor/kyber1024_encapsulate", 1),
+               ("floor/kyber1024_decapsulate", 1)]
+
 # The honest worst case first: the others are compared to it.
 FORGED = [
     ("honest worst case (24,999 ahead on a new chain)", "op/decrypt_worst_honest"),
@@ -77,18 +166,25 @@ FORGED = [
     ("forged prekey message (new base key, counter 24,999)", "op/decrypt_worst_forged_prekey"),
 ]
 
-PRIMITIVES = [
+PRIMITIVES: list[tuple[str, str, float | None]] = [
     ("X25519 DH (build's backend)", "floor/x25519", 39.8),
     ("X25519 DH, portable ladder (x25519-dalek)", "floor/x25519_portable_ladder", 39.8),
     ("key generation", "floor/keygen", 12.1),
     ("XEdDSA verify", "floor/xeddsa_verify", 40.3),
+    ("prime-order subgroup check of a public key (curve25519-dalek)", SUBGROUP_CHECK, None),
+    ("XEdDSA verify, Kyber prekey (1569 bytes signed)", "floor/xeddsa_verify_kyber_prekey", None),
+    ("XEdDSA sign, Kyber prekey (1569 bytes signed)", "floor/xeddsa_sign_kyber_prekey", None),
+    ("Kyber1024 key generation (libcrux-ml-kem)", "floor/kyber1024_keygen", None),
+    ("Kyber1024 encapsulate (libcrux-ml-kem)", "floor/kyber1024_encapsulate", None),
+    ("Kyber1024 decapsulate (libcrux-ml-kem)", "floor/kyber1024_decapsulate", None),
 ]
 
 
 def same_primitives(parts: list[tuple[str, float]]) -> bool:
     """Whether a floor uses the same kind of primitives as the reference's:
     not for DH-bound paths, whose floor here has the faster X25519."""
-    return not any(p.split("/")[1] in ("x25519", "keygen", "xeddsa_verify") for p, _ in parts)
+    return not any(p.split("/")[1] in ("x25519", "keygen", "xeddsa_verify")
+                   or "kyber" in p for p, _ in parts)
 
 
 def median_us(root: Path, bench_id: str) -> float:
@@ -130,13 +226,15 @@ def main() -> int:
     out.append("")
     out.append("| operation | ratchetkit us | floor us | ratio to floor | libsignal ref us | ref's ratio to its floor | faster than ref | faster than ref (ladder-calibrated) | faster than ref (floor-calibrated) |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    def floor_of(parts: list[tuple[str, float]]) -> float | None:
+        vals = [(get(p), n) for p, n in parts]
+        if not parts or any(v is None for v, _ in vals):
+            return None
+        return sum(v * n for v, n in vals)
+
     for label, bid, parts, ref, ref_floor in ROWS:
         t = get(bid)
-        floor = None
-        if parts:
-            vals = [(get(p), n) for p, n in parts]
-            if all(v is not None for v, _ in vals):
-                floor = sum(v * n for v, n in vals)
+        floor = floor_of(parts)
         cells = [label, fmt(t) if t else "-", fmt(floor) if floor else "-",
                  f"{t / floor:.2f}x" if t and floor else "-",
                  fmt(ref) if ref else "-",
@@ -146,6 +244,49 @@ def main() -> int:
                  f"{(ref / ref_floor) / (t / floor):.2f}x"
                  if t and ref and ref_floor and floor and same_primitives(parts) else "-"]
         out.append("| " + " | ".join(cells) + " |")
+    # Issue 11: PQXDH (version 4) against its floors and against version 3.
+    out.append("")
+    out.append(f"PQXDH (issue 11): each path beside its floor (the same primitives in this run; "
+               f"target: at most {PQXDH_FLOOR_TARGET:.2f}x), version 4's per-message paths beside "
+               f"version 3's (target: within {V4_PER_MESSAGE_TOLERANCE:.0%}), and the full setup "
+               f"beside X3DH's, with the official library's figures for the same comparison.")
+    out.append("")
+    out.append(f"| PQXDH path | us | floor us | ratio to floor | target: at most {PQXDH_FLOOR_TARGET:.2f}x | "
+               f"ratio if the floor counts a base-key subgroup check |")
+    out.append("|---|---:|---:|---:|---|---:|")
+    check = get(SUBGROUP_CHECK)
+    for label, bid, parts in PQXDH_PATHS:
+        t, floor = get(bid), floor_of(parts)
+        ratio = t / floor if t and floor else None
+        verdict = "-" if ratio is None else ("met" if ratio <= PQXDH_FLOOR_TARGET else "NOT met")
+        with_check = (f"{t / (floor + check):.2f}x"
+                      if bid in RESPONDER_PATHS and t and floor and check else "-")
+        out.append(f"| {label} | {fmt(t) if t else '-'} | {fmt(floor) if floor else '-'} | "
+                   f"{f'{ratio:.2f}x' if ratio else '-'} | {verdict} | {with_check} |")
+    out.append("")
+    out.append(f"| per message | version 3 us | version 4 us | v4 / v3 | target: within {V4_PER_MESSAGE_TOLERANCE:.0%} |")
+    out.append("|---|---:|---:|---:|---|")
+    for label, v3_id, v4_id in PER_MESSAGE_V4:
+        v3, v4 = get(v3_id), get(v4_id)
+        ratio = v4 / v3 if v3 and v4 else None
+        verdict = ("-" if ratio is None else
+                   "met" if abs(ratio - 1) <= V4_PER_MESSAGE_TOLERANCE else "NOT met")
+        out.append(f"| {label} | {fmt(v3) if v3 else '-'} | {fmt(v4) if v4 else '-'} | "
+                   f"{f'{ratio:.3f}x' if ratio else '-'} | {verdict} |")
+    x3dh_full, pqxdh_full = get("op/x3dh_full_setup"), get("op/pqxdh_full_setup")
+    extra = floor_of(PQXDH_EXTRA)
+    out.append("")
+    out.append("| full setup, with one-time prekey (bundle processed to first message decrypted) | X3DH (v3) us | PQXDH (v4) us | PQXDH / X3DH | PQXDH adds us |")
+    out.append("|---|---:|---:|---:|---:|")
+    if x3dh_full and pqxdh_full:
+        out.append(f"| ratchetkit (this run) | {fmt(x3dh_full)} | {fmt(pqxdh_full)} | "
+                   f"{pqxdh_full / x3dh_full:.2f}x | {fmt(pqxdh_full - x3dh_full)} |")
+    out.append(f"| libsignal (reference figures, their machine) | {fmt(REF_X3DH_FULL_US)} | "
+               f"{fmt(REF_PQXDH_FULL_US)} | {REF_PQXDH_FULL_US / REF_X3DH_FULL_US:.2f}x | "
+               f"{fmt(REF_PQXDH_FULL_US - REF_X3DH_FULL_US)} |")
+    if extra:
+        out.append(f"| the primitives PQXDH adds (Kyber prekey signature check, encapsulate, "
+                   f"decapsulate; this run) | - | - | - | {fmt(extra)} |")
     one, two = get("op/two_sessions_1_thread"), get("op/two_sessions_2_threads")
     out.append("")
     out.append("| one store, independent sessions, 100 B rounds (decrypt + encrypt in the store) | us per round | throughput vs 1 thread |")
@@ -166,6 +307,9 @@ def main() -> int:
         t = get(bid)
         ratio = f"{t / honest:.2f}x" if t and honest else "-"
         out.append(f"| {label} | {fmt(t) if t else '-'} | {ratio} |")
+    out.append("")
+    out.append("Before the fix (commit cf565f6, the same benchmarks, 2026-12-01): honest worst case "
+               "7.28 ms, forged whisper 295 ms (40.5x), forged prekey message 294 ms (40.4x).")
     native = get("op/roundtrip_100B")
     out.append("")
     out.append("| 100 B round trip (encrypt + decrypt, no DH turn) | us | vs native |")
@@ -188,7 +332,7 @@ def main() -> int:
     out.append("|---|---:|---:|")
     for label, bid, ref in PRIMITIVES:
         t = get(bid)
-        out.append(f"| {label} | {fmt(t) if t else '-'} | {ref} |")
+        out.append(f"| {label} | {fmt(t) if t else '-'} | {ref if ref else '-'} |")
     print("\n".join(out))
     if args.check and missing:
         print(f"missing results: {', '.join(sorted(set(missing)))}", file=sys.stderr)

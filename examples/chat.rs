@@ -16,8 +16,12 @@ fn main() -> Result<(), ratchetkit::Error> {
     println!("bob's bundle: {} bytes", bundle_bytes.len());
     let bundle = PreKeyBundle::deserialize(&bundle_bytes)?;
 
-    // X3DH: Alice starts the session without Bob being online.
+    // PQXDH (X3DH with a Kyber1024 KEM): Alice starts the session without
+    // Bob being online.
     alice.process_bundle(&bob_addr, &bundle, rng)?;
+    if let Some(state) = alice.session(&bob_addr).and_then(|r| r.current().cloned()) {
+        println!("session version {} (4 = PQXDH)", state.version());
+    }
 
     let deliver = |from: &mut ProtocolStore,
                    to: &mut ProtocolStore,

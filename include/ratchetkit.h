@@ -1,6 +1,11 @@
 /*
- * ratchetkit C API: Signal-protocol sessions (X3DH + Double Ratchet,
- * message version 3), byte-compatible with the official Signal library.
+ * ratchetkit C API: Signal-protocol sessions (PQXDH or X3DH, then the
+ * Double Ratchet), byte-compatible with the official Signal library.
+ * Message versions 3 (X3DH) and 4 (PQXDH: X3DH with a Kyber1024 prekey).
+ * Version 4 is the default: bundles from rk_store_create_bundle carry a
+ * Kyber prekey, and a new store refuses to start or accept version-3
+ * sessions (RK_STATUS_VERSION_REFUSED) unless rk_store_set_policy allows
+ * them. Sessions that exist keep their version.
  *
  * SPDX-License-Identifier: MIT OR Apache-2.0
  *
@@ -8,8 +13,9 @@
  * store handle (rk_store) is internally synchronized: apps may call it from
  * several threads. Encrypting and decrypting whisper messages for
  * different addresses run in parallel (each session has its own lock), and
- * so do X3DH and decryption of prekey messages (only applying the result
- * takes the store exclusively); other calls that change a store serialize.
+ * so do the key agreement (PQXDH or X3DH) and decryption of prekey messages
+ * (only applying the result takes the store exclusively); other calls that
+ * change a store serialize.
  * rk_store_save is a point-in-time snapshot. Other handles may move
  * between threads; those documented as immutable (rk_public_key,
  * rk_identity_keypair, rk_bundle, rk_fingerprint - all of them) may be read
@@ -99,6 +105,52 @@
  * The most prekeys one `rk_store_generate_prekeys` call makes.
  */
 #define RK_MAX_PREKEYS_PER_CALL 10000
+
+/**
+ * Length of a serialized Kyber1024 public key (`0x08` then 1568 bytes), as
+ * a bundle's Kyber prekey.
+ */
+#define RK_KEM_PUBLIC_KEY_LEN 1569
+
+/**
+ * Length of one record from `rk_store_generate_kyber_prekeys` and
+ * `rk_store_kyber_prekey`: a 4-byte big-endian id, the
+ * `RK_KEM_PUBLIC_KEY_LEN`-byte public key and its `RK_SIGNATURE_LEN`-byte
+ * signature.
+ */
+#define RK_KYBER_PREKEY_RECORD_LEN 1637
+
+/**
+ * The most Kyber prekeys one `rk_store_generate_kyber_prekeys` call makes.
+ */
+#define RK_MAX_KYBER_PREKEYS_PER_CALL 1000
+
+/**
+ * `rk_store_create_bundle_with`: no Kyber prekey (the bundle starts
+ * version-3 sessions).
+ */
+#define RK_KYBER_PREKEY_NONE 0
+
+/**
+ * `rk_store_create_bundle_with`: a new one-time Kyber prekey.
+ */
+#define RK_KYBER_PREKEY_ONE_TIME 1
+
+/**
+ * `rk_store_create_bundle_with`: the last-resort Kyber prekey.
+ */
+#define RK_KYBER_PREKEY_LAST_RESORT 2
+
+/**
+ * Session (message) version of sessions started with X3DH.
+ */
+#define RK_SESSION_VERSION_X3DH 3
+
+/**
+ * Session (message) version of sessions started with PQXDH (X3DH and
+ * Kyber1024): what stores start and accept by default.
+ */
+#define RK_SESSION_VERSION_PQXDH 4
 
 /**
  * Message type of a whisper message (`SignalMessage`).
@@ -204,6 +256,13 @@ enum rk_status
    */
   RK_STATUS_LIMIT_EXCEEDED = 207,
   /**
+   * The store's session policy refuses the session version: a bundle
+   * without a Kyber prekey (starting a version-3 session), or an incoming
+   * version-3 prekey message that would start a new session. See
+   * `rk_store_set_policy`.
+   */
+  RK_STATUS_VERSION_REFUSED = 208,
+  /**
    * The remote identity key differs from the trusted one: approve it with
    * `rk_store_approve_identity` after the user has checked it.
    */
@@ -213,8 +272,9 @@ enum rk_status
    */
   RK_STATUS_NO_SESSION = 301,
   /**
-   * A prekey message names a (signed or one-time) prekey this store does
-   * not hold.
+   * A prekey message names a (signed, one-time or Kyber) prekey this
+   * store does not hold; or a Kyber prekey was asked of a store or bundle
+   * that does not hold it.
    */
   RK_STATUS_MISSING_PREKEY = 302,
   /**
@@ -359,10 +419,14 @@ uint32_t rk_abi_version(void);
 RK_MUST_USE rk_status rk_last_error_message(char *buf, size_t cap, size_t *len_out);
 
 /**
- * Builds a bundle from its parts (for example as fetched from a server).
- * `prekey` is the optional one-time prekey: NULL for none (then
- * `prekey_id` is ignored). The signature is checked when the bundle is
- * processed (`rk_store_process_bundle`), or by `rk_bundle_verify_signature`.
+ * Builds a bundle without a Kyber prekey from its parts (for example as
+ * fetched from a server). Such a bundle starts a version-3 (X3DH) session,
+ * which a store refuses by default (`RK_STATUS_VERSION_REFUSED` from
+ * `rk_store_process_bundle`, see `rk_store_set_policy`); a bundle with a
+ * Kyber prekey comes from `rk_bundle_new_with_kyber_prekey`. `prekey` is
+ * the optional one-time prekey: NULL for none (then `prekey_id` is
+ * ignored). The signature is checked when the bundle is processed
+ * (`rk_store_process_bundle`), or by `rk_bundle_verify_signature`.
  *
  * On `RK_STATUS_OK`, `*bundle_out` receives a new handle the caller frees
  * with `rk_bundle_free`. The key handles are only read during the call.
@@ -391,8 +455,54 @@ rk_status rk_bundle_new(uint32_t registration_id,
                         struct rk_bundle **bundle_out);
 
 /**
- * Serializes `bundle` (format version 1, see the crate docs) into a new
- * `rk_bytes` at `*bytes_out`, freed with `rk_bytes_free`.
+ * Builds a bundle with a Kyber prekey from its parts: what
+ * `rk_bundle_new` takes, plus the signed Kyber prekey: its id
+ * (1..=16777215), its serialized public key (`kyber_prekey_len` =
+ * `RK_KEM_PUBLIC_KEY_LEN` bytes: `0x08` then 1568 bytes of a Kyber1024
+ * key) and the identity key's signature over those bytes
+ * (`kyber_signature_len` = `RK_SIGNATURE_LEN`). Such a bundle starts a
+ * version-4 (PQXDH) session. Both signatures are checked when the bundle
+ * is processed (`rk_store_process_bundle`), or by
+ * `rk_bundle_verify_signature`.
+ *
+ * On `RK_STATUS_OK`, `*bundle_out` receives a new handle the caller frees
+ * with `rk_bundle_free`. The key handles and bytes are only read during
+ * the call.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER` (a required handle, bytes with a
+ * nonzero length, or `bundle_out` NULL), `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_KEY` (a Kyber key of the wrong length, a type byte
+ * other than `0x08` - ML-KEM-1024's `0x0A` included - or a key that is not
+ * well formed), `RK_STATUS_INVALID_BUNDLE` (device id 0, prekey ids
+ * outside 1..=16777215, a signature that is not 64 bytes).
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * The key handles must be NULL or live `rk_public_key` handles; each byte
+ * pointer must point to its length in readable bytes; `bundle_out` must be
+ * writable.
+ */
+RK_MUST_USE
+rk_status rk_bundle_new_with_kyber_prekey(uint32_t registration_id,
+                                          uint32_t device_id,
+                                          const struct rk_public_key *identity_key,
+                                          uint32_t signed_prekey_id,
+                                          const struct rk_public_key *signed_prekey,
+                                          const uint8_t *signature,
+                                          size_t signature_len,
+                                          uint32_t prekey_id,
+                                          const struct rk_public_key *prekey,
+                                          uint32_t kyber_prekey_id,
+                                          const uint8_t *kyber_prekey,
+                                          size_t kyber_prekey_len,
+                                          const uint8_t *kyber_signature,
+                                          size_t kyber_signature_len,
+                                          struct rk_bundle **bundle_out);
+
+/**
+ * Serializes `bundle` (format version 1 without a Kyber prekey, 2 with
+ * one; see the crate docs) into a new `rk_bytes` at `*bytes_out`, freed
+ * with `rk_bytes_free`.
  *
  * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`.
  * Thread safety: any thread; `bundle` may be shared.
@@ -411,8 +521,10 @@ rk_status rk_bundle_serialize(const struct rk_bundle *bundle,
  * `rk_bundle_free`.
  *
  * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_BUNDLE` (empty,
- * truncated, unknown format version, missing or inconsistent fields),
- * `RK_STATUS_INVALID_KEY` (a key of the wrong length or type).
+ * truncated, unknown format version, missing or inconsistent fields, Kyber
+ * fields in a format-1 bundle or missing from a format-2 one),
+ * `RK_STATUS_INVALID_KEY` (a key of the wrong length or type, a Kyber key
+ * included).
  * Thread safety: any thread.
  *
  * # Safety
@@ -522,8 +634,70 @@ rk_status rk_bundle_prekey(const struct rk_bundle *bundle,
                            struct rk_public_key **key_out);
 
 /**
- * Sets `*valid_out` to whether the signed prekey's signature verifies
- * under the bundle's identity key.
+ * Sets `*has_out` to whether the bundle carries a Kyber prekey (and so
+ * starts version-4, PQXDH, sessions).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`.
+ * Thread safety: any thread; `bundle` may be shared.
+ *
+ * # Safety
+ * `bundle` must be NULL or a live `rk_bundle`; `has_out` must be writable.
+ */
+RK_MUST_USE rk_status rk_bundle_has_kyber_prekey(const struct rk_bundle *bundle, bool *has_out);
+
+/**
+ * The Kyber prekey's id, at `*id_out`.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_MISSING_PREKEY` (the bundle has no Kyber prekey).
+ * Thread safety: any thread; `bundle` may be shared.
+ *
+ * # Safety
+ * `bundle` must be NULL or a live `rk_bundle`; `id_out` must be writable.
+ */
+RK_MUST_USE rk_status rk_bundle_kyber_prekey_id(const struct rk_bundle *bundle, uint32_t *id_out);
+
+/**
+ * Writes the Kyber prekey's serialized public key (`0x08` then 1568 bytes)
+ * into `key_out`, which holds `key_cap` bytes (at least
+ * `RK_KEM_PUBLIC_KEY_LEN`).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_BUFFER_TOO_SMALL` (`key_cap` < `RK_KEM_PUBLIC_KEY_LEN`),
+ * `RK_STATUS_MISSING_PREKEY` (the bundle has no Kyber prekey).
+ * Thread safety: any thread; `bundle` may be shared.
+ *
+ * # Safety
+ * `bundle` must be NULL or a live `rk_bundle`; `key_out` must point to
+ * `key_cap` writable bytes.
+ */
+RK_MUST_USE
+rk_status rk_bundle_kyber_prekey(const struct rk_bundle *bundle,
+                                 uint8_t *key_out,
+                                 size_t key_cap);
+
+/**
+ * Writes the Kyber prekey's 64-byte signature (by the identity key, over
+ * the serialized Kyber public key) into `signature_out`, which holds
+ * `signature_cap` bytes.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_BUFFER_TOO_SMALL` (`signature_cap` < `RK_SIGNATURE_LEN`),
+ * `RK_STATUS_MISSING_PREKEY` (the bundle has no Kyber prekey).
+ * Thread safety: any thread; `bundle` may be shared.
+ *
+ * # Safety
+ * `bundle` must be NULL or a live `rk_bundle`; `signature_out` must point
+ * to `signature_cap` writable bytes.
+ */
+RK_MUST_USE
+rk_status rk_bundle_kyber_prekey_signature(const struct rk_bundle *bundle,
+                                           uint8_t *signature_out,
+                                           size_t signature_cap);
+
+/**
+ * Sets `*valid_out` to whether the bundle's signatures verify under its
+ * identity key: the signed prekey's, and the Kyber prekey's if it has one.
  *
  * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`.
  * Thread safety: any thread; `bundle` may be shared.
@@ -981,267 +1155,6 @@ RK_MUST_USE rk_status rk_store_registration_id(const struct rk_store *store, uin
 RK_MUST_USE rk_status rk_store_device_id(const struct rk_store *store, uint32_t *id_out);
 
 /**
- * Generates a new signed prekey (rotation), which becomes the one put in
- * new bundles; older signed prekeys stay usable for messages in flight
- * until removed with `rk_store_remove_signed_prekey`. `timestamp_ms` is
- * the creation time in milliseconds since the Unix epoch. Its id goes to
- * `*id_out`.
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_LIMIT_EXCEEDED` (all ids in use), `RK_STATUS_POISONED`.
- * Thread safety: any thread (the store is locked for the call).
- *
- * # Safety
- * `store` must be NULL or a live `rk_store`; `id_out` must be writable.
- */
-RK_MUST_USE
-rk_status rk_store_generate_signed_prekey(struct rk_store *store,
-                                          uint64_t timestamp_ms,
-                                          uint32_t *id_out);
-
-/**
- * Removes an old signed prekey (after rotation, once messages made with it
- * are no longer expected).
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_INVALID_ARGUMENT` (it is the current signed prekey),
- * `RK_STATUS_MISSING_PREKEY` (no such id), `RK_STATUS_POISONED`.
- * Thread safety: any thread (the store is locked for the call).
- *
- * # Safety
- * `store` must be NULL or a live `rk_store`.
- */
-RK_MUST_USE rk_status rk_store_remove_signed_prekey(struct rk_store *store, uint32_t id);
-
-/**
- * Generates `count` (at most `RK_MAX_PREKEYS_PER_CALL`) one-time prekeys
- * and writes them, for upload, into a new `rk_bytes` at `*records_out`
- * (freed with `rk_bytes_free`): `count` records of `RK_PREKEY_RECORD_LEN`
- * (37) bytes, each the id as 4 bytes big-endian followed by the 33-byte
- * public key. `count` 0 gives an empty buffer.
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_LIMIT_EXCEEDED` (`count` too large, or prekey ids
- * exhausted), `RK_STATUS_POISONED`.
- * Thread safety: any thread (the store is locked for the call).
- *
- * # Safety
- * `store` must be NULL or a live `rk_store`; `records_out` must be
- * writable.
- */
-RK_MUST_USE
-rk_status rk_store_generate_prekeys(struct rk_store *store,
-                                    uint32_t count,
-                                    struct rk_bytes *records_out);
-
-/**
- * The number of one-time prekeys the store holds (made and not yet used),
- * at `*count_out`.
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_POISONED`.
- * Thread safety: any thread (the store is locked for the call).
- *
- * # Safety
- * `store` must be NULL or a live `rk_store`; `count_out` must be writable.
- */
-RK_MUST_USE rk_status rk_store_prekey_count(const struct rk_store *store, size_t *count_out);
-
-/**
- * Makes a prekey bundle for this device. A signed prekey is generated
- * first if there is none (with `timestamp_ms`, milliseconds since the Unix
- * epoch). With `with_one_time_prekey` = 1, a new one-time prekey is made,
- * kept, and put in the bundle (never handed out twice); with 0, none. On
- * `RK_STATUS_OK`, `*bundle_out` receives a new handle the caller frees with
- * `rk_bundle_free`.
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_INVALID_ARGUMENT` (`with_one_time_prekey` not 0 or 1),
- * `RK_STATUS_LIMIT_EXCEEDED`, `RK_STATUS_POISONED`.
- * Thread safety: any thread (the store is locked for the call).
- *
- * # Safety
- * `store` must be NULL or a live `rk_store`; `bundle_out` must be writable.
- */
-RK_MUST_USE
-rk_status rk_store_create_bundle(struct rk_store *store,
-                                 uint32_t with_one_time_prekey,
-                                 uint64_t timestamp_ms,
-                                 struct rk_bundle **bundle_out);
-
-/**
- * Starts a session with the device at (`name`, `device_id`) from its
- * bundle (X3DH as the initiator). The new session becomes current (an
- * older one is archived). The bundle's identity is trusted on first use.
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8),
- * `RK_STATUS_INVALID_SIGNATURE` (the signed prekey's signature does not
- * verify), `RK_STATUS_INVALID_KEY` (a low-order key),
- * `RK_STATUS_UNTRUSTED_IDENTITY` (the identity differs from the trusted
- * one), `RK_STATUS_POISONED`. On failure the store is unchanged.
- * Thread safety: any thread (the store is locked for the call); `bundle`
- * may be shared.
- *
- * # Safety
- * `store`/`bundle` must be NULL or live handles of their types; `name` must
- * be NULL or a NUL-terminated string.
- */
-RK_MUST_USE
-rk_status rk_store_process_bundle(struct rk_store *store,
-                                  const char *name,
-                                  uint32_t device_id,
-                                  const struct rk_bundle *bundle);
-
-/**
- * Sets `*has_out` to whether the store can encrypt for (`name`,
- * `device_id`) now, that is, holds a current session for it.
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_POISONED`.
- * Thread safety: any thread (the store is locked for the call).
- *
- * # Safety
- * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
- * NUL-terminated string; `has_out` must be writable.
- */
-RK_MUST_USE
-rk_status rk_store_has_session(const struct rk_store *store,
-                               const char *name,
-                               uint32_t device_id,
-                               bool *has_out);
-
-/**
- * The number of remote devices (name and device id) the store holds a
- * session record for, at `*count_out`.
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_POISONED`.
- * Thread safety: any thread (the store is locked for the call).
- *
- * # Safety
- * `store` must be NULL or a live `rk_store`; `count_out` must be writable.
- */
-RK_MUST_USE rk_status rk_store_session_count(const struct rk_store *store, size_t *count_out);
-
-/**
- * Deletes the session record of (`name`, `device_id`): its current and
- * archived states, with their keys (zeroized). `*removed_out` says whether
- * there was one. The identity trusted for `name` stays trusted; a new
- * session starts from a bundle or a prekey message as before.
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_POISONED`.
- * Thread safety: any thread (the store is locked for the call).
- *
- * # Safety
- * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
- * NUL-terminated string; `removed_out` must be writable.
- */
-RK_MUST_USE
-rk_status rk_store_remove_session(struct rk_store *store,
-                                  const char *name,
-                                  uint32_t device_id,
-                                  bool *removed_out);
-
-/**
- * Encrypts `plaintext` (may be empty) for (`name`, `device_id`). On
- * `RK_STATUS_OK`, `*type_out` is the message type to send along
- * (`RK_MESSAGE_TYPE_PREKEY` = 3 until the other side has answered, then
- * `RK_MESSAGE_TYPE_WHISPER` = 2) and `*ciphertext_out` a new `rk_bytes`
- * (freed with `rk_bytes_free`).
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_NO_SESSION`,
- * `RK_STATUS_UNTRUSTED_IDENTITY` (the session's identity is no longer the
- * trusted one), `RK_STATUS_POISONED`. On failure the store is unchanged.
- * Thread safety: any thread. Runs under the store's shared lock and the
- * session's own lock: encrypting for different addresses runs in parallel.
- *
- * # Safety
- * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
- * NUL-terminated string; `plaintext` must point to `plaintext_len`
- * readable bytes; the outputs must be writable.
- */
-RK_MUST_USE
-rk_status rk_store_encrypt(struct rk_store *store,
-                           const char *name,
-                           uint32_t device_id,
-                           const uint8_t *plaintext,
-                           size_t plaintext_len,
-                           uint32_t *type_out,
-                           struct rk_bytes *ciphertext_out);
-
-/**
- * Decrypts a message of type `message_type` (as returned by
- * `rk_store_encrypt`: 2 whisper, 3 prekey) from (`name`, `device_id`). A
- * prekey message from a new session runs X3DH as the responder and uses up
- * its one-time prekey. On `RK_STATUS_OK`, `*plaintext_out` is a new
- * `rk_bytes` (freed, and zeroized, with `rk_bytes_free`).
- *
- * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
- * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8, unknown type),
- * `RK_STATUS_INVALID_MESSAGE` (empty, malformed, unauthenticated, wrong
- * version), `RK_STATUS_DUPLICATE_MESSAGE`, `RK_STATUS_LIMIT_EXCEEDED` (too
- * far ahead), `RK_STATUS_NO_SESSION` (whisper without session),
- * `RK_STATUS_MISSING_PREKEY`, `RK_STATUS_INVALID_KEY`,
- * `RK_STATUS_UNTRUSTED_IDENTITY`, `RK_STATUS_POISONED`. On failure the
- * store is unchanged.
- * Thread safety: any thread. Whisper messages are decrypted under the
- * store's shared lock and their session's own lock, so different sessions
- * decrypt in parallel. Prekey messages run X3DH and decrypt under the
- * shared lock too, and take the store's exclusive lock only to apply the
- * result (a new session, the one-time prekey deleted), so a forged prekey
- * message does not hold up other sessions. The output buffer is allocated
- * before anything changes.
- *
- * # Safety
- * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
- * NUL-terminated string; `message` must point to `message_len` readable
- * bytes; `plaintext_out` must be writable.
- */
-RK_MUST_USE
-rk_status rk_store_decrypt(struct rk_store *store,
-                           const char *name,
-                           uint32_t device_id,
-                           uint32_t message_type,
-                           const uint8_t *message,
-                           size_t message_len,
-                           struct rk_bytes *plaintext_out);
-
-/**
- * As `rk_store_decrypt` with type 3: decrypts a prekey message.
- *
- * Statuses, thread safety and ownership: as `rk_store_decrypt`.
- *
- * # Safety
- * As `rk_store_decrypt`.
- */
-RK_MUST_USE
-rk_status rk_store_decrypt_prekey_message(struct rk_store *store,
-                                          const char *name,
-                                          uint32_t device_id,
-                                          const uint8_t *message,
-                                          size_t message_len,
-                                          struct rk_bytes *plaintext_out);
-
-/**
- * As `rk_store_decrypt` with type 2: decrypts a whisper message.
- *
- * Statuses, thread safety and ownership: as `rk_store_decrypt`.
- *
- * # Safety
- * As `rk_store_decrypt`.
- */
-RK_MUST_USE
-rk_status rk_store_decrypt_whisper_message(struct rk_store *store,
-                                           const char *name,
-                                           uint32_t device_id,
-                                           const uint8_t *message,
-                                           size_t message_len,
-                                           struct rk_bytes *plaintext_out);
-
-/**
  * The identity key trusted for `name`, as a new handle at `*key_out`
  * (free with `rk_public_key_free`).
  *
@@ -1385,6 +1298,503 @@ rk_status rk_store_restore_encrypted(const uint8_t *saved,
                                      const uint8_t *key,
                                      size_t key_len,
                                      struct rk_store **store_out);
+
+/**
+ * Generates a new signed prekey (rotation), which becomes the one put in
+ * new bundles; older signed prekeys stay usable for messages in flight
+ * until removed with `rk_store_remove_signed_prekey`. `timestamp_ms` is
+ * the creation time in milliseconds since the Unix epoch. Its id goes to
+ * `*id_out`.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_LIMIT_EXCEEDED` (all ids in use), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `id_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_generate_signed_prekey(struct rk_store *store,
+                                          uint64_t timestamp_ms,
+                                          uint32_t *id_out);
+
+/**
+ * Removes an old signed prekey (after rotation, once messages made with it
+ * are no longer expected).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (it is the current signed prekey),
+ * `RK_STATUS_MISSING_PREKEY` (no such id), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`.
+ */
+RK_MUST_USE rk_status rk_store_remove_signed_prekey(struct rk_store *store, uint32_t id);
+
+/**
+ * Generates `count` (at most `RK_MAX_PREKEYS_PER_CALL`) one-time prekeys
+ * and writes them, for upload, into a new `rk_bytes` at `*records_out`
+ * (freed with `rk_bytes_free`): `count` records of `RK_PREKEY_RECORD_LEN`
+ * (37) bytes, each the id as 4 bytes big-endian followed by the 33-byte
+ * public key. `count` 0 gives an empty buffer.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_LIMIT_EXCEEDED` (`count` too large, or prekey ids
+ * exhausted), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `records_out` must be
+ * writable.
+ */
+RK_MUST_USE
+rk_status rk_store_generate_prekeys(struct rk_store *store,
+                                    uint32_t count,
+                                    struct rk_bytes *records_out);
+
+/**
+ * The number of one-time prekeys the store holds (made and not yet used),
+ * at `*count_out`.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `count_out` must be writable.
+ */
+RK_MUST_USE rk_status rk_store_prekey_count(const struct rk_store *store, size_t *count_out);
+
+/**
+ * Generates `count` (at most `RK_MAX_KYBER_PREKEYS_PER_CALL`) signed
+ * one-time Kyber prekeys (Kyber1024, signed by the identity key) created at
+ * `timestamp_ms` (milliseconds since the Unix epoch), and writes them, for
+ * upload, into a new `rk_bytes` at `*records_out` (freed with
+ * `rk_bytes_free`): `count` records of `RK_KYBER_PREKEY_RECORD_LEN` (1637)
+ * bytes, each the id as 4 bytes big-endian, the `RK_KEM_PUBLIC_KEY_LEN`
+ * (1569) byte public key (`0x08` then 1568 bytes) and the
+ * `RK_SIGNATURE_LEN` (64) byte signature over that key. A one-time Kyber
+ * prekey is deleted after the first session it starts. `count` 0 gives an
+ * empty buffer.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_LIMIT_EXCEEDED` (`count` too large, or Kyber prekey ids
+ * exhausted), `RK_STATUS_POISONED`. On failure nothing is kept.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `records_out` must be
+ * writable.
+ */
+RK_MUST_USE
+rk_status rk_store_generate_kyber_prekeys(struct rk_store *store,
+                                          uint32_t count,
+                                          uint64_t timestamp_ms,
+                                          struct rk_bytes *records_out);
+
+/**
+ * Generates a new signed last-resort Kyber prekey created at
+ * `timestamp_ms`, which becomes the one bundles carry when they carry no
+ * one-time Kyber prekey (`rk_store_create_bundle` with 0,
+ * `RK_KYBER_PREKEY_LAST_RESORT`). Unlike a one-time Kyber prekey it is kept
+ * after use and serves any number of sessions; older last-resort prekeys
+ * stay usable for messages in flight until removed with
+ * `rk_store_remove_kyber_prekey`. Its id goes to `*id_out`; its public key
+ * and signature, for upload, come from `rk_store_kyber_prekey`.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_LIMIT_EXCEEDED` (Kyber prekey ids exhausted),
+ * `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `id_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_generate_last_resort_kyber_prekey(struct rk_store *store,
+                                                     uint64_t timestamp_ms,
+                                                     uint32_t *id_out);
+
+/**
+ * The number of one-time Kyber prekeys the store holds (made and not yet
+ * used; last-resort Kyber prekeys are not counted), at `*count_out`.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `count_out` must be writable.
+ */
+RK_MUST_USE rk_status rk_store_kyber_prekey_count(const struct rk_store *store, size_t *count_out);
+
+/**
+ * Writes the public record of the Kyber prekey `id` (one-time or last
+ * resort) into `record_out`, which holds `record_cap` bytes (at least
+ * `RK_KYBER_PREKEY_RECORD_LEN`): the id as 4 bytes big-endian, the
+ * 1569-byte public key and the 64-byte signature, as
+ * `rk_store_generate_kyber_prekeys` writes them. For uploading a
+ * last-resort Kyber prekey.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_BUFFER_TOO_SMALL`, `RK_STATUS_MISSING_PREKEY` (the store holds
+ * no Kyber prekey `id`: never made, removed, or a one-time one used up),
+ * `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `record_out` must point to
+ * `record_cap` writable bytes.
+ */
+RK_MUST_USE
+rk_status rk_store_kyber_prekey(const struct rk_store *store,
+                                uint32_t id,
+                                uint8_t *record_out,
+                                size_t record_cap);
+
+/**
+ * The id of the current last-resort Kyber prekey (the one bundles carry),
+ * if the store has made one. On `RK_STATUS_OK` both outputs are written:
+ * `*has_out` is whether there is one, and `*id_out` its id (0 if none).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; the outputs must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_last_resort_kyber_prekey_id(const struct rk_store *store,
+                                               bool *has_out,
+                                               uint32_t *id_out);
+
+/**
+ * Removes the Kyber prekey `id`: a one-time Kyber prekey that will not be
+ * used (withdrawn from the server), or an old last-resort Kyber prekey
+ * after rotation (`rk_store_generate_last_resort_kyber_prekey`), once
+ * prekey messages made with it are no longer expected. The current
+ * last-resort Kyber prekey cannot be removed.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (it is the current last-resort Kyber
+ * prekey), `RK_STATUS_MISSING_PREKEY` (no such id), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`.
+ */
+RK_MUST_USE rk_status rk_store_remove_kyber_prekey(struct rk_store *store, uint32_t id);
+
+/**
+ * Makes a prekey bundle for this device that starts version-4 (PQXDH)
+ * sessions. A signed prekey is generated first if there is none (with
+ * `timestamp_ms`, milliseconds since the Unix epoch). With
+ * `with_one_time_prekey` = 1, a new one-time prekey and a new one-time
+ * Kyber prekey are made, kept, and put in the bundle (never handed out
+ * twice); with 0, neither, and the bundle carries the last-resort Kyber
+ * prekey (made on first use, then reused). The same as
+ * `rk_store_create_bundle_with` with `RK_KYBER_PREKEY_ONE_TIME` or
+ * `RK_KYBER_PREKEY_LAST_RESORT`. On `RK_STATUS_OK`, `*bundle_out` receives
+ * a new handle the caller frees with `rk_bundle_free`; on failure nothing
+ * is kept.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`with_one_time_prekey` not 0 or 1),
+ * `RK_STATUS_LIMIT_EXCEEDED` (prekey ids exhausted), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `bundle_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_create_bundle(struct rk_store *store,
+                                 uint32_t with_one_time_prekey,
+                                 uint64_t timestamp_ms,
+                                 struct rk_bundle **bundle_out);
+
+/**
+ * Makes a prekey bundle for this device with the parts asked for. A signed
+ * prekey is generated first if there is none (with `timestamp_ms`,
+ * milliseconds since the Unix epoch). With `with_one_time_prekey` = 1, a
+ * new one-time prekey is made, kept, and put in the bundle; with 0, none.
+ * `kyber_prekey` chooses the Kyber prekey:
+ * - `RK_KYBER_PREKEY_ONE_TIME`: a new one-time Kyber prekey, kept, used by
+ *   one session only;
+ * - `RK_KYBER_PREKEY_LAST_RESORT`: the current last-resort Kyber prekey
+ *   (made on first use, with `timestamp_ms`), reused across bundles;
+ * - `RK_KYBER_PREKEY_NONE`: none. Such a bundle starts a version-3 (X3DH)
+ *   session, which stores refuse by default (`rk_store_set_policy`).
+ *
+ * With a Kyber prekey, the bundle starts version-4 (PQXDH) sessions. On
+ * `RK_STATUS_OK`, `*bundle_out` receives a new handle the caller frees
+ * with `rk_bundle_free`; on failure nothing is kept.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`with_one_time_prekey` not 0 or 1,
+ * `kyber_prekey` not one of the `RK_KYBER_PREKEY_*` values),
+ * `RK_STATUS_LIMIT_EXCEEDED` (prekey ids exhausted), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `bundle_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_create_bundle_with(struct rk_store *store,
+                                      uint32_t with_one_time_prekey,
+                                      uint32_t kyber_prekey,
+                                      uint64_t timestamp_ms,
+                                      struct rk_bundle **bundle_out);
+
+/**
+ * Sets the store's session policy, which decides what it does beyond
+ * version-4 (PQXDH) sessions, which it always starts and accepts. Each
+ * flag is 0 or 1:
+ * - `allow_v3_initiation`: start a version-3 (X3DH) session from a bundle
+ *   without a Kyber prekey (`rk_store_process_bundle`);
+ * - `accept_v3_prekey_messages`: accept an incoming version-3 prekey
+ *   message that starts a new session (`rk_store_decrypt`).
+ *
+ * A new store has both off: such bundles and messages are refused with
+ * `RK_STATUS_VERSION_REFUSED`, as the official library does. Sessions that
+ * already exist keep working whatever the policy. The policy is kept in
+ * saved state (`rk_store_save`).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (a flag other than 0 or 1; nothing is set),
+ * `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`.
+ */
+RK_MUST_USE
+rk_status rk_store_set_policy(struct rk_store *store,
+                              uint32_t allow_v3_initiation,
+                              uint32_t accept_v3_prekey_messages);
+
+/**
+ * The store's session policy (see `rk_store_set_policy`): on
+ * `RK_STATUS_OK`, `*allow_v3_initiation_out` and
+ * `*accept_v3_prekey_messages_out` are each 0 or 1.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; the outputs must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_policy(const struct rk_store *store,
+                          uint32_t *allow_v3_initiation_out,
+                          uint32_t *accept_v3_prekey_messages_out);
+
+/**
+ * Starts a session with the device at (`name`, `device_id`) from its
+ * bundle, as the initiator: PQXDH (a version-4 session) if the bundle
+ * carries a Kyber prekey, else X3DH (version 3), which only a store whose
+ * policy allows it starts (`rk_store_set_policy`). Both signatures of the
+ * bundle (signed prekey, Kyber prekey) are verified. The new session
+ * becomes current (an older one is archived). The bundle's identity is
+ * trusted on first use.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8),
+ * `RK_STATUS_VERSION_REFUSED` (no Kyber prekey, and the policy does not
+ * allow version 3), `RK_STATUS_INVALID_SIGNATURE` (a signature does not
+ * verify), `RK_STATUS_INVALID_KEY` (a low-order key),
+ * `RK_STATUS_UNTRUSTED_IDENTITY` (the identity differs from the trusted
+ * one), `RK_STATUS_LIMIT_EXCEEDED` (too many sessions),
+ * `RK_STATUS_POISONED`. On failure the store is unchanged.
+ * Thread safety: any thread (the store is locked for the call); `bundle`
+ * may be shared.
+ *
+ * # Safety
+ * `store`/`bundle` must be NULL or live handles of their types; `name` must
+ * be NULL or a NUL-terminated string.
+ */
+RK_MUST_USE
+rk_status rk_store_process_bundle(struct rk_store *store,
+                                  const char *name,
+                                  uint32_t device_id,
+                                  const struct rk_bundle *bundle);
+
+/**
+ * Sets `*has_out` to whether the store can encrypt for (`name`,
+ * `device_id`) now, that is, holds a current session for it.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
+ * NUL-terminated string; `has_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_has_session(const struct rk_store *store,
+                               const char *name,
+                               uint32_t device_id,
+                               bool *has_out);
+
+/**
+ * The message version of the current session with (`name`, `device_id`),
+ * at `*version_out`: 4 for a session started with PQXDH, 3 for one started
+ * with X3DH.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_NO_SESSION`
+ * (no current session for the address), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
+ * NUL-terminated string; `version_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_session_version(const struct rk_store *store,
+                                   const char *name,
+                                   uint32_t device_id,
+                                   uint32_t *version_out);
+
+/**
+ * The number of remote devices (name and device id) the store holds a
+ * session record for, at `*count_out`.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `count_out` must be writable.
+ */
+RK_MUST_USE rk_status rk_store_session_count(const struct rk_store *store, size_t *count_out);
+
+/**
+ * Deletes the session record of (`name`, `device_id`): its current and
+ * archived states, with their keys (zeroized). `*removed_out` says whether
+ * there was one. The identity trusted for `name` stays trusted; a new
+ * session starts from a bundle or a prekey message as before.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
+ * NUL-terminated string; `removed_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_remove_session(struct rk_store *store,
+                                  const char *name,
+                                  uint32_t device_id,
+                                  bool *removed_out);
+
+/**
+ * Encrypts `plaintext` (may be empty) for (`name`, `device_id`). On
+ * `RK_STATUS_OK`, `*type_out` is the message type to send along
+ * (`RK_MESSAGE_TYPE_PREKEY` = 3 until the other side has answered, then
+ * `RK_MESSAGE_TYPE_WHISPER` = 2) and `*ciphertext_out` a new `rk_bytes`
+ * (freed with `rk_bytes_free`).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_NO_SESSION`,
+ * `RK_STATUS_UNTRUSTED_IDENTITY` (the session's identity is no longer the
+ * trusted one), `RK_STATUS_POISONED`. On failure the store is unchanged.
+ * Thread safety: any thread. Runs under the store's shared lock and the
+ * session's own lock: encrypting for different addresses runs in parallel.
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
+ * NUL-terminated string; `plaintext` must point to `plaintext_len`
+ * readable bytes; the outputs must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_encrypt(struct rk_store *store,
+                           const char *name,
+                           uint32_t device_id,
+                           const uint8_t *plaintext,
+                           size_t plaintext_len,
+                           uint32_t *type_out,
+                           struct rk_bytes *ciphertext_out);
+
+/**
+ * Decrypts a message of type `message_type` (as returned by
+ * `rk_store_encrypt`: 2 whisper, 3 prekey) from (`name`, `device_id`). A
+ * prekey message from a new session runs PQXDH (message version 4) or
+ * X3DH (version 3, only if the policy accepts it: `rk_store_set_policy`)
+ * as the responder and uses up its one-time prekey and one-time Kyber
+ * prekey (a last-resort Kyber prekey is kept). On `RK_STATUS_OK`,
+ * `*plaintext_out` is a new `rk_bytes` (freed, and zeroized, with
+ * `rk_bytes_free`).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8, unknown type),
+ * `RK_STATUS_INVALID_MESSAGE` (empty, malformed, unauthenticated, wrong
+ * version, a base key already used with the last-resort Kyber prekey),
+ * `RK_STATUS_DUPLICATE_MESSAGE`, `RK_STATUS_LIMIT_EXCEEDED` (too far
+ * ahead, too many sessions or last-resort uses), `RK_STATUS_NO_SESSION`
+ * (whisper without session), `RK_STATUS_VERSION_REFUSED` (a version-3
+ * prekey message that would start a new session, and the policy does not
+ * accept them), `RK_STATUS_MISSING_PREKEY` (a signed, one-time or Kyber
+ * prekey the store does not hold), `RK_STATUS_INVALID_KEY`,
+ * `RK_STATUS_UNTRUSTED_IDENTITY`, `RK_STATUS_POISONED`. On failure the
+ * store is unchanged.
+ * Thread safety: any thread. Whisper messages are decrypted under the
+ * store's shared lock and their session's own lock, so different sessions
+ * decrypt in parallel. Prekey messages run X3DH (or PQXDH) and decrypt
+ * under the shared lock too, and take the store's exclusive lock only to
+ * apply the result (a new session, one-time prekeys deleted), so a forged prekey
+ * message does not hold up other sessions. The output buffer is allocated
+ * before anything changes.
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
+ * NUL-terminated string; `message` must point to `message_len` readable
+ * bytes; `plaintext_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_decrypt(struct rk_store *store,
+                           const char *name,
+                           uint32_t device_id,
+                           uint32_t message_type,
+                           const uint8_t *message,
+                           size_t message_len,
+                           struct rk_bytes *plaintext_out);
+
+/**
+ * As `rk_store_decrypt` with type 3: decrypts a prekey message.
+ *
+ * Statuses, thread safety and ownership: as `rk_store_decrypt`.
+ *
+ * # Safety
+ * As `rk_store_decrypt`.
+ */
+RK_MUST_USE
+rk_status rk_store_decrypt_prekey_message(struct rk_store *store,
+                                          const char *name,
+                                          uint32_t device_id,
+                                          const uint8_t *message,
+                                          size_t message_len,
+                                          struct rk_bytes *plaintext_out);
+
+/**
+ * As `rk_store_decrypt` with type 2: decrypts a whisper message.
+ *
+ * Statuses, thread safety and ownership: as `rk_store_decrypt`.
+ *
+ * # Safety
+ * As `rk_store_decrypt`.
+ */
+RK_MUST_USE
+rk_status rk_store_decrypt_whisper_message(struct rk_store *store,
+                                           const char *name,
+                                           uint32_t device_id,
+                                           const uint8_t *message,
+                                           size_t message_len,
+                                           struct rk_bytes *plaintext_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -29,6 +29,10 @@ pub enum Error {
     /// byte comparison with the original.
     #[error("invalid key: non-canonical public key (bit 255 set or u >= 2^255 - 19)")]
     NonCanonicalKey,
+    /// A KEM (Kyber1024) public key, secret key or ciphertext with a wrong
+    /// type byte or length, or a malformed public key.
+    #[error("invalid KEM key: {0}")]
+    InvalidKemKey(&'static str),
     /// A signature (signed prekey) does not verify.
     #[error("invalid signature: {0}")]
     InvalidSignature(&'static str),
@@ -67,6 +71,15 @@ pub enum Error {
     /// A prekey message names a one-time prekey this store does not hold.
     #[error("missing one-time prekey with id {0}")]
     MissingPreKey(u32),
+    /// A prekey message names a Kyber prekey this store does not hold (or
+    /// no longer: a one-time Kyber prekey is deleted after its first use).
+    #[error("missing Kyber prekey with id {0}")]
+    MissingKyberPreKey(u32),
+    /// A session version the store's policy refuses: a bundle without a
+    /// Kyber prekey (starting a version-3 session), or a version-3 prekey
+    /// message that would start a new session.
+    #[error("session version refused: {0}")]
+    VersionRefused(&'static str),
     /// A prekey message names a signed prekey this store does not hold.
     #[error("missing signed prekey with id {0}")]
     MissingSignedPreKey(u32),
@@ -140,7 +153,8 @@ impl Error {
             Error::InvalidKeyLength { .. }
             | Error::InvalidKeyType(_)
             | Error::NonContributoryKey
-            | Error::NonCanonicalKey => ErrorKind::InvalidKey,
+            | Error::NonCanonicalKey
+            | Error::InvalidKemKey(_) => ErrorKind::InvalidKey,
             Error::InvalidSignature(_) => ErrorKind::InvalidSignature,
             Error::InvalidMessage(_)
             | Error::LegacyMessage(_)
@@ -149,7 +163,10 @@ impl Error {
             Error::TooFarAhead { .. } | Error::LimitExceeded(_) => ErrorKind::LimitExceeded,
             Error::UntrustedIdentity(_) => ErrorKind::UntrustedIdentity,
             Error::NoSession(_) | Error::NoSendingChain(_) => ErrorKind::NoSession,
-            Error::MissingPreKey(_) | Error::MissingSignedPreKey(_) => ErrorKind::MissingPreKey,
+            Error::MissingPreKey(_)
+            | Error::MissingSignedPreKey(_)
+            | Error::MissingKyberPreKey(_) => ErrorKind::MissingPreKey,
+            Error::VersionRefused(_) => ErrorKind::InvalidMessage,
             Error::InvalidBundle(_)
             | Error::CorruptState(_)
             | Error::UnsupportedStateVersion(_)

@@ -1,13 +1,16 @@
 //! # ratchetkit
 //!
-//! Signal-protocol sessions — X3DH and the Double Ratchet, message version 3 —
-//! producing and accepting exactly the bytes of the official Signal library.
+//! Signal-protocol sessions — PQXDH (message version 4, the default), X3DH
+//! (version 3, off unless the store's [`SessionPolicy`](store::SessionPolicy)
+//! allows it) and the Double Ratchet — producing and accepting exactly the
+//! bytes of the official Signal library.
 //!
 //! The application holds a [`ProtocolStore`] per local device. A store makes
-//! prekey bundles for others, processes their bundles (X3DH as initiator),
-//! encrypts, decrypts prekey and whisper messages (X3DH as responder and the
-//! Double Ratchet), keeps trusted identities, computes safety numbers, and
-//! saves to and restores from bytes.
+//! prekey bundles for others (with a signed Kyber1024 prekey), processes
+//! their bundles (PQXDH as initiator), encrypts, decrypts prekey and whisper
+//! messages (PQXDH as responder and the Double Ratchet), keeps trusted
+//! identities, computes safety numbers, and saves to and restores from
+//! bytes.
 //!
 //! ```
 //! use ratchetkit::{Address, ProtocolStore};
@@ -15,7 +18,7 @@
 //! let mut alice = ProtocolStore::generate(1, &mut rng)?;
 //! let mut bob = ProtocolStore::generate(1, &mut rng)?;
 //!
-//! // Bob publishes a bundle; Alice starts a session with it (X3DH).
+//! // Bob publishes a bundle; Alice starts a session with it (PQXDH).
 //! let bundle = bob.create_bundle(true, 0, &mut rng)?;
 //! let bob_addr = Address::new("bob", 1);
 //! alice.process_bundle(&bob_addr, &bundle, &mut rng)?;
@@ -25,6 +28,7 @@
 //! let alice_addr = Address::new("alice", 1);
 //! let pt = bob.decrypt(&alice_addr, msg.message_type(), msg.serialize(), &mut rng)?;
 //! assert_eq!(pt, b"hello bob");
+//! assert_eq!(bob.session(&alice_addr).unwrap().current().unwrap().version(), 4);
 //!
 //! // Bob answers with a whisper message.
 //! let reply = bob.encrypt(&alice_addr, b"hi alice")?;
@@ -49,6 +53,7 @@
 pub mod error;
 pub mod ffi;
 pub mod fingerprint;
+pub mod kem;
 pub mod keys;
 mod persist;
 mod persist_scan;

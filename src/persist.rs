@@ -1,7 +1,11 @@
 //! Saving a [`ProtocolStore`] to bytes and restoring it.
 //!
-//! Format version 1: the 4 bytes `RKST`, one format-version byte (`0x01`),
-//! then a protobuf `StoreProto` (below). Every field is validated on load:
+//! The 4 bytes `RKST`, one format-version byte, then a protobuf
+//! `StoreProto` (below). Format version 2 (written since PQXDH) adds Kyber
+//! prekeys (fields 11–13), base-key uses (14: sessions from prekeys that stay after use), the session policy (15,
+//! 16), version-4 session states and their pending Kyber ciphertexts;
+//! version 1 (the same message without them) still restores, with the
+//! default (refusing) policy. Every field is validated on load:
 //! key lengths and types, id ranges, the deployed limits (5 receiving
 //! chains, 2,000 skipped keys per chain, 40 archived states, 65,536
 //! sessions), and references between fields. Corrupt input gives
@@ -12,21 +16,24 @@ use std::collections::{BTreeMap, VecDeque};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
+use crate::kem::{KemKeyPair, KemSecretKey, KEM_CIPHERTEXT_LEN};
 use crate::keys::{IdentityKeyPair, KeyPair, PrivateKey, PublicKey};
-use crate::prekey::{check_prekey_id, PreKeyRecord, SignedPreKeyRecord};
+use crate::prekey::{check_prekey_id, KyberPreKeyRecord, PreKeyRecord, SignedPreKeyRecord};
 use crate::ratchet::{ChainKey, MessageKeySeed, RootKey, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS};
 use crate::session::{
     PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState, MAX_ARCHIVED_STATES,
 };
 use crate::store::{
-    check_address, check_device_id, check_registration_id, Address, ProtocolStore, SessionCell,
-    TrustMap, MAX_SESSIONS,
+    check_address, check_device_id, check_registration_id, Address, BaseKeyUse, BaseKeyUses,
+    ProtocolStore, Refused, SessionCell, SessionPolicy, TrustMap, MAX_SESSIONS,
 };
-use crate::wire::MESSAGE_VERSION;
+use crate::wire::{KyberPayload, MESSAGE_VERSION, PQXDH_VERSION};
 
 const MAGIC: &[u8; 4] = b"RKST";
 /// The current saved-state format version.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+pub(crate) const FORMAT_VERSION: u8 = 2;
+/// The previous format version, still restored.
+const FORMAT_VERSION_1: u8 = 1;
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
 struct StoreProto {
@@ -50,6 +57,42 @@ struct StoreProto {
     sessions: Vec<SessionEntryProto>,
     #[prost(message, repeated, tag = "10")]
     trusted: Vec<TrustProto>,
+    #[prost(message, repeated, tag = "11")]
+    kyber_prekeys: Vec<KyberPreKeyProto>,
+    #[prost(uint32, optional, tag = "12")]
+    current_last_resort: Option<u32>,
+    #[prost(uint32, tag = "13")]
+    next_kyber_prekey_id: u32,
+    #[prost(message, repeated, tag = "14")]
+    base_key_uses: Vec<BaseKeyUseProto>,
+    #[prost(bool, tag = "15")]
+    allow_v3_initiation: bool,
+    #[prost(bool, tag = "16")]
+    accept_v3_prekey_messages: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct KyberPreKeyProto {
+    #[prost(uint32, tag = "1")]
+    id: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    secret_key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    signature: Vec<u8>,
+    #[prost(uint64, tag = "4")]
+    timestamp: u64,
+    #[prost(bool, tag = "5")]
+    last_resort: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Zeroize)]
+struct BaseKeyUseProto {
+    #[prost(uint32, tag = "1")]
+    kyber_pre_key_id: u32,
+    #[prost(uint32, tag = "2")]
+    signed_pre_key_id: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    base_key: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
@@ -112,8 +155,11 @@ struct SessionStateProto {
     receiver_chains: Vec<ReceiverChainProto>,
     #[prost(uint32, tag = "9")]
     previous_counter: u32,
-    #[prost(message, optional, tag = "10")]
-    pending_prekey: Option<PendingPreKeyProto>,
+    /// Boxed: version 4 made it large, and most states have none. Holds no
+    /// secret (ids, the public base key, the KEM ciphertext).
+    #[prost(message, optional, boxed, tag = "10")]
+    #[zeroize(skip)]
+    pending_prekey: Option<Box<PendingPreKeyProto>>,
     #[prost(uint32, tag = "11")]
     local_registration_id: u32,
     #[prost(uint32, tag = "12")]
@@ -150,6 +196,10 @@ struct PendingPreKeyProto {
     signed_pre_key_id: u32,
     #[prost(bytes = "vec", tag = "3")]
     base_key: Vec<u8>,
+    #[prost(uint32, optional, tag = "4")]
+    kyber_pre_key_id: Option<u32>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    kyber_ciphertext: Option<Vec<u8>>,
 }
 
 // ---- save ----------------------------------------------------------------
@@ -181,10 +231,14 @@ fn state_to_proto(s: &SessionState) -> SessionStateProto {
             })
             .collect(),
         previous_counter: s.previous_counter,
-        pending_prekey: s.pending_prekey.as_ref().map(|p| PendingPreKeyProto {
-            pre_key_id: p.pre_key_id,
-            signed_pre_key_id: p.signed_pre_key_id,
-            base_key: p.base_key.serialize().to_vec(),
+        pending_prekey: s.pending_prekey.as_ref().map(|p| {
+            Box::new(PendingPreKeyProto {
+                pre_key_id: p.pre_key_id,
+                signed_pre_key_id: p.signed_pre_key_id,
+                base_key: p.base_key.serialize().to_vec(),
+                kyber_pre_key_id: p.kyber.as_ref().map(|k| k.pre_key_id),
+                kyber_ciphertext: p.kyber.as_ref().map(|k| k.ciphertext.clone()),
+            })
         }),
         local_registration_id: s.local_registration_id,
         remote_registration_id: s.remote_registration_id,
@@ -248,6 +302,32 @@ impl ProtocolStore {
                     identity_key: k.serialize().to_vec(),
                 })
                 .collect(),
+            kyber_prekeys: self
+                .kyber_prekeys
+                .values()
+                .map(|k| KyberPreKeyProto {
+                    id: k.id,
+                    secret_key: k.key_pair.secret_key.serialize().to_vec(),
+                    signature: k.signature.to_vec(),
+                    timestamp: k.timestamp,
+                    last_resort: k.last_resort,
+                })
+                .collect(),
+            current_last_resort: self.current_last_resort,
+            next_kyber_prekey_id: self.next_kyber_prekey_id,
+            base_key_uses: self
+                .base_key_uses
+                .iter()
+                .map(|u| BaseKeyUseProto {
+                    kyber_pre_key_id: u.kyber_pre_key_id,
+                    signed_pre_key_id: u.signed_pre_key_id,
+                    base_key: PublicKey::from_u_coordinate(u.base_key)
+                        .map(|k| k.serialize().to_vec())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            allow_v3_initiation: self.policy.allow_v3_initiation,
+            accept_v3_prekey_messages: self.policy.accept_v3_prekey_messages,
         });
         let mut out = Vec::with_capacity(5 + prost::Message::encoded_len(&*proto));
         out.extend_from_slice(MAGIC);
@@ -263,8 +343,9 @@ impl ProtocolStore {
                 "not a ratchetkit saved store (bad magic)",
             ));
         }
-        if bytes[4] != FORMAT_VERSION {
-            return Err(Error::UnsupportedStateVersion(u32::from(bytes[4])));
+        let version = bytes[4];
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
+            return Err(Error::UnsupportedStateVersion(u32::from(version)));
         }
         let body = &bytes[5..];
         // Counts, record sizes and the wire format are checked before
@@ -280,6 +361,9 @@ impl ProtocolStore {
                 signed_prekey: size_of::<SignedPreKeyProto>(),
                 prekey: size_of::<PreKeyProto>(),
                 trust: size_of::<TrustProto>(),
+                kyber_prekey: size_of::<KyberPreKeyProto>(),
+                base_key_use: size_of::<BaseKeyUseProto>(),
+                pending: size_of::<PendingPreKeyProto>(),
             }
         ));
         // Decoded in place, so that whatever was decoded is wiped however
@@ -289,9 +373,11 @@ impl ProtocolStore {
         proto.prekeys.reserve_exact(counts.prekeys);
         proto.sessions.reserve_exact(counts.sessions);
         proto.trusted.reserve_exact(counts.trusted);
+        proto.kyber_prekeys.reserve_exact(counts.kyber_prekeys);
+        proto.base_key_uses.reserve_exact(counts.base_key_uses);
         prost::Message::merge(&mut *proto, crate::persist_scan::WipingBuf(body))
             .map_err(|_| Error::CorruptState("protobuf does not parse"))?;
-        from_proto(&proto)
+        from_proto(&proto, version)
     }
 }
 
@@ -327,9 +413,10 @@ fn prekey_id(id: u32, what: &'static str) -> Result<u32> {
 }
 
 fn state_from_proto(p: &SessionStateProto) -> Result<SessionState> {
-    if p.version != u32::from(MESSAGE_VERSION) {
-        return Err(corrupt("session version is not 3"));
-    }
+    let version = match u8::try_from(p.version) {
+        Ok(v @ (MESSAGE_VERSION | PQXDH_VERSION)) => v,
+        _ => return Err(corrupt("session version is not 3 or 4")),
+    };
     if p.receiver_chains.len() > MAX_RECEIVER_CHAINS {
         return Err(corrupt("more than 5 receiving chains"));
     }
@@ -366,11 +453,25 @@ fn state_from_proto(p: &SessionStateProto) -> Result<SessionState> {
             },
             signed_pre_key_id: prekey_id(pp.signed_pre_key_id, "pending signed prekey id")?,
             base_key: public(&pp.base_key, "pending base key")?,
+            kyber: match (version, pp.kyber_pre_key_id, &pp.kyber_ciphertext) {
+                (MESSAGE_VERSION, None, None) => None,
+                (PQXDH_VERSION, Some(id), Some(ct)) if ct.len() == KEM_CIPHERTEXT_LEN => {
+                    Some(KyberPayload {
+                        pre_key_id: prekey_id(id, "pending Kyber prekey id")?,
+                        ciphertext: ct.clone(),
+                    })
+                }
+                _ => {
+                    return Err(corrupt(
+                        "pending Kyber prekey does not match the session version",
+                    ))
+                }
+            },
         }),
         None => None,
     };
     Ok(SessionState {
-        version: MESSAGE_VERSION,
+        version,
         local_identity: public(&p.local_identity, "session local identity")?,
         remote_identity: public(&p.remote_identity, "session remote identity")?,
         root_key: RootKey(key32(&p.root_key, "root key")?),
@@ -390,7 +491,17 @@ fn state_from_proto(p: &SessionStateProto) -> Result<SessionState> {
     })
 }
 
-fn from_proto(p: &StoreProto) -> Result<ProtocolStore> {
+fn from_proto(p: &StoreProto, format_version: u8) -> Result<ProtocolStore> {
+    if format_version == FORMAT_VERSION_1
+        && (!p.kyber_prekeys.is_empty()
+            || p.current_last_resort.is_some()
+            || p.next_kyber_prekey_id != 0
+            || !p.base_key_uses.is_empty()
+            || p.allow_v3_initiation
+            || p.accept_v3_prekey_messages)
+    {
+        return Err(corrupt("format version 1 with version-2 fields"));
+    }
     let identity = IdentityKeyPair::from_private_key(private(&p.identity_private, "identity key")?);
     shared(
         check_registration_id(p.registration_id),
@@ -464,6 +575,47 @@ fn from_proto(p: &StoreProto) -> Result<ProtocolStore> {
             return Err(corrupt("duplicate trusted name"));
         }
     }
+    let mut kyber_prekeys = BTreeMap::new();
+    for k in &p.kyber_prekeys {
+        let id = prekey_id(k.id, "Kyber prekey id")?;
+        let secret_key = KemSecretKey::deserialize(&k.secret_key)
+            .map_err(|_| corrupt("Kyber prekey secret key"))?;
+        let record = KyberPreKeyRecord {
+            id,
+            key_pair: KemKeyPair::from_secret_key(secret_key)
+                .map_err(|_| corrupt("Kyber prekey secret key"))?,
+            signature: <[u8; 64]>::try_from(k.signature.as_slice())
+                .map_err(|_| corrupt("Kyber prekey signature length"))?,
+            timestamp: k.timestamp,
+            last_resort: k.last_resort,
+        };
+        if kyber_prekeys.insert(id, record).is_some() {
+            return Err(corrupt("duplicate Kyber prekey id"));
+        }
+    }
+    let current_last_resort = match p.current_last_resort {
+        Some(id) if kyber_prekeys.get(&id).is_some_and(|k| k.last_resort) => Some(id),
+        Some(_) => return Err(corrupt("current last-resort Kyber prekey is not held")),
+        None => None,
+    };
+    let mut base_key_uses = BaseKeyUses::default();
+    for u in &p.base_key_uses {
+        let used = BaseKeyUse {
+            // 0: a version-3 use of the signed prekey alone.
+            kyber_pre_key_id: match u.kyber_pre_key_id {
+                0 => 0,
+                id => prekey_id(id, "base-key use Kyber prekey id")?,
+            },
+            signed_pre_key_id: prekey_id(u.signed_pre_key_id, "base-key use signed prekey id")?,
+            base_key: *public(&u.base_key, "base-key use base key")?.u_coordinate(),
+        };
+        if base_key_uses.check(&used) == Err(Refused::Full) {
+            return Err(corrupt("too many base-key uses for one prekey"));
+        }
+        if !base_key_uses.insert(used) {
+            return Err(corrupt("duplicate base-key use"));
+        }
+    }
     Ok(ProtocolStore {
         identity,
         registration_id: p.registration_id,
@@ -473,6 +625,18 @@ fn from_proto(p: &StoreProto) -> Result<ProtocolStore> {
         prekeys,
         next_prekey_id: prekey_id(p.next_prekey_id, "next prekey id")?,
         next_signed_prekey_id: prekey_id(p.next_signed_prekey_id, "next signed prekey id")?,
+        kyber_prekeys,
+        current_last_resort,
+        next_kyber_prekey_id: match format_version {
+            FORMAT_VERSION_1 => 1,
+            _ => prekey_id(p.next_kyber_prekey_id, "next Kyber prekey id")?,
+        },
+        base_key_uses,
+        policy: SessionPolicy {
+            allow_v3_initiation: p.allow_v3_initiation,
+            accept_v3_prekey_messages: p.accept_v3_prekey_messages,
+        },
+        prekeys_generation: 0,
         sessions,
         trusted: TrustMap::new(trusted),
     })

@@ -12,10 +12,10 @@
 //! - **a repeated field beyond its limit**, counted as it is read: more than
 //!   [`MAX_SESSIONS`] sessions, [`MAX_ARCHIVED_STATES`] archived states for
 //!   one address, [`MAX_RECEIVER_CHAINS`] receiving chains in one state,
-//!   [`MAX_SKIPPED_KEYS`] skipped keys on one chain, or more signed or
-//!   one-time prekeys than there are prekey ids ([`MAX_PREKEY_ID`]). Trusted
-//!   identities have no count limit (a store holds any number); record
-//!   sizes bound them.
+//!   [`MAX_SKIPPED_KEYS`] skipped keys on one chain, more signed, one-time
+//!   or Kyber prekeys than there are prekey ids ([`MAX_PREKEY_ID`]). Trusted
+//!   identities and base-key uses have no count limit here (their bound
+//!   depends on other records: restore checks it); record sizes bound them.
 //! - **a record smaller than a valid one**: the record's own fields (its
 //!   bytes less those of the records nested in it) are fewer bytes than its
 //!   required fields take, or a session entry holds no state (a store only
@@ -31,6 +31,8 @@
 //!   | signed prekey     | id, 32-byte private key, 64-byte signature        | 102 |
 //!   | one-time prekey   | id, 32-byte private key                           |  36 |
 //!   | trusted identity  | 33-byte key                                       |  35 |
+//!   | Kyber prekey      | id, 3169-byte secret key, 64-byte signature       | 3,240 |
+//!   | base-key use      | signed prekey id, 33-byte base key (a Kyber prekey id unless version 3) | 37 |
 //!
 //!   (The numbers are computed from the key lengths in `crate::keys`.)
 //!   Only a record's own bytes count: were nested records counted too, a
@@ -52,9 +54,10 @@
 //! # The bound: decoding allocates at most 7 times the input
 //!
 //! On a 64-bit target the decoded records take (prost structs with their
-//! `Vec` and `String` headers): entry 288 bytes, state 232 (inline in the
+//! `Vec` and `String` headers): entry 256 bytes, state 200 (inline in the
 //! entry when current), chain 80, skipped key 32, signed prekey 64, prekey
-//! 32, trust 48, pending prekey inline in its state. Their key bytes and
+//! 32, trust 48, Kyber prekey 64, base-key use 32, pending prekey 72
+//! (boxed in its state). Their key bytes and
 //! names are heap buffers of exactly their length (8 bytes when shorter
 //! than 8; each field appears once).
 //!
@@ -66,10 +69,12 @@
 //! - So each record costs at most its slots plus 8 bytes per short field,
 //!   paid by its own bytes on the wire (own fields, key and length prefix),
 //!   which no other record counts: a skipped key 136 bytes for 36 (3.8x), a
-//!   chain 336 for 71 (4.7x), an archived state 976 for 212 (4.6x), an
-//!   entry with its first state archived 1,272 for 217 (5.9x), a trusted
-//!   identity 64 for 37 (1.7x), a prekey 40 for 38, a signed prekey 80 for
-//!   104. That is at most 6x; the field contents themselves add at most 1x.
+//!   chain 336 for 71 (4.7x), an archived state 848 for 212 (4.0x), an
+//!   entry with its first state archived 1,112 for 217 (5.1x), a pending
+//!   prekey 88 for 39 (2.3x), a trusted identity 64 for 37 (1.7x), a prekey
+//!   40 for 38, a signed prekey 80 for 104, a base-key use 40 for 39, a
+//!   Kyber prekey 64 for 3,243. That is at most 6x; the field contents
+//!   themselves add at most 1x.
 //!
 //! Decoded size ≤ [`EXPANSION_BOUND`] (7) × input length. `restore` checks
 //! the inequalities above against the `size_of` of the actual prost structs
@@ -102,6 +107,7 @@ use prost::bytes::{Buf, Bytes};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::kem::KEM_SECRET_KEY_LEN;
 use crate::keys::{PRIVATE_KEY_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use crate::prekey::MAX_PREKEY_ID;
 use crate::ratchet::{MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS};
@@ -162,6 +168,10 @@ const MIN_SIGNED_PREKEY: usize =
     varint_field(1, 1) + delimited(2, PRIVATE_KEY_LEN) + delimited(3, SIGNATURE_LEN);
 const MIN_PREKEY: usize = varint_field(1, 1) + delimited(2, PRIVATE_KEY_LEN);
 const MIN_TRUST: usize = delimited(2, PUBLIC_KEY_LEN);
+const MIN_KYBER_PREKEY: usize =
+    varint_field(1, 1) + delimited(2, KEM_SECRET_KEY_LEN) + delimited(3, SIGNATURE_LEN);
+// The Kyber prekey id is 0, so absent, in a version-3 use.
+const MIN_BASE_KEY_USE: usize = varint_field(2, 1) + delimited(3, PUBLIC_KEY_LEN);
 
 /// The records of the saved format (the prost structs of `persist.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +185,8 @@ enum Record {
     Chain,
     Skipped,
     Pending,
+    KyberPreKey,
+    BaseKeyUse,
 }
 
 /// How a known field is encoded.
@@ -192,6 +204,8 @@ enum Field {
 struct Limits {
     signed_prekeys: usize,
     prekeys: usize,
+    kyber_prekeys: usize,
+    base_key_uses: usize,
     sessions: usize,
     archived_states: usize,
     receiver_chains: usize,
@@ -201,6 +215,9 @@ struct Limits {
 const DEPLOYED: Limits = Limits {
     signed_prekeys: MAX_PREKEY_ID as usize,
     prekeys: MAX_PREKEY_ID as usize,
+    kyber_prekeys: MAX_PREKEY_ID as usize,
+    // Bounded per prekey when restored; record sizes bound the memory.
+    base_key_uses: usize::MAX,
     sessions: MAX_SESSIONS,
     archived_states: MAX_ARCHIVED_STATES,
     receiver_chains: MAX_RECEIVER_CHAINS,
@@ -214,11 +231,17 @@ impl Record {
         use Record::*;
         match (self, tag) {
             (Store, 1) => Bytes,
-            (Store, 2 | 3 | 5 | 7 | 8) => Varint,
+            (Store, 2 | 3 | 5 | 7 | 8 | 12 | 13 | 15 | 16) => Varint,
             (Store, 4) => Message(SignedPreKey),
             (Store, 6) => Message(PreKey),
             (Store, 9) => Message(Entry),
             (Store, 10) => Message(Trust),
+            (Store, 11) => Message(KyberPreKey),
+            (Store, 14) => Message(BaseKeyUse),
+            (KyberPreKey, 1 | 4 | 5) => Varint,
+            (KyberPreKey, 2 | 3) => Bytes,
+            (BaseKeyUse, 1 | 2) => Varint,
+            (BaseKeyUse, 3) => Bytes,
             (SignedPreKey, 1 | 4) => Varint,
             (SignedPreKey, 2 | 3) => Bytes,
             (PreKey, 1) => Varint,
@@ -237,8 +260,8 @@ impl Record {
             (Chain, 4) => Message(Skipped),
             (Skipped, 1) => Varint,
             (Skipped, 2) => Bytes,
-            (Pending, 1 | 2) => Varint,
-            (Pending, 3) => Bytes,
+            (Pending, 1 | 2 | 4) => Varint,
+            (Pending, 3 | 5) => Bytes,
             _ => Unknown,
         }
     }
@@ -251,6 +274,8 @@ impl Record {
             (Store, 6) => Some((limits.prekeys, "more one-time prekeys than prekey ids")),
             (Store, 9) => Some((limits.sessions, "too many sessions")),
             (Store, 10) => Some((usize::MAX, "")),
+            (Store, 11) => Some((limits.kyber_prekeys, "more Kyber prekeys than prekey ids")),
+            (Store, 14) => Some((limits.base_key_uses, "too many base-key uses")),
             (Entry, 4) => Some((
                 limits.archived_states,
                 "too many archived states for one address",
@@ -276,6 +301,8 @@ impl Record {
             Record::Chain => (MIN_CHAIN, "receiving chain record too small"),
             Record::Skipped => (MIN_SKIPPED, "skipped key record too small"),
             Record::Pending => (MIN_PENDING, "pending prekey record too small"),
+            Record::KyberPreKey => (MIN_KYBER_PREKEY, "Kyber prekey record too small"),
+            Record::BaseKeyUse => (MIN_BASE_KEY_USE, "base-key use record too small"),
         }
     }
 }
@@ -386,6 +413,8 @@ pub(crate) struct StoreCounts {
     pub(crate) prekeys: usize,
     pub(crate) sessions: usize,
     pub(crate) trusted: usize,
+    pub(crate) kyber_prekeys: usize,
+    pub(crate) base_key_uses: usize,
 }
 
 /// Checks the protobuf `body` of a saved store (after magic and version)
@@ -402,16 +431,18 @@ fn scan_with(body: &[u8], limits: &Limits) -> Result<StoreCounts> {
         prekeys: counts[6],
         sessions: counts[9],
         trusted: counts[10],
+        kyber_prekeys: counts[11],
+        base_key_uses: counts[14],
     })
 }
 
 /// Scans one `record` (its fields in `body`), the fields at recursion
 /// `budget` as prost counts it. Returns how often each repeated field
-/// occurs, by field number (known fields are numbered below 16).
-fn scan(record: Record, body: &[u8], budget: u32, limits: &Limits) -> Result<[usize; 16]> {
+/// occurs, by field number (known fields are numbered below 32).
+fn scan(record: Record, body: &[u8], budget: u32, limits: &Limits) -> Result<[usize; 32]> {
     let mut r = Reader(body);
-    let mut counts = [0usize; 16];
-    let mut seen = 0u16;
+    let mut counts = [0usize; 32];
+    let mut seen = 0u32;
     let mut nested_bytes = 0usize;
     while !r.0.is_empty() {
         let field_start = r.0.len();
@@ -421,7 +452,7 @@ fn scan(record: Record, body: &[u8], budget: u32, limits: &Limits) -> Result<[us
             r.skip(tag, wire, budget)?;
             continue;
         }
-        let slot = (tag & 15) as usize;
+        let slot = (tag & 31) as usize;
         match record.limit(tag, limits) {
             Some((max, what)) => {
                 counts[slot] += 1;
@@ -513,6 +544,9 @@ pub(crate) struct DecodedSizes {
     pub(crate) signed_prekey: usize,
     pub(crate) prekey: usize,
     pub(crate) trust: usize,
+    pub(crate) kyber_prekey: usize,
+    pub(crate) base_key_use: usize,
+    pub(crate) pending: usize,
 }
 
 /// Slots a `Vec` inside a record holds per element, at most: its first
@@ -540,7 +574,7 @@ pub(crate) const fn within_bound(s: &DecodedSizes) -> bool {
     let state_wire = delimited(4, MIN_STATE);
     pays(s.skipped * n + h, delimited(4, MIN_SKIPPED))
         && pays(s.chain * n + 2 * h, delimited(8, MIN_CHAIN))
-        && pays(h, delimited(10, MIN_PENDING))
+        && pays(s.pending + 2 * h, delimited(10, MIN_PENDING))
         && pays(s.state * n + 6 * h, state_wire)
         // An entry (1 name) with its first state, archived: the entry's
         // length prefix covers at least its own bytes and that state.
@@ -551,6 +585,8 @@ pub(crate) const fn within_bound(s: &DecodedSizes) -> bool {
         && pays(s.signed_prekey + 2 * h, delimited(4, MIN_SIGNED_PREKEY))
         && pays(s.prekey + h, delimited(6, MIN_PREKEY))
         && pays(s.trust + 2 * h, delimited(10, MIN_TRUST))
+        && pays(s.kyber_prekey, delimited(11, MIN_KYBER_PREKEY))
+        && pays(s.base_key_use + h, delimited(14, MIN_BASE_KEY_USE))
 }
 
 #[cfg(test)]
@@ -635,6 +671,8 @@ mod tests {
         archived_states: 2,
         receiver_chains: 2,
         skipped_keys: 3,
+        kyber_prekeys: 2,
+        base_key_uses: 2,
     };
 
     fn counts_ok(body: &[u8]) -> StoreCounts {
@@ -879,7 +917,9 @@ mod tests {
                 signed_prekeys: 0,
                 prekeys: 3,
                 sessions: 3,
-                trusted: 3
+                trusted: 3,
+                kyber_prekeys: 0,
+                base_key_uses: 0,
             }
         );
         // Every prefix scans or is refused; none panics.
@@ -891,18 +931,21 @@ mod tests {
     #[test]
     fn the_bound_holds_for_the_documented_sizes() {
         let documented = DecodedSizes {
-            entry: 288,
-            state: 232,
+            entry: 256,
+            state: 200,
             chain: 80,
             skipped: 32,
             signed_prekey: 64,
             prekey: 32,
             trust: 48,
+            kyber_prekey: 64,
+            base_key_use: 32,
+            pending: 72,
         };
         assert!(within_bound(&documented));
         // A bigger entry would break it.
         assert!(!within_bound(&DecodedSizes {
-            entry: 400,
+            entry: 500,
             ..documented
         }));
     }

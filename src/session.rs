@@ -18,7 +18,7 @@ use crate::ratchet::{
 };
 use crate::scrub;
 use crate::wire::{
-    CiphertextMessage, PreKeySignalMessage, SignalMessage, SignalMessageRef, MESSAGE_VERSION,
+    CiphertextMessage, KyberPayload, PreKeySignalMessage, SignalMessage, SignalMessageRef,
 };
 
 /// A session record keeps at most this many previous (archived) states.
@@ -46,6 +46,8 @@ pub(crate) struct PendingPreKey {
     pub(crate) pre_key_id: Option<u32>,
     pub(crate) signed_pre_key_id: u32,
     pub(crate) base_key: PublicKey,
+    /// Version 4: the Kyber prekey id and the KEM ciphertext.
+    pub(crate) kyber: Option<KyberPayload>,
 }
 
 /// One Double Ratchet conversation with one remote device.
@@ -152,6 +154,7 @@ fn walk_chain(
 impl SessionState {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        version: u8,
         local_identity: PublicKey,
         remote_identity: PublicKey,
         root_key: RootKey,
@@ -162,7 +165,7 @@ impl SessionState {
         alice_base_key: PublicKey,
     ) -> Self {
         SessionState {
-            version: MESSAGE_VERSION,
+            version,
             local_identity,
             remote_identity,
             root_key,
@@ -195,6 +198,11 @@ impl SessionState {
             .len()
             .saturating_sub(MAX_RECEIVER_CHAINS);
         scrub::drop_front(&mut self.receiver_chains, excess);
+    }
+
+    /// The session's message version: 3 (started with X3DH) or 4 (PQXDH).
+    pub fn version(&self) -> u8 {
+        self.version
     }
 
     /// The remote identity key of this session.
@@ -240,6 +248,7 @@ impl SessionState {
         }
         let (seed, next) = self.sender_chain.chain_key.step();
         let message = SignalMessage::encrypt(
+            self.version,
             &seed.derive(),
             self.sender_chain.ratchet_key.public_key,
             self.sender_chain.chain_key.index,
@@ -250,6 +259,7 @@ impl SessionState {
         )?;
         let message = match &self.pending_prekey {
             Some(p) => CiphertextMessage::PreKey(PreKeySignalMessage::new(
+                p.kyber.clone(),
                 self.local_registration_id,
                 p.pre_key_id,
                 p.signed_pre_key_id,
@@ -267,6 +277,11 @@ impl SessionState {
     /// Works out the message key for `message` and the change to apply on
     /// success, without touching `self`.
     fn plan(&self, message: &SignalMessageRef<'_>) -> Result<(MessageKeySeed, Plan)> {
+        if message.version != self.version {
+            return Err(Error::InvalidMessage(
+                "message version differs from its session's version",
+            ));
+        }
         let counter = message.counter;
         match self.chain_index(&message.ratchet_key) {
             Some(chain) => {
@@ -470,16 +485,6 @@ pub(crate) enum StateSource {
     Previous(usize),
 }
 
-/// Which states of a record may decrypt a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Scope {
-    /// The current state only (a prekey message: the state its base key
-    /// names is made current first).
-    Current,
-    /// The current state, then archived states (a whisper message).
-    AnyState,
-}
-
 /// All the states held for one remote device: the current one and up to
 /// [`MAX_ARCHIVED_STATES`] previous ones (newest first).
 #[derive(Clone, Debug, Default)]
@@ -537,7 +542,6 @@ impl SessionRecord {
     ///
     /// Which states are tried, so that the work a forged message causes is
     /// bounded independently of the number of archived states:
-    /// - with [`Scope::Current`], the current state only;
     /// - the one state that holds a receiving chain for the message's
     ///   ratchet key, if any (ratchet keys are fresh per session: an honest
     ///   message can come from no other state);
@@ -557,7 +561,6 @@ impl SessionRecord {
         &mut self,
         message: &SignalMessageRef<'_>,
         rng: &mut R,
-        scope: Scope,
         trust: impl Fn(&PublicKey) -> Result<()>,
         sink: impl FnOnce(Vec<u8>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E>
@@ -571,7 +574,7 @@ impl SessionRecord {
             .ok_or(Error::InvalidMessage("no current session state"))?;
         trust(&current.remote_identity)?;
         let key = &message.ratchet_key;
-        if scope == Scope::Current || current.chain_index(key).is_some() {
+        if current.chain_index(key).is_some() {
             return current.decrypt_then(message, rng, sink);
         }
         if let Some(i) = self

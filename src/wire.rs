@@ -39,10 +39,17 @@ const DECRYPT_STITCH_MAX: usize = 16 * 1024;
 /// One AES block.
 type Block = aes::cipher::generic_array::GenericArray<u8, aes::cipher::consts::U16>;
 
-/// The message version this library speaks.
+/// Message version 3: sessions started with X3DH.
 pub const MESSAGE_VERSION: u8 = 3;
-/// The version byte written on every message: `(3 << 4) | 3`.
-pub const VERSION_BYTE: u8 = (MESSAGE_VERSION << 4) | MESSAGE_VERSION;
+/// Message version 4: sessions started with PQXDH (X3DH + Kyber1024).
+pub const PQXDH_VERSION: u8 = 4;
+/// The version byte of version-3 messages: `(3 << 4) | 3`.
+pub const VERSION_BYTE: u8 = version_byte(MESSAGE_VERSION);
+
+/// The version byte written on messages of `version`: `(v << 4) | v`.
+pub const fn version_byte(version: u8) -> u8 {
+    (version << 4) | version
+}
 /// Length of the truncated MAC that ends a `SignalMessage`.
 pub const MAC_LEN: usize = 8;
 /// Message type number of a `SignalMessage` as applications use it.
@@ -94,14 +101,19 @@ struct PreKeySignalMessageProto {
     identity_key: Option<Vec<u8>>,
     #[prost(bytes = "vec", optional, tag = "4")]
     message: Option<Vec<u8>>,
+    #[prost(uint32, optional, tag = "7")]
+    kyber_pre_key_id: Option<u32>,
+    #[prost(bytes = "vec", optional, tag = "8")]
+    kyber_ciphertext: Option<Vec<u8>>,
 }
 
+/// The message version from a version byte's high nibble: 3 or 4.
 fn check_version(byte: u8) -> Result<u8> {
     let version = byte >> 4;
     if version < MESSAGE_VERSION {
         return Err(Error::LegacyMessage(version));
     }
-    if version > MESSAGE_VERSION {
+    if version > PQXDH_VERSION {
         return Err(Error::UnrecognizedMessageVersion(version));
     }
     Ok(version)
@@ -115,6 +127,7 @@ fn message_key(bytes: Option<Vec<u8>>, what: &'static str) -> Result<PublicKey> 
 /// A `SignalMessage`: `version || protobuf || MAC(8)`.
 #[derive(Clone, Debug)]
 pub struct SignalMessage {
+    version: u8,
     ratchet_key: PublicKey,
     counter: u32,
     previous_counter: u32,
@@ -127,6 +140,8 @@ pub struct SignalMessage {
 /// per-message decrypt path reads messages without copying them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SignalMessageRef<'a> {
+    /// The message version (the version byte's high nibble): 3 or 4.
+    pub(crate) version: u8,
     pub(crate) ratchet_key: PublicKey,
     pub(crate) counter: u32,
     pub(crate) previous_counter: u32,
@@ -163,7 +178,7 @@ impl<'a> SignalMessageRef<'a> {
         if bytes.len() < 1 + MAC_LEN {
             return Err(Error::InvalidMessage("SignalMessage too short"));
         }
-        check_version(bytes[0])?;
+        let version = check_version(bytes[0])?;
         let body_len = bytes.len() - MAC_LEN;
         let mut buf = &bytes[1..body_len];
         let (mut ratchet_key, mut counter, mut previous_counter, mut ciphertext) =
@@ -196,6 +211,7 @@ impl<'a> SignalMessageRef<'a> {
         let (ciphertext, ciphertext_start) =
             ciphertext.ok_or(Error::InvalidMessage("SignalMessage ciphertext missing"))?;
         Ok(SignalMessageRef {
+            version,
             ratchet_key,
             counter: counter.ok_or(Error::InvalidMessage("SignalMessage counter missing"))?,
             previous_counter: previous_counter.unwrap_or(0),
@@ -291,12 +307,13 @@ pub(crate) fn padded_len(plaintext_len: usize) -> usize {
 }
 
 impl SignalMessage {
-    /// Builds, encrypts and MACs a message (version 3) in one buffer: the
+    /// Builds, encrypts and MACs a message of `version` in one buffer: the
     /// protobuf header is written with prost's encoders, the plaintext is
     /// AES-256-CBC encrypted in place, and the MAC appended. The only
     /// allocation is the message itself.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn encrypt(
+        version: u8,
         keys: &MessageKeys,
         ratchet_key: PublicKey,
         counter: u32,
@@ -317,7 +334,7 @@ impl SignalMessage {
             + key_len(4)
             + encoded_len_varint(ct_len as u64);
         let mut out = Vec::with_capacity(header_len + ct_len + MAC_LEN);
-        out.push(VERSION_BYTE);
+        out.push(version_byte(version));
         encode_key(1, WireType::LengthDelimited, &mut out);
         encode_varint(PUBLIC_KEY_LEN as u64, &mut out);
         out.extend_from_slice(&ratchet_key.serialize());
@@ -349,6 +366,7 @@ impl SignalMessage {
         }
         out.extend_from_slice(&mac_finish(mac));
         Ok(SignalMessage {
+            version,
             ratchet_key,
             counter,
             previous_counter,
@@ -363,6 +381,7 @@ impl SignalMessage {
         let parsed = SignalMessageRef::parse(bytes)?;
         let start = parsed.ciphertext_start;
         Ok(SignalMessage {
+            version: parsed.version,
             ratchet_key: parsed.ratchet_key,
             counter: parsed.counter,
             previous_counter: parsed.previous_counter,
@@ -374,6 +393,7 @@ impl SignalMessage {
     /// This message as the decrypt path reads it.
     pub(crate) fn borrowed(&self) -> SignalMessageRef<'_> {
         SignalMessageRef {
+            version: self.version,
             ratchet_key: self.ratchet_key,
             counter: self.counter,
             previous_counter: self.previous_counter,
@@ -383,6 +403,10 @@ impl SignalMessage {
         }
     }
 
+    /// The message version (3 or 4, the version byte's high nibble).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
     /// The sender's ratchet key.
     pub fn ratchet_key(&self) -> &PublicKey {
         &self.ratchet_key
@@ -453,9 +477,21 @@ fn compute_mac(
     mac_finish(mac)
 }
 
+/// What a version-4 prekey message carries for PQXDH: the Kyber prekey it
+/// names and the KEM ciphertext to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KyberPayload {
+    /// The id of the responder's Kyber prekey.
+    pub pre_key_id: u32,
+    /// The serialized KEM ciphertext (`0x08` + 1568 bytes).
+    pub ciphertext: Vec<u8>,
+}
+
 /// A `PreKeySignalMessage`: `version || protobuf`, wrapping a `SignalMessage`.
 #[derive(Clone, Debug)]
 pub struct PreKeySignalMessage {
+    version: u8,
+    kyber: Option<KyberPayload>,
     registration_id: u32,
     pre_key_id: Option<u32>,
     signed_pre_key_id: u32,
@@ -466,8 +502,11 @@ pub struct PreKeySignalMessage {
 }
 
 impl PreKeySignalMessage {
-    /// Wraps `message` (version 3).
+    /// Wraps `message`, of the same version; a version-4 message carries
+    /// `kyber`, a version-3 one does not.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        kyber: Option<KyberPayload>,
         registration_id: u32,
         pre_key_id: Option<u32>,
         signed_pre_key_id: u32,
@@ -482,11 +521,16 @@ impl PreKeySignalMessage {
             base_key: Some(base_key.serialize().to_vec()),
             identity_key: Some(identity_key.serialize().to_vec()),
             message: Some(message.serialize().to_vec()),
+            kyber_pre_key_id: kyber.as_ref().map(|k| k.pre_key_id),
+            kyber_ciphertext: kyber.as_ref().map(|k| k.ciphertext.clone()),
         };
+        let version = message.version();
         let mut serialized = Vec::with_capacity(1 + prost::Message::encoded_len(&proto));
-        serialized.push(VERSION_BYTE);
+        serialized.push(version_byte(version));
         let _ = prost::Message::encode(&proto, &mut serialized);
         PreKeySignalMessage {
+            version,
+            kyber,
             registration_id,
             pre_key_id,
             signed_pre_key_id,
@@ -503,7 +547,7 @@ impl PreKeySignalMessage {
         let Some((&first, body)) = bytes.split_first() else {
             return Err(Error::InvalidMessage("PreKeySignalMessage is empty"));
         };
-        check_version(first)?;
+        let version = check_version(first)?;
         let proto: PreKeySignalMessageProto = prost::Message::decode(body)
             .map_err(|_| Error::InvalidMessage("PreKeySignalMessage protobuf does not parse"))?;
         let signed_pre_key_id = proto.signed_pre_key_id.ok_or(Error::InvalidMessage(
@@ -521,7 +565,38 @@ impl PreKeySignalMessage {
             "PreKeySignalMessage inner message missing",
         ))?;
         let message = SignalMessage::deserialize(&inner)?;
+        if message.version() != version {
+            return Err(Error::InvalidMessage(
+                "PreKeySignalMessage and its inner message differ in version",
+            ));
+        }
+        let kyber = match (version, proto.kyber_pre_key_id, proto.kyber_ciphertext) {
+            (MESSAGE_VERSION, None, None) => None,
+            (MESSAGE_VERSION, _, _) => {
+                return Err(Error::InvalidMessage(
+                    "version-3 PreKeySignalMessage with Kyber fields",
+                ))
+            }
+            (_, Some(pre_key_id), Some(ciphertext)) => {
+                if ciphertext.len() != crate::kem::KEM_CIPHERTEXT_LEN {
+                    return Err(Error::InvalidMessage(
+                        "PreKeySignalMessage Kyber ciphertext must be 1569 bytes",
+                    ));
+                }
+                Some(KyberPayload {
+                    pre_key_id,
+                    ciphertext,
+                })
+            }
+            _ => {
+                return Err(Error::InvalidMessage(
+                    "version-4 PreKeySignalMessage without its Kyber prekey id and ciphertext",
+                ))
+            }
+        };
         Ok(PreKeySignalMessage {
+            version,
+            kyber,
             registration_id: proto.registration_id.unwrap_or(0),
             pre_key_id: proto.pre_key_id,
             signed_pre_key_id,
@@ -532,6 +607,14 @@ impl PreKeySignalMessage {
         })
     }
 
+    /// The message version: 3 (X3DH) or 4 (PQXDH).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+    /// The Kyber prekey id and KEM ciphertext (version 4 only).
+    pub fn kyber(&self) -> Option<&KyberPayload> {
+        self.kyber.as_ref()
+    }
     /// The sender's registration id.
     pub fn registration_id(&self) -> u32 {
         self.registration_id
@@ -611,7 +694,7 @@ mod tests {
         let rk = KeyPair::generate(&mut OsRng).public_key;
         let keys = test_keys();
         (
-            SignalMessage::encrypt(&keys, rk, 7, 3, &[1, 2, 3], &a, &b).unwrap(),
+            SignalMessage::encrypt(MESSAGE_VERSION, &keys, rk, 7, 3, &[1, 2, 3], &a, &b).unwrap(),
             a,
             b,
             *keys.mac_key(),
@@ -637,7 +720,17 @@ mod tests {
         ] {
             let rk = KeyPair::generate(&mut OsRng).public_key;
             let pt = vec![0x5au8; len];
-            let m = SignalMessage::encrypt(&test_keys(), rk, counter, prev, &pt, &a, &b).unwrap();
+            let m = SignalMessage::encrypt(
+                MESSAGE_VERSION,
+                &test_keys(),
+                rk,
+                counter,
+                prev,
+                &pt,
+                &a,
+                &b,
+            )
+            .unwrap();
             let proto = SignalMessageProto {
                 ratchet_key: Some(rk.serialize().to_vec()),
                 counter: Some(counter),
@@ -758,7 +851,7 @@ mod tests {
         let rk = random_key();
         for len in (0..=200).chain([255, 256, 257, 1023, 1024, 1025, 16383, 16384, 65536]) {
             let pt: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
-            let m = SignalMessage::encrypt(&keys, rk, 5, 2, &pt, &a, &b).unwrap();
+            let m = SignalMessage::encrypt(MESSAGE_VERSION, &keys, rk, 5, 2, &pt, &a, &b).unwrap();
             let plain_ct = Aes256CbcEnc::new(keys.cipher_key().into(), keys.iv().into())
                 .encrypt_padded_vec_mut::<Pkcs7>(&pt);
             assert_eq!(m.ciphertext(), &plain_ct[..], "length {len}");
@@ -794,7 +887,7 @@ mod tests {
         let keys = test_keys();
         let rk = random_key();
         let pt = [0x5au8; 70];
-        let m = SignalMessage::encrypt(&keys, rk, 9, 4, &pt, &a, &b).unwrap();
+        let m = SignalMessage::encrypt(MESSAGE_VERSION, &keys, rk, 9, 4, &pt, &a, &b).unwrap();
         let ct = m.ciphertext();
         let mut body = vec![VERSION_BYTE];
         // Unknown field 9 (varint), the ciphertext, then the other fields.
@@ -871,17 +964,20 @@ mod tests {
             SignalMessage::deserialize(&bytes).unwrap_err(),
             Error::LegacyMessage(2)
         );
+        // Version 4 parses (the session checks that it is its version).
         bytes[0] = 0x44;
+        assert_eq!(SignalMessage::deserialize(&bytes).unwrap().version(), 4);
+        bytes[0] = 0x55;
         assert_eq!(
             SignalMessage::deserialize(&bytes).unwrap_err(),
-            Error::UnrecognizedMessageVersion(4)
+            Error::UnrecognizedMessageVersion(5)
         );
     }
 
     #[test]
     fn truncations_never_panic() {
         let (m, a, b, _) = sample();
-        let pk = PreKeySignalMessage::new(1, None, 2, a, b, m.clone());
+        let pk = PreKeySignalMessage::new(None, 1, None, 2, a, b, m.clone());
         for bytes in [m.serialize(), pk.serialize()] {
             for n in 0..bytes.len() {
                 let _ = SignalMessage::deserialize(&bytes[..n]);
@@ -895,7 +991,7 @@ mod tests {
     #[test]
     fn prekey_message_without_one_time_prekey_omits_field_1() {
         let (m, a, b, _) = sample();
-        let pk = PreKeySignalMessage::new(1, None, 2, a, b, m);
+        let pk = PreKeySignalMessage::new(None, 1, None, 2, a, b, m);
         let bytes = pk.serialize();
         // field 1, wire type 0 would be tag byte 0x08
         assert!(!bytes[1..].starts_with(&[0x08]));

@@ -1,25 +1,44 @@
-//! X3DH as deployed (message version 3, no Kyber): the initiator processes a
-//! bundle, the responder processes the first prekey message. Both end with a
-//! fresh [`SessionState`].
+//! X3DH as deployed (message version 3) and PQXDH (version 4: X3DH with a
+//! Kyber1024 KEM secret appended): the initiator processes a bundle, the
+//! responder processes the first prekey message. Both end with a fresh
+//! [`SessionState`].
 
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::kem::KemSecretKey;
 use crate::keys::{IdentityKeyPair, KeyPair, PublicKey};
 use crate::prekey::PreKeyBundle;
 use crate::ratchet::{hkdf, ChainKey, RootKey};
 use crate::session::{PendingPreKey, SessionState};
+use crate::wire::{KyberPayload, MESSAGE_VERSION, PQXDH_VERSION};
 
-/// `HKDF(no salt, 0xFF×32 || DHs, "WhisperText", 64)` → root key, chain key.
-fn derive_initial_keys(dh_results: &[&[u8; 32]]) -> (RootKey, ChainKey) {
-    let mut secret = Zeroizing::new(Vec::with_capacity(32 * (dh_results.len() + 1)));
+/// The HKDF info of version-3 (X3DH) sessions.
+const INFO_V3: &[u8] = b"WhisperText";
+/// The HKDF info of version-4 (PQXDH) sessions.
+const INFO_V4: &[u8] = b"WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024";
+
+/// `HKDF(no salt, 0xFF×32 || DHs [|| KEM secret], info, 64)` → root key,
+/// chain key. With a KEM secret (version 4) the info is PQXDH's.
+fn derive_initial_keys(
+    dh_results: &[&[u8; 32]],
+    kem_secret: Option<&[u8; 32]>,
+) -> (RootKey, ChainKey) {
+    let mut secret = Zeroizing::new(Vec::with_capacity(32 * (dh_results.len() + 2)));
     secret.extend_from_slice(&[0xFFu8; 32]);
     for dh in dh_results {
         secret.extend_from_slice(&dh[..]);
     }
+    let info = match kem_secret {
+        Some(ss) => {
+            secret.extend_from_slice(ss);
+            INFO_V4
+        }
+        None => INFO_V3,
+    };
     let mut okm = Zeroizing::new([0u8; 64]);
-    hkdf(None, &secret, b"WhisperText", okm.as_mut());
+    hkdf(None, &secret, info, okm.as_mut());
     let mut rk = [0u8; 32];
     let mut ck = [0u8; 32];
     rk.copy_from_slice(&okm[..32]);
@@ -36,7 +55,7 @@ pub(crate) fn initiate<R: RngCore + CryptoRng>(
 ) -> Result<SessionState> {
     if !bundle.verify_signature() {
         return Err(Error::InvalidSignature(
-            "signed prekey signature does not verify",
+            "signed prekey or Kyber prekey signature does not verify",
         ));
     }
     let base_key = KeyPair::generate(rng);
@@ -51,13 +70,23 @@ pub(crate) fn initiate<R: RngCore + CryptoRng>(
     if let Some(d) = &dh4 {
         dhs.push(d);
     }
-    let (root_key, chain_key) = derive_initial_keys(&dhs);
+    let kem = bundle
+        .kyber_pre_key
+        .as_ref()
+        .map(|k| (k.id, k.key.encapsulate(rng)));
+    let (root_key, chain_key) = derive_initial_keys(&dhs, kem.as_ref().map(|(_, (_, ss))| &**ss));
+    let version = if kem.is_some() {
+        PQXDH_VERSION
+    } else {
+        MESSAGE_VERSION
+    };
 
     let sending_ratchet = KeyPair::generate(rng);
     let (root_key2, sending_chain) =
         root_key.create_chain(&bundle.signed_pre_key, &sending_ratchet.private_key)?;
 
     let mut state = SessionState::new(
+        version,
         *our_identity.public_key(),
         bundle.identity_key,
         root_key2,
@@ -72,17 +101,24 @@ pub(crate) fn initiate<R: RngCore + CryptoRng>(
         pre_key_id: bundle.pre_key.map(|(id, _)| id),
         signed_pre_key_id: bundle.signed_pre_key_id,
         base_key: base_key.public_key,
+        kyber: kem.map(|(pre_key_id, (ciphertext, _))| KyberPayload {
+            pre_key_id,
+            ciphertext,
+        }),
     });
     Ok(state)
 }
 
 /// X3DH as the responder ("Bob") for a prekey message from `their_identity`
-/// with base key `their_base_key`.
+/// with base key `their_base_key`; PQXDH (version 4) when `kyber` gives the
+/// Kyber prekey's secret key and the message's KEM ciphertext.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn respond(
     our_identity: &IdentityKeyPair,
     our_registration_id: u32,
     signed_pre_key: &KeyPair,
     one_time_pre_key: Option<&KeyPair>,
+    kyber: Option<(&KemSecretKey, &[u8])>,
     their_identity: &PublicKey,
     their_base_key: &PublicKey,
     their_registration_id: u32,
@@ -98,8 +134,18 @@ pub(crate) fn respond(
     if let Some(d) = &dh4 {
         dhs.push(d);
     }
-    let (root_key, chain_key) = derive_initial_keys(&dhs);
+    let kem_secret = match kyber {
+        Some((secret_key, ciphertext)) => Some(secret_key.decapsulate(ciphertext)?),
+        None => None,
+    };
+    let (root_key, chain_key) = derive_initial_keys(&dhs, kem_secret.as_deref());
+    let version = if kem_secret.is_some() {
+        PQXDH_VERSION
+    } else {
+        MESSAGE_VERSION
+    };
     Ok(SessionState::new(
+        version,
         *our_identity.public_key(),
         *their_identity,
         root_key,

@@ -26,6 +26,7 @@ fn alias(key: &PublicKey) -> [u8; 32] {
 /// `m` (a prekey message) with its base key replaced by its bit-255 alias.
 fn with_aliased_base_key(m: &PreKeySignalMessage) -> Vec<u8> {
     let bytes = forge::prekey_message(
+        m.kyber(),
         m.registration_id(),
         m.pre_key_id(),
         m.signed_pre_key_id(),
@@ -35,6 +36,7 @@ fn with_aliased_base_key(m: &PreKeySignalMessage) -> Vec<u8> {
     );
     // The forger changes nothing else.
     let genuine = forge::prekey_message(
+        m.kyber(),
         m.registration_id(),
         m.pre_key_id(),
         m.signed_pre_key_id(),
@@ -103,6 +105,7 @@ fn aliased_identity_and_ratchet_keys_are_refused() {
     let m = alice.send(&bob, b"first");
     let pm = PreKeySignalMessage::deserialize(m.serialize()).unwrap();
     let forged = forge::prekey_message(
+        pm.kyber(),
         pm.registration_id(),
         pm.pre_key_id(),
         pm.signed_pre_key_id(),
@@ -163,4 +166,101 @@ fn aliased_keys_in_bundle_bytes_are_refused() {
         assert_eq!(PublicKey::deserialize(&s), Err(Error::NonCanonicalKey));
     }
     let _ = Address::new("unused", 1);
+}
+
+/// `key` plus the small-order point `EIGHT_TORSION[k]`: canonical bytes,
+/// but the same X25519 results under every clamped scalar.
+fn torsion_alias(key: &PublicKey, k: usize) -> [u8; 32] {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::montgomery::MontgomeryPoint;
+    let e = MontgomeryPoint(*key.u_coordinate()).to_edwards(0).unwrap();
+    (e + EIGHT_TORSION[k]).to_montgomery().to_bytes()
+}
+
+/// The same replay through a base key plus a point of small order (found
+/// by review after the bit-255 fix): the alias is canonical, so only a
+/// prime-order-subgroup check catches it. Refused for every torsion point,
+/// in version 4 (last-resort Kyber prekey) and version 3, with and without a
+/// one-time prekey; nothing changes and the conversation goes on.
+#[test]
+fn replay_through_a_torsion_alias_of_the_base_key_is_refused() {
+    use ratchetkit::store::KyberPreKeyKind;
+    for (kyber, one_time_prekey) in [
+        (KyberPreKeyKind::LastResort, false),
+        (KyberPreKeyKind::LastResort, true),
+        (KyberPreKeyKind::None, false),
+        (KyberPreKeyKind::None, true),
+    ] {
+        let (mut alice, mut bob) = common::pair_with(one_time_prekey, kyber, true);
+        let m = alice.send(&bob, b"once");
+        let pm = PreKeySignalMessage::deserialize(m.serialize()).unwrap();
+        let a = alice.addr.clone();
+        for k in 1..8 {
+            let alias = torsion_alias(pm.base_key(), k);
+            assert!(PublicKey::from_u_coordinate(alias).is_ok(), "canonical");
+            let forged = forge::prekey_message(
+                pm.kyber(),
+                pm.registration_id(),
+                pm.pre_key_id(),
+                pm.signed_pre_key_id(),
+                &alias,
+                pm.identity_key(),
+                pm.message().serialize(),
+            );
+            // Each alias before the genuine message is delivered (it must
+            // not spoil it) and after (it must not deliver the plaintext
+            // again). Before, only the subgroup check can refuse it; after,
+            // a used one-time prekey may refuse it first.
+            for delivered in [false, true] {
+                if delivered && k == 1 {
+                    assert_eq!(bob.recv(&alice, &m).unwrap(), b"once");
+                }
+                let err = assert_fails_unchanged(&mut bob.store, |s| {
+                    s.decrypt(&a, 3, &forged, &mut OsRng)
+                });
+                let genuine_seen = delivered || k > 1;
+                assert!(
+                    err.kind() == ErrorKind::InvalidMessage
+                        || (genuine_seen && err.kind() == ErrorKind::MissingPreKey),
+                    "{kyber:?} {k}: {err}"
+                );
+            }
+        }
+        let r = bob.send(&alice, b"reply");
+        assert_eq!(alice.recv(&bob, &r).unwrap(), b"reply");
+    }
+}
+
+/// A first message replayed under another address (another name, or
+/// another device of the same name): refused whatever prekeys it used.
+/// One-time prekeys (EC or Kyber) are gone after their first use; sessions
+/// from prekeys that stay (a last-resort Kyber prekey, or in version 3 the
+/// signed prekey alone) are recorded by base key, across addresses.
+#[test]
+fn a_first_message_replayed_under_another_address_is_refused() {
+    use ratchetkit::store::KyberPreKeyKind;
+    for (kyber, one_time_prekey) in [
+        (KyberPreKeyKind::OneTime, false),
+        (KyberPreKeyKind::LastResort, false),
+        (KyberPreKeyKind::LastResort, true),
+        (KyberPreKeyKind::None, false),
+        (KyberPreKeyKind::None, true),
+    ] {
+        let (mut alice, mut bob) = common::pair_with(one_time_prekey, kyber, true);
+        let m = alice.send(&bob, b"transfer 100");
+        assert_eq!(bob.recv(&alice, &m).unwrap(), b"transfer 100");
+        for other in [Address::new("alice", 2), Address::new("mallory", 1)] {
+            let err = assert_fails_unchanged(&mut bob.store, |s| {
+                s.decrypt(&other, 3, m.serialize(), &mut OsRng)
+            });
+            assert!(
+                matches!(
+                    err.kind(),
+                    ErrorKind::InvalidMessage | ErrorKind::MissingPreKey
+                ),
+                "{kyber:?} {one_time_prekey}: {err}"
+            );
+            assert!(!bob.store.has_session(&other));
+        }
+    }
 }

@@ -121,6 +121,7 @@ fn whisper(ratchet_key: &ratchetkit::PublicKey, counter: u32, body: usize) -> Ve
 /// signed prekey (no one-time prekey), with `base_key`.
 fn prekey(v: &Victim, base_key: &ratchetkit::PublicKey, inner: &[u8]) -> Vec<u8> {
     forge::prekey_message(
+        v.oldest.kyber(),
         v.oldest.registration_id(),
         None,
         v.oldest.signed_pre_key_id(),

@@ -21,6 +21,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rand::rngs::OsRng;
+use ratchetkit::kem::{KemKeyPair, KemPublicKey};
 use ratchetkit::{
     Address, CiphertextMessage, IdentityKeyPair, KeyPair, PreKeyBundle, PreKeySignalMessage,
     ProtocolStore, PublicKey, SignalMessage,
@@ -198,6 +199,7 @@ fn generate() -> Vec<(String, Vec<u8>)> {
     // decrypt_prekey
     let c1m = PreKeySignalMessage::deserialize(c1.serialize()).unwrap();
     let low_base = forge::prekey_message(
+        c1m.kyber(),
         c1m.registration_id(),
         c1m.pre_key_id(),
         c1m.signed_pre_key_id(),
@@ -250,22 +252,61 @@ fn generate() -> Vec<(String, Vec<u8>)> {
     let id = IdentityKeyPair::generate(rng);
     let spk = KeyPair::generate(rng).public_key;
     let sig = id.private_key().sign(&spk.serialize(), rng);
-    let low_opk = PreKeyBundle::new(9, 1, *id.public_key(), 1, spk, &sig, Some((5, low))).unwrap();
+    let kyber = KemKeyPair::generate(rng).public_key;
+    let kyber_sig = id.private_key().sign(&kyber.serialize(), rng);
+    let signed = |b: PreKeyBundle, kyber_sig: &[u8]| {
+        b.with_kyber_pre_key(4, kyber.clone(), kyber_sig).unwrap()
+    };
+    let low_opk = signed(
+        PreKeyBundle::new(9, 1, *id.public_key(), 1, spk, &sig, Some((5, low))).unwrap(),
+        &kyber_sig,
+    );
     let mut bad_sig = sig;
     bad_sig[0] ^= 1;
-    let bad = PreKeyBundle::new(9, 1, *id.public_key(), 1, spk, &bad_sig, None).unwrap();
+    let bad = signed(
+        PreKeyBundle::new(9, 1, *id.public_key(), 1, spk, &bad_sig, None).unwrap(),
+        &kyber_sig,
+    );
+    let mut bad_kyber_sig = kyber_sig;
+    bad_kyber_sig[0] ^= 1;
+    let bad_kyber = signed(
+        PreKeyBundle::new(9, 1, *id.public_key(), 1, spk, &sig, None).unwrap(),
+        &bad_kyber_sig,
+    );
+    let v3 = PreKeyBundle::new(9, 1, *id.public_key(), 1, spk, &sig, None).unwrap();
     for (name, sel, b) in [
         ("ok-one-time-prekey", MALLORY, &g1),
         ("ok-signed-only", MALLORY, &g2),
         ("err-untrusted", ALICE, &g1),
         ("err-low-order-prekey", MALLORY, &low_opk),
         ("err-bad-signature", MALLORY, &bad),
+        ("err-bad-kyber-signature", MALLORY, &bad_kyber),
+        ("err-version-3", MALLORY, &v3),
     ] {
         out.push((
             format!("corpus/bundle/{name}"),
             with_selector(sel, &b.serialize()),
         ));
     }
+
+    // kem: a public key (mode 0); ciphertexts to the fixture's last-resort
+    // Kyber prekey (mode 1), one of ML-KEM's type.
+    let last_resort = bob
+        .store
+        .kyber_prekey(bob.store.last_resort_kyber_prekey_id().unwrap())
+        .unwrap()
+        .key_pair
+        .public_key
+        .clone();
+    out.push((
+        "corpus/kem/ok-public-key".into(),
+        with_selector(0, &last_resort.serialize()),
+    ));
+    let (ct, _) = last_resort.encapsulate(rng);
+    out.push(("corpus/kem/ok-ciphertext".into(), with_selector(1, &ct)));
+    let mut mlkem = ct.clone();
+    mlkem[0] = 0x0a;
+    out.push(("corpus/kem/err-mlkem-type".into(), with_selector(1, &mlkem)));
 
     // fingerprint
     for v in [1u32, 2] {
@@ -313,12 +354,29 @@ fn generate() -> Vec<(String, Vec<u8>)> {
         b'i', b'e', 0, 1, 2, 3, 17, 0, 2, 0, 2, b'm', b'e', 0, 3, b'y', b'o', b'u', 0, 2, 18, 0,
         61, 19, 0, 2, 20, 0, 50,
     ];
+    // PQXDH calls (ops 32 and up): a bundle with a one-time Kyber prekey
+    // and its Kyber accessors; Kyber prekeys generated (records kept in the
+    // pool, entry 3), one fetched back by the id at the start of that entry
+    // (selector 13), the last-resort key made and queried; Alice's policy
+    // set and read; her session version with bob; a bundle built from Bob's
+    // parts and a kept Kyber record (entry 4; signature: entry 5, selector
+    // 22), processed by Alice for "mallory" (name 26) and used; the current
+    // last-resort key refused for removal, the fetched one removed.
+    let mut pqxdh = vec![
+        37, 0, 1, 1, 0, 39, 0, 1, 39, 0, 2, 0, 39, 0, 3, 64, 39, 0, 0, 33, 0, 2, 0, 0, 0, 35, 0,
+        13, 0, 34, 0, 0, 0, 34, 0, 1, 34, 0, 2, 32, 1, 0, 1, 1, 32, 1, 1, 0, 38, 1, 10, 1, 28, 0,
+        4, 0, 28, 0, 5, 1, 28, 0, 6, 64, 39, 0, 4, 1, 2, 1, 0, 0, 1, 2, 22, 6, 0, 9, 1, 26, 1, 1,
+        11, 1, 26, 1,
+    ];
+    pqxdh.extend_from_slice(&hello);
+    pqxdh.extend_from_slice(&[0, 38, 1, 26, 1, 36, 0, 0, 36, 0, 13]);
     for (name, seq) in [
         ("ok-alice-to-bob", alice_to_bob),
         ("ok-new-session", new_session),
         ("ok-keyed-round-trip", keyed_round_trip),
         ("ok-misuse", misuse),
         ("ok-keys-and-fingerprints", keys),
+        ("ok-pqxdh", pqxdh),
     ] {
         out.push((format!("corpus/ffi/{name}"), seq));
     }
@@ -331,6 +389,7 @@ fn generate() -> Vec<(String, Vec<u8>)> {
 fn write_fuzz_seeds() {
     let dir = fuzz_dir();
     for target in [
+        "kem",
         "parse_message",
         "decrypt_whisper",
         "decrypt_prekey",
@@ -437,6 +496,24 @@ fn fuzz_seeds_match_the_fixture() {
         expect(&name, &mut store, |s| {
             s.process_bundle(&address(sel), &b, &mut OsRng)
         });
+    }
+    let last_resort = fixture
+        .kyber_prekey(fixture.last_resort_kyber_prekey_id().unwrap())
+        .unwrap();
+    let kem_seeds = corpus("kem");
+    assert!(kem_seeds.len() >= 3, "kem: seeds missing");
+    for (name, data) in kem_seeds {
+        let Some((&mode, bytes)) = data.split_first() else {
+            continue;
+        };
+        let ok = if mode % 2 == 0 {
+            KemPublicKey::deserialize(bytes).is_ok()
+        } else {
+            last_resort.key_pair.secret_key.decapsulate(bytes).is_ok()
+        };
+        if name.starts_with("ok-") || name.starts_with("err-") {
+            assert_eq!(ok, name.starts_with("ok-"), "{name}");
+        }
     }
     for (name, data) in corpus("fingerprint") {
         if let Some(v) = name.strip_prefix("ok-v") {

@@ -10,6 +10,7 @@ mod forge;
 use common::{assert_fails_unchanged, established_pair, initiated_pair, Party};
 use forge::low_order_points;
 use rand::rngs::OsRng;
+use ratchetkit::kem::KemKeyPair;
 use ratchetkit::{
     Address, Error, IdentityKeyPair, KeyPair, PreKeyBundle, PreKeySignalMessage, PrivateKey,
     PublicKey, SignalMessage,
@@ -44,7 +45,12 @@ fn every_low_order_encoding_is_non_contributory() {
 fn signed_bundle(spk: PublicKey, opk: Option<PublicKey>) -> PreKeyBundle {
     let id = IdentityKeyPair::generate(&mut OsRng);
     let sig = id.private_key().sign(&spk.serialize(), &mut OsRng);
-    PreKeyBundle::new(7, 1, *id.public_key(), 1, spk, &sig, opk.map(|k| (2, k))).unwrap()
+    let kyber = KemKeyPair::generate(&mut OsRng).public_key;
+    let kyber_sig = id.private_key().sign(&kyber.serialize(), &mut OsRng);
+    PreKeyBundle::new(7, 1, *id.public_key(), 1, spk, &sig, opk.map(|k| (2, k)))
+        .unwrap()
+        .with_kyber_pre_key(3, kyber, &kyber_sig)
+        .unwrap()
 }
 
 #[test]
@@ -121,7 +127,11 @@ fn xeddsa_refuses_a_forgery_under_a_low_order_identity() {
     }
     let sig = forged.expect("the equation holds about every other try");
     assert!(!identity.verify_signature(&message, &sig));
-    let bundle = PreKeyBundle::new(7, 1, identity, 1, spk, &sig, None).unwrap();
+    let kyber = KemKeyPair::generate(&mut OsRng).public_key;
+    let bundle = PreKeyBundle::new(7, 1, identity, 1, spk, &sig, None)
+        .unwrap()
+        .with_kyber_pre_key(3, kyber, &[0u8; 64])
+        .unwrap();
     assert!(!bundle.verify_signature());
     let mut alice = Party::new("alice");
     let mallory = Address::new("mallory", 1);
@@ -139,6 +149,7 @@ fn x3dh_responder_rejects_low_order_base_and_identity_keys() {
     // The encoder reproduces the real message exactly.
     assert_eq!(
         forge::prekey_message(
+            real.kyber(),
             real.registration_id(),
             real.pre_key_id(),
             real.signed_pre_key_id(),
@@ -153,6 +164,7 @@ fn x3dh_responder_rejects_low_order_base_and_identity_keys() {
         let low = PublicKey::from_u_coordinate(u).unwrap();
         for (base, identity) in [(low, *real.identity_key()), (*real.base_key(), low)] {
             let bytes = forge::prekey_message(
+                real.kyber(),
                 real.registration_id(),
                 real.pre_key_id(),
                 real.signed_pre_key_id(),

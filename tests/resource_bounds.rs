@@ -353,6 +353,7 @@ fn many_new_sessions_from_one_peer_archive_at_most_40_states() {
     let before = bob.store.save();
     for _ in 0..500 {
         let bytes = forge::prekey_message(
+            real.kyber(),
             real.registration_id(),
             None,
             real.signed_pre_key_id(),

@@ -137,7 +137,7 @@ fn round_trips(saved: &[u8], what: &str) -> ProtocolStore {
 
 // ---- protobuf by hand ----------------------------------------------------------
 
-const HEADER: &[u8] = b"RKST\x01";
+const HEADER: &[u8] = b"RKST\x02";
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
 const DELIMITED: u8 = 2;
@@ -162,6 +162,7 @@ mod tag {
     pub const CURRENT: u32 = 3;
     pub const PREVIOUS: u32 = 4;
     // SessionStateProto
+    pub const STATE_VERSION: u32 = 1;
     pub const ROOT_KEY: u32 = 4;
     pub const SENDER_INDEX: u32 = 7;
     pub const CHAINS: u32 = 8;
@@ -179,6 +180,8 @@ mod tag {
     pub const PENDING_PREKEY_ID: u32 = 1;
     pub const PENDING_SIGNED_ID: u32 = 2;
     pub const BASE_KEY: u32 = 3;
+    pub const PENDING_KYBER_ID: u32 = 4;
+    pub const PENDING_KYBER_CIPHERTEXT: u32 = 5;
     // TrustProto
     pub const TRUSTED_KEY: u32 = 2;
 }
@@ -953,13 +956,22 @@ fn skipped_keys_and_pending_prekeys_at_their_minimum_size_restore() {
     refused_before_decoding(&short, "a skipped key one byte short");
 
     // Alice before Bob answers: her state holds a pending prekey; keep its
-    // signed prekey id (1) and base key (37 bytes).
+    // signed prekey id (1) and base key (37 bytes), in a version-3 state (a
+    // version-4 one also needs the Kyber prekey id and ciphertext).
     let (alice, _bob, _) = initiated_pair();
     let good = alice.store.save();
     let pending = |short: bool| {
         edit_current(&good, "bob", |s| {
+            *nth(s, tag::STATE_VERSION, 0) = F::uint(tag::STATE_VERSION, 3);
             edit(&mut nth(s, tag::PENDING, 0).data, |p| {
-                drop_tags(p, &[tag::PENDING_PREKEY_ID]);
+                drop_tags(
+                    p,
+                    &[
+                        tag::PENDING_PREKEY_ID,
+                        tag::PENDING_KYBER_ID,
+                        tag::PENDING_KYBER_CIPHERTEXT,
+                    ],
+                );
                 *nth(p, tag::PENDING_SIGNED_ID, 0) = F::uint(tag::PENDING_SIGNED_ID, 1);
                 if short {
                     shorten(p, tag::BASE_KEY);

@@ -13,6 +13,7 @@
 #ifndef RATCHETKIT_HPP
 #define RATCHETKIT_HPP
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -197,10 +198,75 @@ private:
     detail::Owned<rk_identity_keypair, rk_identity_keypair_free> h_;
 };
 
+/// A signed Kyber prekey as a bundle carries it (and as the store's upload
+/// records hold it).
+struct KyberPreKey {
+    uint32_t id = 0;
+    /// The serialized Kyber1024 public key (0x08 then 1568 bytes).
+    std::array<uint8_t, RK_KEM_PUBLIC_KEY_LEN> key{};
+    /// The identity key's signature over `key`.
+    std::array<uint8_t, RK_SIGNATURE_LEN> signature{};
+
+    /// From one RK_KYBER_PREKEY_RECORD_LEN-byte record (id BE32, key,
+    /// signature) of Store::generate_kyber_prekeys or Store::kyber_prekey.
+    static KyberPreKey from_record(const uint8_t *record) {
+        KyberPreKey k;
+        k.id = (uint32_t(record[0]) << 24) | (uint32_t(record[1]) << 16) |
+               (uint32_t(record[2]) << 8) | uint32_t(record[3]);
+        std::copy(record + 4, record + 4 + RK_KEM_PUBLIC_KEY_LEN, k.key.begin());
+        std::copy(record + 4 + RK_KEM_PUBLIC_KEY_LEN, record + RK_KYBER_PREKEY_RECORD_LEN,
+                  k.signature.begin());
+        return k;
+    }
+};
+
+/// Which Kyber prekey Store::create_bundle_with puts in a bundle.
+enum class KyberPreKeyKind : uint32_t {
+    /// None: the bundle starts version-3 (X3DH) sessions, refused by
+    /// default (Store::set_policy).
+    None = RK_KYBER_PREKEY_NONE,
+    /// A new one-time Kyber prekey.
+    OneTime = RK_KYBER_PREKEY_ONE_TIME,
+    /// The store's last-resort Kyber prekey.
+    LastResort = RK_KYBER_PREKEY_LAST_RESORT,
+};
+
 /// A prekey bundle.
 class Bundle {
 public:
     explicit Bundle(rk_bundle *raw) : h_(raw) {}
+
+    /// From its parts, without a Kyber prekey (a version-3 bundle); the
+    /// one-time prekey is optional (nullptr for none).
+    static Bundle from_parts(uint32_t registration_id, uint32_t device_id,
+                             const PublicKey &identity_key, uint32_t signed_prekey_id,
+                             const PublicKey &signed_prekey,
+                             const std::array<uint8_t, RK_SIGNATURE_LEN> &signature,
+                             uint32_t prekey_id = 0, const PublicKey *prekey = nullptr) {
+        rk_bundle *raw = nullptr;
+        detail::check(rk_bundle_new(registration_id, device_id, identity_key.get(),
+                                    signed_prekey_id, signed_prekey.get(), signature.data(),
+                                    signature.size(), prekey_id,
+                                    prekey ? prekey->get() : nullptr, &raw),
+                      "rk_bundle_new");
+        return Bundle(raw);
+    }
+    /// From its parts with a Kyber prekey (a version-4 bundle).
+    static Bundle from_parts(uint32_t registration_id, uint32_t device_id,
+                             const PublicKey &identity_key, uint32_t signed_prekey_id,
+                             const PublicKey &signed_prekey,
+                             const std::array<uint8_t, RK_SIGNATURE_LEN> &signature,
+                             uint32_t prekey_id, const PublicKey *prekey,
+                             const KyberPreKey &kyber) {
+        rk_bundle *raw = nullptr;
+        detail::check(rk_bundle_new_with_kyber_prekey(
+                          registration_id, device_id, identity_key.get(), signed_prekey_id,
+                          signed_prekey.get(), signature.data(), signature.size(), prekey_id,
+                          prekey ? prekey->get() : nullptr, kyber.id, kyber.key.data(),
+                          kyber.key.size(), kyber.signature.data(), kyber.signature.size(), &raw),
+                      "rk_bundle_new_with_kyber_prekey");
+        return Bundle(raw);
+    }
 
     static Bundle deserialize(const uint8_t *data, size_t len) {
         rk_bundle *raw = nullptr;
@@ -226,6 +292,42 @@ public:
         rk_public_key *raw = nullptr;
         detail::check(rk_bundle_identity_key(get(), &raw), "rk_bundle_identity_key");
         return PublicKey(raw);
+    }
+    uint32_t signed_prekey_id() const {
+        uint32_t v = 0;
+        detail::check(rk_bundle_signed_prekey_id(get(), &v), "rk_bundle_signed_prekey_id");
+        return v;
+    }
+    PublicKey signed_prekey() const {
+        rk_public_key *raw = nullptr;
+        detail::check(rk_bundle_signed_prekey(get(), &raw), "rk_bundle_signed_prekey");
+        return PublicKey(raw);
+    }
+    std::array<uint8_t, RK_SIGNATURE_LEN> signed_prekey_signature() const {
+        std::array<uint8_t, RK_SIGNATURE_LEN> sig{};
+        detail::check(rk_bundle_signed_prekey_signature(get(), sig.data(), sig.size()),
+                      "rk_bundle_signed_prekey_signature");
+        return sig;
+    }
+    /// Whether the bundle carries a Kyber prekey (starts version-4 sessions).
+    bool has_kyber_prekey() const {
+        bool has = false;
+        detail::check(rk_bundle_has_kyber_prekey(get(), &has), "rk_bundle_has_kyber_prekey");
+        return has;
+    }
+    /// The Kyber prekey, if the bundle has one.
+    std::optional<KyberPreKey> kyber_prekey() const {
+        if (!has_kyber_prekey()) {
+            return std::nullopt;
+        }
+        KyberPreKey k;
+        detail::check(rk_bundle_kyber_prekey_id(get(), &k.id), "rk_bundle_kyber_prekey_id");
+        detail::check(rk_bundle_kyber_prekey(get(), k.key.data(), k.key.size()),
+                      "rk_bundle_kyber_prekey");
+        detail::check(
+            rk_bundle_kyber_prekey_signature(get(), k.signature.data(), k.signature.size()),
+            "rk_bundle_kyber_prekey_signature");
+        return k;
     }
     /// The one-time prekey's id and key, if the bundle has one.
     std::optional<std::pair<uint32_t, PublicKey>> prekey() const {
@@ -290,6 +392,12 @@ public:
 
 private:
     detail::Owned<rk_fingerprint, rk_fingerprint_free> h_;
+};
+
+/// Which version-3 sessions a store starts and accepts (version 4 always).
+struct SessionPolicy {
+    bool allow_v3_initiation = false;
+    bool accept_v3_prekey_messages = false;
 };
 
 /// An encrypted message: its type (RK_MESSAGE_TYPE_*) travels with it.
@@ -370,12 +478,78 @@ public:
         detail::check(rk_store_prekey_count(get(), &n), "rk_store_prekey_count");
         return n;
     }
+    /// `count` records of RK_KYBER_PREKEY_RECORD_LEN bytes (id BE32, Kyber
+    /// public key, signature); KyberPreKey::from_record reads one.
+    Buffer generate_kyber_prekeys(uint32_t count, uint64_t timestamp_ms) {
+        rk_bytes b;
+        detail::check(rk_store_generate_kyber_prekeys(h_.get(), count, timestamp_ms, &b),
+                      "rk_store_generate_kyber_prekeys");
+        return Buffer(b);
+    }
+    /// A new last-resort Kyber prekey (the one bundles reuse); its id.
+    uint32_t generate_last_resort_kyber_prekey(uint64_t timestamp_ms) {
+        uint32_t id = 0;
+        detail::check(rk_store_generate_last_resort_kyber_prekey(h_.get(), timestamp_ms, &id),
+                      "rk_store_generate_last_resort_kyber_prekey");
+        return id;
+    }
+    /// The number of one-time Kyber prekeys held (last resort not counted).
+    size_t kyber_prekey_count() const {
+        size_t n = 0;
+        detail::check(rk_store_kyber_prekey_count(get(), &n), "rk_store_kyber_prekey_count");
+        return n;
+    }
+    /// The public part of a Kyber prekey the store holds (for upload).
+    KyberPreKey kyber_prekey(uint32_t id) const {
+        std::array<uint8_t, RK_KYBER_PREKEY_RECORD_LEN> record{};
+        detail::check(rk_store_kyber_prekey(get(), id, record.data(), record.size()),
+                      "rk_store_kyber_prekey");
+        return KyberPreKey::from_record(record.data());
+    }
+    /// The current last-resort Kyber prekey's id, if one was made.
+    std::optional<uint32_t> last_resort_kyber_prekey_id() const {
+        bool has = false;
+        uint32_t id = 0;
+        detail::check(rk_store_last_resort_kyber_prekey_id(get(), &has, &id),
+                      "rk_store_last_resort_kyber_prekey_id");
+        return has ? std::optional<uint32_t>(id) : std::nullopt;
+    }
+    void remove_kyber_prekey(uint32_t id) {
+        detail::check(rk_store_remove_kyber_prekey(h_.get(), id), "rk_store_remove_kyber_prekey");
+    }
+    /// A bundle that starts version-4 sessions: with a one-time prekey and a
+    /// one-time Kyber prekey, or with neither and the last-resort Kyber prekey.
     Bundle create_bundle(bool with_one_time_prekey, uint64_t timestamp_ms) {
         rk_bundle *raw = nullptr;
         detail::check(
             rk_store_create_bundle(h_.get(), with_one_time_prekey ? 1u : 0u, timestamp_ms, &raw),
             "rk_store_create_bundle");
         return Bundle(raw);
+    }
+    /// A bundle with the parts asked for.
+    Bundle create_bundle_with(bool with_one_time_prekey, KyberPreKeyKind kyber,
+                              uint64_t timestamp_ms) {
+        rk_bundle *raw = nullptr;
+        detail::check(rk_store_create_bundle_with(h_.get(), with_one_time_prekey ? 1u : 0u,
+                                                  static_cast<uint32_t>(kyber), timestamp_ms,
+                                                  &raw),
+                      "rk_store_create_bundle_with");
+        return Bundle(raw);
+    }
+    /// Which version-3 sessions the store starts and accepts (both off by
+    /// default: RK_STATUS_VERSION_REFUSED).
+    void set_policy(const SessionPolicy &policy) {
+        detail::check(rk_store_set_policy(h_.get(), policy.allow_v3_initiation ? 1u : 0u,
+                                          policy.accept_v3_prekey_messages ? 1u : 0u),
+                      "rk_store_set_policy");
+    }
+    SessionPolicy policy() const {
+        uint32_t allow = 0, accept = 0;
+        detail::check(rk_store_policy(get(), &allow, &accept), "rk_store_policy");
+        SessionPolicy p;
+        p.allow_v3_initiation = allow != 0;
+        p.accept_v3_prekey_messages = accept != 0;
+        return p;
     }
     void process_bundle(const std::string &name, uint32_t device_id, const Bundle &bundle) {
         detail::check(rk_store_process_bundle(h_.get(), name.c_str(), device_id, bundle.get()),
@@ -386,6 +560,14 @@ public:
         detail::check(rk_store_has_session(get(), name.c_str(), device_id, &has),
                       "rk_store_has_session");
         return has;
+    }
+    /// The current session's version: RK_SESSION_VERSION_PQXDH (4) or
+    /// RK_SESSION_VERSION_X3DH (3).
+    uint32_t session_version(const std::string &name, uint32_t device_id) const {
+        uint32_t v = 0;
+        detail::check(rk_store_session_version(get(), name.c_str(), device_id, &v),
+                      "rk_store_session_version");
+        return v;
     }
     /// The number of remote devices with a session record.
     size_t session_count() const {

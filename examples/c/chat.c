@@ -1,7 +1,8 @@
 /* ratchetkit from C: Alice and Bob chat in one process.
  *
- * Bob publishes a prekey bundle (handed over as bytes, as a server would),
- * Alice starts a session from it (X3DH), and they exchange messages both
+ * Bob publishes a prekey bundle (handed over as bytes, as a server would)
+ * with a one-time prekey and a Kyber prekey, Alice starts a session from it
+ * (PQXDH: message version 4, the default), and they exchange messages both
  * ways, some delivered out of order. Midway Alice saves her store encrypted
  * under a 32-byte key, frees it, and restores it. Finally both compute the
  * safety number, shown as digits and as a QR code for the terminal.
@@ -77,7 +78,8 @@ int main(void) {
     TRY(rk_store_new(1, &alice));
     TRY(rk_store_new(1, &bob));
 
-    /* Bob publishes a bundle with a one-time prekey; it travels as bytes. */
+    /* Bob publishes a bundle with a one-time prekey and a one-time Kyber
+     * prekey; it travels as bytes. */
     rk_bundle *published = NULL;
     rk_bytes wire;
     TRY(rk_store_create_bundle(bob, 1, 1700000000000ULL, &published));
@@ -85,13 +87,20 @@ int main(void) {
     rk_bundle_free(published);
     printf("Bob publishes a prekey bundle (%zu bytes).\n", wire.len);
 
-    /* Alice fetches it and starts a session (X3DH). */
+    /* Alice fetches it and starts a session (PQXDH). */
     rk_bundle *fetched = NULL;
     TRY(rk_bundle_deserialize(wire.ptr, wire.len, &fetched));
     rk_bytes_free(wire);
     TRY(rk_store_process_bundle(alice, "bob", 1, fetched));
     rk_bundle_free(fetched);
-    printf("Alice processed Bob's bundle: session established.\n\n");
+    uint32_t version = 0;
+    TRY(rk_store_session_version(alice, "bob", 1, &version));
+    printf("Alice processed Bob's bundle: session established (%s, version %u).\n\n",
+           version == RK_SESSION_VERSION_PQXDH ? "PQXDH" : "X3DH", (unsigned)version);
+    if (version != RK_SESSION_VERSION_PQXDH) {
+        fprintf(stderr, "error: expected a version-4 session\n");
+        return 1;
+    }
 
     /* Alice writes first: prekey messages until Bob answers. */
     envelope a1 = send_text(alice, "alice", "bob", 1, "Hi Bob!");

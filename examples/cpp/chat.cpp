@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,12 +35,26 @@ int run() {
     rk::Store alice(1);
     rk::Store bob(1);
 
-    // Bob's bundle travels as bytes.
+    // Bob's bundle (with a one-time prekey and a one-time Kyber prekey)
+    // travels as bytes.
     rk::Buffer wire = bob.create_bundle(true, 1700000000000ULL).serialize();
     std::cout << "Bob publishes a prekey bundle (" << wire.size() << " bytes).\n";
     rk::Bundle fetched = rk::Bundle::deserialize(wire.data(), wire.size());
+    std::optional<rk::KyberPreKey> kyber = fetched.kyber_prekey();
+    if (!kyber) {
+        std::cerr << "error: the bundle has no Kyber prekey\n";
+        return 1;
+    }
+    std::cout << "It carries Kyber prekey " << kyber->id << " (" << kyber->key.size()
+              << "-byte Kyber1024 key).\n";
     alice.process_bundle("bob", 1, fetched);
-    std::cout << "Alice processed Bob's bundle: session established.\n\n";
+    uint32_t version = alice.session_version("bob", 1);
+    std::cout << "Alice processed Bob's bundle: session established ("
+              << (version == RK_SESSION_VERSION_PQXDH ? "PQXDH" : "X3DH") << ", version "
+              << version << ").\n\n";
+    if (version != RK_SESSION_VERSION_PQXDH) {
+        return 1;
+    }
 
     rk::Message a1 = send(alice, "alice", "bob", "Hi Bob!");
     rk::Message a2 = send(alice, "alice", "bob", "Are you there?");

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """ratchetkit from Python: Alice and Bob chat in one process.
 
-Bob publishes a prekey bundle (handed over as bytes, as a server would),
-Alice starts a session from it (X3DH), and they exchange messages both ways,
+Bob publishes a prekey bundle (handed over as bytes, as a server would)
+with a signed Kyber1024 prekey, Alice starts a session from it (PQXDH:
+message version 4, the default), and they exchange messages both ways,
 some delivered out of order. Midway Alice saves her store encrypted under a
 32-byte key, closes it, and restores it. Finally both compute the safety
 number, shown as digits and as a QR code in the terminal.
@@ -40,13 +41,17 @@ def main() -> int:
     with rk.Store() as bob:
         alice = rk.Store()
 
-        # Bob publishes a bundle with a one-time prekey; it travels as bytes.
+        # Bob publishes a bundle with a one-time prekey and a one-time Kyber
+        # prekey (the default); it travels as bytes.
         published = bob.create_bundle().serialize()
-        print(f"Bob publishes a prekey bundle ({len(published)} bytes).")
+        print(f"Bob publishes a prekey bundle with a Kyber prekey ({len(published)} bytes).")
 
-        # Alice fetches it and starts a session (X3DH).
+        # Alice fetches it and starts a session (PQXDH, as the bundle carries
+        # a Kyber prekey). Her store refuses bundles without one (version-3
+        # sessions) unless its policy allows them: rk.VersionRefusedError.
         alice.process_bundle("bob", rk.Bundle.from_bytes(published))
-        print("Alice processed Bob's bundle: session established.\n")
+        version = alice.session_version("bob")
+        print(f"Alice processed Bob's bundle: session established (message version {version}).\n")
 
         # Alice writes first: prekey messages until Bob answers.
         a1 = send(alice, "alice", "bob", "Hi Bob!")

@@ -22,6 +22,10 @@
 //!
 //! Calls the C API forbids (freed or foreign pointers, lengths beyond a
 //! buffer, non-terminated strings) are never made.
+//!
+//! The PQXDH calls (policy, Kyber prekeys, bundles with Kyber prekeys,
+//! session versions) take Kyber prekey ids from the stores and from Kyber
+//! prekey records kept in the pool, so that they hit real keys.
 
 use std::ffi::c_char;
 use std::ptr::{null, null_mut};
@@ -369,14 +373,72 @@ pub fn run(data: &[u8]) {
     w.free_all();
 }
 
+/// The number of operations: `op % OPS` picks one (31 is the catch-all of
+/// status-free calls; 32 and up are the PQXDH calls).
+const OPS: u8 = 40;
+
+/// A Kyber prekey id for `store`: its last-resort one, the id at the start
+/// of a pool entry (records from `rk_store_generate_kyber_prekeys` and
+/// `rk_store_kyber_prekey` start with one), or any value.
+fn kyber_id(w: &World, store: &Arg<rk_store>, inp: &mut Input) -> u32 {
+    let b = inp.u8();
+    match b % 4 {
+        0 if store.real => {
+            let (mut has, mut id) = (false, 0u32);
+            // SAFETY: a live store; the outputs are locals.
+            let s = unsafe { rk_store_last_resort_kyber_prekey_id(store.ptr, &mut has, &mut id) };
+            assert!(s == rk_status::Ok, "last resort id: {s:?}");
+            assert!(has || id == 0);
+            id
+        }
+        1 => w
+            .pool
+            .get(usize::from(b >> 2) % w.pool.len().max(1))
+            .and_then(|v| v.get(..4))
+            .map_or(0, |v| u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+        _ => inp.u32(),
+    }
+}
+
+/// Kyber key and signature bytes for a bundle: from a Kyber prekey record in
+/// the pool (sometimes with its type byte or length changed), or any bytes.
+fn kyber_parts(w: &World, inp: &mut Input) -> (u32, Vec<u8>, Vec<u8>) {
+    let b = inp.u8();
+    let record = w
+        .pool
+        .iter()
+        .rev()
+        .find(|v| v.len() >= RECORD_LEN && v[4] == 0x08)
+        .filter(|_| !b.is_multiple_of(4));
+    match record {
+        Some(r) => {
+            let id = u32::from_be_bytes([r[0], r[1], r[2], r[3]]);
+            let mut key = r[4..4 + KEM_LEN].to_vec();
+            let sig = r[4 + KEM_LEN..RECORD_LEN].to_vec();
+            match b % 16 {
+                1 => key[0] = 0x0A,
+                2 => key[0] = inp.u8(),
+                3 => key.truncate(usize::from(inp.u8()) * 8),
+                5 => key.push(0),
+                _ => {}
+            }
+            (id, key, sig)
+        }
+        None => (inp.u32(), w.data(inp), w.data(inp)),
+    }
+}
+
+const KEM_LEN: usize = 1569;
+const RECORD_LEN: usize = 4 + KEM_LEN + 64;
+
 #[allow(clippy::too_many_lines)]
 fn step(w: &mut World, inp: &mut Input) {
-    let op = inp.u8();
+    let op = inp.u8() % OPS;
     // SAFETY (for every call below): handles are live handles from the
     // tables, foreign live handles, or NULL; byte arguments point to Vecs of
     // the given length (or are NULL); out-pointers are local variables.
     unsafe {
-        match op % 32 {
+        match op {
             0 => {
                 let dev = inp.u32();
                 let mut out = sentinel();
@@ -581,7 +643,7 @@ fn step(w: &mut World, inp: &mut Input) {
                 let (p, l) = bytes_arg(&msg, null_msg);
                 let before = w.saved(&st);
                 let mut out = SENTINEL_BYTES;
-                let s = match op % 32 {
+                let s = match op {
                     12 => rk_store_decrypt(st.ptr, name_ptr(&n), dev, ty, p, l, &mut out),
                     13 => {
                         rk_store_decrypt_prekey_message(st.ptr, name_ptr(&n), dev, p, l, &mut out)
@@ -970,6 +1032,232 @@ fn step(w: &mut World, inp: &mut Input) {
                 finish(s, !st.real, &[], w);
                 if s == rk_status::Ok {
                     w.pairs.add(p, rk_identity_keypair_free);
+                }
+            }
+            32 => {
+                let st = w.store(inp);
+                if inp.u8() & 1 == 0 {
+                    let (a, b) = (inp.u32() % 3, inp.u32() % 3);
+                    let before = w.saved(&st);
+                    let s = rk_store_set_policy(st.ptr, a, b);
+                    finish(s, !st.real || a > 1 || b > 1, &[(before, &st)], w);
+                } else {
+                    let null_out = inp.u8() == 0xFF;
+                    let (mut a, mut b) = (7u32, 7u32);
+                    let s =
+                        rk_store_policy(st.ptr, if null_out { null_mut() } else { &mut a }, &mut b);
+                    finish(s, !st.real || null_out, &[], w);
+                    if s == rk_status::Ok {
+                        assert!(a <= 1 && b <= 1);
+                    } else {
+                        assert!(a == 7 && b == 7, "output written on failure");
+                    }
+                }
+            }
+            33 => {
+                let st = w.store(inp);
+                let count = inp.u32() % 4 + if inp.u8() == 0xFF { 1_000 } else { 0 };
+                let ts = u64::from(inp.u32());
+                let null_out = inp.u8() == 0xFE;
+                let before = w.saved(&st);
+                let mut out = SENTINEL_BYTES;
+                let s = rk_store_generate_kyber_prekeys(
+                    st.ptr,
+                    count,
+                    ts,
+                    if null_out { null_mut() } else { &mut out },
+                );
+                finish(
+                    s,
+                    !st.real || null_out || count > 1_000,
+                    &[(before, &st)],
+                    w,
+                );
+                if s == rk_status::Ok {
+                    let v = take_bytes(out);
+                    assert!(v.len() == count as usize * RECORD_LEN);
+                    if !v.is_empty() {
+                        w.keep(v);
+                    }
+                } else {
+                    assert!(out.ptr == SENTINEL_BYTES.ptr && out.len == SENTINEL_BYTES.len);
+                }
+            }
+            34 => {
+                let st = w.store(inp);
+                match inp.u8() % 3 {
+                    0 => {
+                        let ts = u64::from(inp.u32());
+                        let before = w.saved(&st);
+                        let mut id = 0xABCD_u32;
+                        let s = rk_store_generate_last_resort_kyber_prekey(st.ptr, ts, &mut id);
+                        finish(s, !st.real, &[(before, &st)], w);
+                        if s != rk_status::Ok {
+                            assert!(id == 0xABCD, "output written on failure");
+                        }
+                    }
+                    1 => {
+                        let mut n = 77usize;
+                        let s = rk_store_kyber_prekey_count(st.ptr, &mut n);
+                        finish(s, !st.real, &[], w);
+                        if s != rk_status::Ok {
+                            assert!(n == 77, "output written on failure");
+                        }
+                    }
+                    _ => {
+                        let (mut has, mut id) = (true, 77u32);
+                        let s = rk_store_last_resort_kyber_prekey_id(st.ptr, &mut has, &mut id);
+                        finish(s, !st.real, &[], w);
+                        if s != rk_status::Ok {
+                            assert!(has && id == 77, "output written on failure");
+                        }
+                    }
+                }
+            }
+            35 => {
+                let st = w.store(inp);
+                let id = kyber_id(w, &st, inp);
+                let b = inp.u8();
+                let cap = if b & 1 == 0 {
+                    RECORD_LEN
+                } else {
+                    usize::from(b) * 7
+                };
+                let mut buf = vec![0xAAu8; cap];
+                let s = rk_store_kyber_prekey(st.ptr, id, buf.as_mut_ptr(), cap);
+                finish(s, !st.real, &[], w);
+                if s == rk_status::Ok {
+                    assert!(buf[..4] == id.to_be_bytes() && buf[4] == 0x08);
+                    buf.truncate(RECORD_LEN);
+                    w.keep(buf);
+                } else {
+                    assert!(buf.iter().all(|&c| c == 0xAA), "output written on failure");
+                }
+            }
+            36 => {
+                let st = w.store(inp);
+                let id = kyber_id(w, &st, inp);
+                let before = w.saved(&st);
+                let s = rk_store_remove_kyber_prekey(st.ptr, id);
+                finish(s, !st.real, &[(before, &st)], w);
+            }
+            37 => {
+                let st = w.store(inp);
+                let (flag, kind) = (inp.u32() % 3, inp.u32() % 4);
+                let ts = u64::from(inp.u32());
+                let before = w.saved(&st);
+                let mut out = sentinel();
+                let s = rk_store_create_bundle_with(st.ptr, flag, kind, ts, &mut out);
+                finish(s, !st.real || flag > 1 || kind > 2, &[(before, &st)], w);
+                if s == rk_status::Ok {
+                    let mut has = kind == 0;
+                    let k = rk_bundle_has_kyber_prekey(out, &mut has);
+                    assert!(k == rk_status::Ok && has == (kind > 0));
+                    w.bundles.add(out, rk_bundle_free);
+                } else {
+                    assert!(out == sentinel());
+                }
+            }
+            38 => {
+                let st = w.store(inp);
+                let n = name(inp);
+                let dev = inp.u32();
+                let mut v = 77u32;
+                let s = rk_store_session_version(st.ptr, name_ptr(&n), dev, &mut v);
+                finish(s, !st.real || n.is_none(), &[], w);
+                if s == rk_status::Ok {
+                    assert!(v == 3 || v == 4, "session version {v}");
+                } else {
+                    assert!(v == 77, "output written on failure");
+                }
+            }
+            39 => {
+                let b = w.handle(&w.bundles, inp);
+                let bad = !b.real;
+                match inp.u8() % 5 {
+                    0 => {
+                        let mut has = 7u8;
+                        let has_p = std::ptr::addr_of_mut!(has).cast::<bool>();
+                        let s = rk_bundle_has_kyber_prekey(b.ptr, has_p);
+                        finish(s, bad, &[], w);
+                        if s == rk_status::Ok {
+                            assert!(has <= 1);
+                        } else {
+                            assert!(has == 7, "output written on failure");
+                        }
+                    }
+                    1 => {
+                        let mut id = 0u32;
+                        let s = rk_bundle_kyber_prekey_id(b.ptr, &mut id);
+                        finish(s, bad, &[], w);
+                        if s != rk_status::Ok {
+                            assert!(id == 0, "output written on failure");
+                        }
+                    }
+                    2 => {
+                        let c = inp.u8();
+                        let cap = if c & 1 == 0 {
+                            KEM_LEN
+                        } else {
+                            usize::from(c) * 7
+                        };
+                        let mut buf = vec![0xAAu8; cap];
+                        let s = rk_bundle_kyber_prekey(b.ptr, buf.as_mut_ptr(), cap);
+                        finish(s, bad, &[], w);
+                        if s == rk_status::Ok {
+                            assert!(buf[0] == 0x08);
+                        } else {
+                            assert!(buf.iter().all(|&c| c == 0xAA), "output written on failure");
+                        }
+                    }
+                    3 => {
+                        let cap = usize::from(inp.u8() % 80);
+                        let mut sig = vec![0xAAu8; cap];
+                        let s = rk_bundle_kyber_prekey_signature(b.ptr, sig.as_mut_ptr(), cap);
+                        finish(s, bad, &[], w);
+                        if s != rk_status::Ok {
+                            assert!(sig.iter().all(|&c| c == 0xAA), "output written on failure");
+                        }
+                    }
+                    _ => {
+                        // A bundle with a Kyber prekey from parts: the other
+                        // parts from this bundle if it is real, else keys
+                        // from the table.
+                        let (reg, dev, spk_id, pk_id) =
+                            (inp.u32(), inp.u32(), inp.u32(), inp.u32());
+                        let ik = w.handle(&w.keys, inp);
+                        let spk = w.handle(&w.keys, inp);
+                        let pk = w.handle(&w.keys, inp);
+                        let sig = w.data(inp);
+                        let (kid, key, ksig) = kyber_parts(w, inp);
+                        let null_key = inp.u8() == 0xFF;
+                        let (kp, kl) = bytes_arg(&key, null_key);
+                        let mut out = sentinel();
+                        let s = rk_bundle_new_with_kyber_prekey(
+                            reg,
+                            dev,
+                            ik.ptr,
+                            spk_id,
+                            spk.ptr,
+                            sig.as_ptr(),
+                            sig.len(),
+                            pk_id,
+                            pk.ptr,
+                            kid,
+                            kp,
+                            kl,
+                            ksig.as_ptr(),
+                            ksig.len(),
+                            &mut out,
+                        );
+                        finish(s, !ik.real || !spk.real || (null_key && kl > 0), &[], w);
+                        if s == rk_status::Ok {
+                            assert!(key.len() == KEM_LEN && key[0] == 0x08);
+                            w.bundles.add(out, rk_bundle_free);
+                        } else {
+                            assert!(out == sentinel());
+                        }
+                    }
                 }
             }
             _ => {

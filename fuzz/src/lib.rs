@@ -115,7 +115,10 @@ struct SignalMessageProto {
 /// What prost makes of `data` as a `SignalMessage` (version byte and MAC
 /// around the protobuf), with the library's required fields.
 fn prost_signal_message(data: &[u8]) -> Option<(PublicKey, u32, u32, Vec<u8>)> {
-    if data.len() < 9 || data.len() > ratchetkit::wire::MAX_MESSAGE_LEN || data[0] >> 4 != 3 {
+    if data.len() < 9
+        || data.len() > ratchetkit::wire::MAX_MESSAGE_LEN
+        || !(3..=4).contains(&(data[0] >> 4))
+    {
         return None;
     }
     let p: SignalMessageProto = prost::Message::decode(&data[1..data.len() - 8]).ok()?;
@@ -285,6 +288,37 @@ pub fn bundle(data: &[u8]) {
         let m = checked(&mut store, |s| s.encrypt(&addr, b"x")).expect("encrypt");
         assert!(m.message_type() == 3);
     }
+}
+
+/// `kem`: `mode || bytes`.
+/// - even mode: `bytes` as a serialized Kyber1024 public key; a parsed key
+///   re-serializes to `bytes`, and a secret encapsulated to it is 32 bytes
+///   in a 1569-byte ciphertext;
+/// - odd mode: `bytes` as a KEM ciphertext, decapsulated by the fixture's
+///   last-resort Kyber prekey: accepted exactly when it is 1569 bytes of
+///   type 0x08 (a well-formed ciphertext always decapsulates, to a secret
+///   unrelated to any other key when it was made for another: implicit
+///   rejection).
+pub fn kem(data: &[u8]) {
+    use ratchetkit::kem::{KemPublicKey, KEM_CIPHERTEXT_LEN, KYBER1024_TYPE};
+    let Some((&mode, bytes)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        if let Ok(key) = KemPublicKey::deserialize(bytes) {
+            assert!(key.serialize() == bytes);
+            let (ct, _) = key.encapsulate(&mut rng());
+            assert!(ct.len() == KEM_CIPHERTEXT_LEN && ct[0] == KYBER1024_TYPE);
+        }
+        return;
+    }
+    let store = fixture();
+    let id = store
+        .last_resort_kyber_prekey_id()
+        .expect("the fixture has a last-resort Kyber prekey");
+    let record = store.kyber_prekey(id).expect("held");
+    let well_formed = bytes.len() == KEM_CIPHERTEXT_LEN && bytes[0] == KYBER1024_TYPE;
+    assert!(record.key_pair.secret_key.decapsulate(bytes).is_ok() == well_formed);
 }
 
 /// The fixture's safety number with "alice", version 1 or 2 (5200 iterations).

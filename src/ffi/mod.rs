@@ -55,6 +55,28 @@ pub const RK_PICKLE_KEY_LEN: usize = 32;
 pub const RK_PREKEY_RECORD_LEN: usize = 37;
 /// The most prekeys one `rk_store_generate_prekeys` call makes.
 pub const RK_MAX_PREKEYS_PER_CALL: u32 = 10000;
+/// Length of a serialized Kyber1024 public key (`0x08` then 1568 bytes), as
+/// a bundle's Kyber prekey.
+pub const RK_KEM_PUBLIC_KEY_LEN: usize = 1569;
+/// Length of one record from `rk_store_generate_kyber_prekeys` and
+/// `rk_store_kyber_prekey`: a 4-byte big-endian id, the
+/// `RK_KEM_PUBLIC_KEY_LEN`-byte public key and its `RK_SIGNATURE_LEN`-byte
+/// signature.
+pub const RK_KYBER_PREKEY_RECORD_LEN: usize = 1637;
+/// The most Kyber prekeys one `rk_store_generate_kyber_prekeys` call makes.
+pub const RK_MAX_KYBER_PREKEYS_PER_CALL: u32 = 1000;
+/// `rk_store_create_bundle_with`: no Kyber prekey (the bundle starts
+/// version-3 sessions).
+pub const RK_KYBER_PREKEY_NONE: u32 = 0;
+/// `rk_store_create_bundle_with`: a new one-time Kyber prekey.
+pub const RK_KYBER_PREKEY_ONE_TIME: u32 = 1;
+/// `rk_store_create_bundle_with`: the last-resort Kyber prekey.
+pub const RK_KYBER_PREKEY_LAST_RESORT: u32 = 2;
+/// Session (message) version of sessions started with X3DH.
+pub const RK_SESSION_VERSION_X3DH: u32 = 3;
+/// Session (message) version of sessions started with PQXDH (X3DH and
+/// Kyber1024): what stores start and accept by default.
+pub const RK_SESSION_VERSION_PQXDH: u32 = 4;
 /// Message type of a whisper message (`SignalMessage`).
 pub const RK_MESSAGE_TYPE_WHISPER: u32 = 2;
 /// Message type of a prekey message (`PreKeySignalMessage`).
@@ -73,6 +95,13 @@ const _: () = {
     assert!(RK_SAFETY_NUMBER_LEN == crate::fingerprint::SAFETY_NUMBER_DIGITS);
     assert!(RK_PICKLE_KEY_LEN == crate::pickle::PICKLE_KEY_LEN);
     assert!(RK_PREKEY_RECORD_LEN == 4 + crate::keys::PUBLIC_KEY_LEN);
+    assert!(RK_KEM_PUBLIC_KEY_LEN == crate::kem::KEM_PUBLIC_KEY_LEN);
+    assert!(
+        RK_KYBER_PREKEY_RECORD_LEN
+            == 4 + crate::kem::KEM_PUBLIC_KEY_LEN + crate::keys::SIGNATURE_LEN
+    );
+    assert!(RK_SESSION_VERSION_X3DH == crate::wire::MESSAGE_VERSION as u32);
+    assert!(RK_SESSION_VERSION_PQXDH == crate::wire::PQXDH_VERSION as u32);
     assert!(RK_MESSAGE_TYPE_WHISPER == crate::wire::WHISPER_TYPE as u32);
     assert!(RK_MESSAGE_TYPE_PREKEY == crate::wire::PREKEY_TYPE as u32);
     assert!(RK_DEFAULT_ITERATIONS == crate::fingerprint::DEFAULT_ITERATIONS);

@@ -51,13 +51,19 @@ pub enum rk_status {
     /// A deployed limit was exceeded (a message too far ahead of its chain,
     /// prekey ids exhausted, too many prekeys requested at once).
     LimitExceeded = 207,
+    /// The store's session policy refuses the session version: a bundle
+    /// without a Kyber prekey (starting a version-3 session), or an incoming
+    /// version-3 prekey message that would start a new session. See
+    /// `rk_store_set_policy`.
+    VersionRefused = 208,
     /// The remote identity key differs from the trusted one: approve it with
     /// `rk_store_approve_identity` after the user has checked it.
     UntrustedIdentity = 300,
     /// No session (or no sending chain) for the address.
     NoSession = 301,
-    /// A prekey message names a (signed or one-time) prekey this store does
-    /// not hold.
+    /// A prekey message names a (signed, one-time or Kyber) prekey this
+    /// store does not hold; or a Kyber prekey was asked of a store or bundle
+    /// that does not hold it.
     MissingPrekey = 302,
     /// No identity key is trusted for the name yet.
     NoTrustedIdentity = 303,
@@ -80,7 +86,7 @@ pub enum rk_status {
 
 impl rk_status {
     /// Every status, in numeric order.
-    pub fn all() -> [rk_status; 23] {
+    pub fn all() -> [rk_status; 24] {
         [
             rk_status::Ok,
             rk_status::NullPointer,
@@ -95,6 +101,7 @@ impl rk_status {
             rk_status::InvalidFingerprint,
             rk_status::FingerprintVersionMismatch,
             rk_status::LimitExceeded,
+            rk_status::VersionRefused,
             rk_status::UntrustedIdentity,
             rk_status::NoSession,
             rk_status::MissingPrekey,
@@ -129,6 +136,7 @@ impl rk_status {
             rk_status::InvalidFingerprint => "invalid fingerprint\0",
             rk_status::FingerprintVersionMismatch => "fingerprint version mismatch\0",
             rk_status::LimitExceeded => "limit exceeded\0",
+            rk_status::VersionRefused => "session version refused by policy\0",
             rk_status::UntrustedIdentity => "untrusted identity\0",
             rk_status::NoSession => "no session\0",
             rk_status::MissingPrekey => "missing prekey\0",
@@ -150,7 +158,8 @@ impl From<&Error> for rk_status {
             Error::InvalidKeyLength { .. }
             | Error::InvalidKeyType(_)
             | Error::NonContributoryKey
-            | Error::NonCanonicalKey => rk_status::InvalidKey,
+            | Error::NonCanonicalKey
+            | Error::InvalidKemKey(_) => rk_status::InvalidKey,
             Error::InvalidSignature(_) => rk_status::InvalidSignature,
             Error::InvalidMessage(_)
             | Error::LegacyMessage(_)
@@ -159,7 +168,10 @@ impl From<&Error> for rk_status {
             Error::TooFarAhead { .. } | Error::LimitExceeded(_) => rk_status::LimitExceeded,
             Error::UntrustedIdentity(_) => rk_status::UntrustedIdentity,
             Error::NoSession(_) | Error::NoSendingChain(_) => rk_status::NoSession,
-            Error::MissingPreKey(_) | Error::MissingSignedPreKey(_) => rk_status::MissingPrekey,
+            Error::MissingPreKey(_)
+            | Error::MissingSignedPreKey(_)
+            | Error::MissingKyberPreKey(_) => rk_status::MissingPrekey,
+            Error::VersionRefused(_) => rk_status::VersionRefused,
             Error::InvalidBundle(_) => rk_status::InvalidBundle,
             Error::CorruptState(_) => rk_status::InvalidState,
             Error::UnsupportedStateVersion(_) => rk_status::UnsupportedStateVersion,

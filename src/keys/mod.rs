@@ -95,6 +95,18 @@ impl PublicKey {
         }
     }
 
+    /// Whether the key is a point of the curve (not its twist) in the
+    /// prime-order subgroup: no small-order component. Every honestly made
+    /// key is (a clamped scalar times the base point); a key plus a point of
+    /// small order is a second encoding that X25519 with clamped scalars
+    /// cannot tell apart. One scalar multiplication; public data, not
+    /// constant time.
+    pub fn is_in_prime_order_subgroup(&self) -> bool {
+        curve25519_dalek::montgomery::MontgomeryPoint(self.0)
+            .to_edwards(0)
+            .is_some_and(|p| p.is_torsion_free() && !p.is_small_order())
+    }
+
     /// Constant-time equality of two public keys: the byte differences are
     /// OR-ed together without an early exit, then compared with zero by
     /// `subtle` (one optimization barrier instead of one per byte).
@@ -370,6 +382,21 @@ mod tests {
         identity_r[0] = 1;
         for i in 0..16u8 {
             assert!(!xeddsa::verify(&[0u8; 32], &[i], &identity_r));
+        }
+    }
+
+    #[test]
+    fn prime_order_subgroup_check_agrees_with_torsion_freeness() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        use curve25519_dalek::montgomery::MontgomeryPoint;
+        for _ in 0..200 {
+            let k = KeyPair::generate(&mut rand::rngs::OsRng).public_key;
+            assert!(k.is_in_prime_order_subgroup());
+            let e = MontgomeryPoint(k.0).to_edwards(0).unwrap();
+            for t in &EIGHT_TORSION[1..] {
+                let alias = PublicKey((e + t).to_montgomery().to_bytes());
+                assert!(!alias.is_in_prime_order_subgroup());
+            }
         }
     }
 

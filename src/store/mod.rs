@@ -12,13 +12,15 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
-use crate::keys::{generate_registration_id, IdentityKeyPair, KeyPair, PublicKey};
-use crate::prekey::{PreKeyBundle, PreKeyRecord, SignedPreKeyRecord, MAX_PREKEY_ID};
+use crate::keys::{generate_registration_id, IdentityKeyPair, PublicKey};
+use crate::prekey::{
+    KyberPreKeyRecord, PreKeyBundle, PreKeyRecord, SignedPreKeyRecord, MAX_PREKEY_ID,
+};
 use crate::scrub;
-use crate::session::{Scope, SessionRecord, SessionState, StateSource};
+use crate::session::{SessionRecord, SessionState, StateSource};
 use crate::wire::{
-    CiphertextMessage, PreKeySignalMessage, SignalMessageRef, MAX_PLAINTEXT_LEN, PREKEY_TYPE,
-    WHISPER_TYPE,
+    CiphertextMessage, PreKeySignalMessage, SignalMessageRef, MAX_PLAINTEXT_LEN, MESSAGE_VERSION,
+    PREKEY_TYPE, WHISPER_TYPE,
 };
 use crate::x3dh;
 
@@ -165,6 +167,15 @@ pub struct ProtocolStore {
     pub(crate) prekeys: BTreeMap<u32, PreKeyRecord>,
     pub(crate) next_prekey_id: u32,
     pub(crate) next_signed_prekey_id: u32,
+    pub(crate) kyber_prekeys: BTreeMap<u32, KyberPreKeyRecord>,
+    pub(crate) current_last_resort: Option<u32>,
+    pub(crate) next_kyber_prekey_id: u32,
+    pub(crate) base_key_uses: BaseKeyUses,
+    pub(crate) policy: SessionPolicy,
+    /// Changes with every change of prekeys or policy (not saved): a prekey
+    /// message opened before such a change is opened again before it is
+    /// applied.
+    pub(crate) prekeys_generation: u64,
     pub(crate) sessions: BTreeMap<Address, SessionCell>,
     pub(crate) trusted: TrustMap,
 }
@@ -178,8 +189,21 @@ pub(crate) struct OpenedPreKeyMessage {
     source: StateSource,
     /// The record's generation when opened (`None`: there was no record).
     generation: Option<u64>,
-    used_prekey: Option<u32>,
+    /// The store's prekeys generation when opened.
+    prekeys_generation: u64,
+    used: UsedPreKeys,
     plaintext: Zeroizing<Vec<u8>>,
+}
+
+/// The prekeys a new session from a prekey message uses up or records.
+#[derive(Default)]
+struct UsedPreKeys {
+    /// The one-time EC prekey (deleted on commit).
+    pre_key: Option<u32>,
+    /// The Kyber prekey (deleted on commit when one-time).
+    kyber_pre_key: Option<u32>,
+    /// The use of prekeys that stay after use (recorded on commit).
+    base_key_use: Option<BaseKeyUse>,
 }
 
 /// The outcome of a commit planned from a snapshot.
@@ -226,6 +250,29 @@ fn check_trust_in(trusted: Option<&PublicKey>, name: &str, key: &PublicKey) -> R
     }
 }
 
+mod base_key_uses;
+mod prekeys;
+pub use base_key_uses::MAX_BASE_KEY_USES_PER_PREKEY;
+pub(crate) use base_key_uses::{BaseKeyUse, BaseKeyUses, Refused};
+pub use prekeys::{BundleRequest, KyberPreKeyKind};
+
+/// Which session versions a store starts and accepts, beyond version 4
+/// (PQXDH), which it always does. The defaults refuse version 3 both ways,
+/// as the official library does since 0.75; sessions that already exist
+/// keep working whatever the policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// Start a version-3 (X3DH) session from a bundle without a Kyber
+    /// prekey. Off: [`ProtocolStore::process_bundle`] refuses such a bundle
+    /// with [`Error::VersionRefused`].
+    pub allow_v3_initiation: bool,
+    /// Accept an incoming version-3 prekey message that starts a new
+    /// session. Off: it is refused with [`Error::VersionRefused`] (after the
+    /// check for an existing session from the same base key, which keeps
+    /// working).
+    pub accept_v3_prekey_messages: bool,
+}
+
 fn next_id(next: u32) -> u32 {
     if next >= MAX_PREKEY_ID {
         1
@@ -265,6 +312,12 @@ impl ProtocolStore {
             prekeys: BTreeMap::new(),
             next_prekey_id: start(rng),
             next_signed_prekey_id: start(rng),
+            kyber_prekeys: BTreeMap::new(),
+            current_last_resort: None,
+            next_kyber_prekey_id: start(rng),
+            base_key_uses: BaseKeyUses::default(),
+            policy: SessionPolicy::default(),
+            prekeys_generation: 0,
             sessions: BTreeMap::new(),
             trusted: TrustMap::default(),
         })
@@ -287,148 +340,6 @@ impl ProtocolStore {
         self.device_id
     }
 
-    /// Generates a new signed prekey, which becomes the one put in bundles.
-    /// Older signed prekeys stay usable for messages in flight. `timestamp`
-    /// is milliseconds since the Unix epoch. Returns its id.
-    pub fn generate_signed_prekey<R: RngCore + CryptoRng>(
-        &mut self,
-        timestamp: u64,
-        rng: &mut R,
-    ) -> Result<u32> {
-        let id = self.free_id(self.next_signed_prekey_id, |s, id| {
-            s.signed_prekeys.contains_key(&id)
-        })?;
-        let key_pair = KeyPair::generate(rng);
-        let signature = self
-            .identity
-            .private_key()
-            .sign(&key_pair.public_key.serialize(), rng);
-        self.signed_prekeys.insert(
-            id,
-            SignedPreKeyRecord {
-                id,
-                key_pair,
-                signature,
-                timestamp,
-            },
-        );
-        self.current_signed_prekey = Some(id);
-        self.next_signed_prekey_id = next_id(id);
-        Ok(id)
-    }
-
-    /// Generates `count` one-time prekeys with fresh unique ids and returns
-    /// their ids and public keys (for upload).
-    pub fn generate_prekeys<R: RngCore + CryptoRng>(
-        &mut self,
-        count: u32,
-        rng: &mut R,
-    ) -> Result<Vec<(u32, PublicKey)>> {
-        if self.prekeys.len() as u64 + u64::from(count) > u64::from(MAX_PREKEY_ID) {
-            return Err(Error::LimitExceeded("too many one-time prekeys"));
-        }
-        let mut out = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let id = self.free_id(self.next_prekey_id, |s, id| s.prekeys.contains_key(&id))?;
-            let key_pair = KeyPair::generate(rng);
-            out.push((id, key_pair.public_key));
-            self.prekeys.insert(id, PreKeyRecord { id, key_pair });
-            self.next_prekey_id = next_id(id);
-        }
-        Ok(out)
-    }
-
-    fn free_id(&self, mut id: u32, taken: impl Fn(&Self, u32) -> bool) -> Result<u32> {
-        for _ in 0..MAX_PREKEY_ID {
-            if !taken(self, id) {
-                return Ok(id);
-            }
-            id = next_id(id);
-        }
-        Err(Error::LimitExceeded("all prekey ids are in use"))
-    }
-
-    /// The number of one-time prekeys held.
-    pub fn prekey_count(&self) -> usize {
-        self.prekeys.len()
-    }
-
-    /// Removes a signed prekey (e.g. an old one after rotation).
-    pub fn remove_signed_prekey(&mut self, id: u32) -> Result<()> {
-        if self.current_signed_prekey == Some(id) {
-            return Err(Error::InvalidArgument(
-                "cannot remove the current signed prekey",
-            ));
-        }
-        self.signed_prekeys
-            .remove(&id)
-            .map(|_| ())
-            .ok_or(Error::MissingSignedPreKey(id))
-    }
-
-    /// A bundle for this device. A signed prekey is made if none exists.
-    /// With `one_time_prekey`, a new one-time prekey is made, kept, and put
-    /// in the bundle (never handed out twice).
-    pub fn create_bundle<R: RngCore + CryptoRng>(
-        &mut self,
-        one_time_prekey: bool,
-        timestamp: u64,
-        rng: &mut R,
-    ) -> Result<PreKeyBundle> {
-        let mut next = self.clone_prekeys();
-        if next.current_signed_prekey.is_none() {
-            next.generate_signed_prekey(timestamp, rng)?;
-        }
-        let pre_key = if one_time_prekey {
-            next.generate_prekeys(1, rng)?.pop()
-        } else {
-            None
-        };
-        let spk_id = next
-            .current_signed_prekey
-            .ok_or(Error::InvalidArgument("no signed prekey"))?;
-        let spk = next
-            .signed_prekeys
-            .get(&spk_id)
-            .ok_or(Error::MissingSignedPreKey(spk_id))?;
-        let bundle = PreKeyBundle::new(
-            self.registration_id,
-            self.device_id,
-            *self.identity_key(),
-            spk_id,
-            spk.key_pair.public_key,
-            &spk.signature,
-            pre_key,
-        )?;
-        self.adopt_prekeys(next);
-        Ok(bundle)
-    }
-
-    /// Prekey-only copy used to make bundle generation all-or-nothing
-    /// without cloning sessions.
-    fn clone_prekeys(&self) -> ProtocolStore {
-        ProtocolStore {
-            identity: self.identity.clone(),
-            registration_id: self.registration_id,
-            device_id: self.device_id,
-            signed_prekeys: self.signed_prekeys.clone(),
-            current_signed_prekey: self.current_signed_prekey,
-            prekeys: self.prekeys.clone(),
-            next_prekey_id: self.next_prekey_id,
-            next_signed_prekey_id: self.next_signed_prekey_id,
-            sessions: BTreeMap::new(),
-            trusted: TrustMap::default(),
-        }
-    }
-
-    fn adopt_prekeys(&mut self, next: ProtocolStore) {
-        self.signed_prekeys = next.signed_prekeys;
-        self.current_signed_prekey = next.current_signed_prekey;
-        self.prekeys = next.prekeys;
-        self.next_prekey_id = next.next_prekey_id;
-        self.next_signed_prekey_id = next.next_signed_prekey_id;
-    }
-
     fn check_trust(&self, name: &str, key: &PublicKey) -> Result<()> {
         check_trust_in(self.trusted.read().get(name), name, key)
     }
@@ -447,9 +358,39 @@ impl ProtocolStore {
             .is_some_and(|old| old != identity_key)
     }
 
-    /// Runs X3DH as the initiator with `bundle`, making the new session
-    /// current for `address` (an older session is archived). Trusts the
-    /// identity on first use; a different identity than the trusted one is
+    /// The store's session policy (which version-3 sessions it starts and
+    /// accepts).
+    pub fn policy(&self) -> SessionPolicy {
+        self.policy
+    }
+
+    /// Sets the store's session policy. Kept in saved state.
+    pub fn set_policy(&mut self, policy: SessionPolicy) {
+        self.policy = policy;
+        self.prekeys_changed();
+    }
+
+    /// Marks a change of prekeys or policy (see `prekeys_generation`).
+    pub(crate) fn prekeys_changed(&mut self) {
+        self.prekeys_generation = self.prekeys_generation.wrapping_add(1);
+    }
+
+    /// The number of sessions started from reusable prekeys that the store
+    /// remembers (to refuse replays), and the most against one prekey (at
+    /// most [`MAX_BASE_KEY_USES_PER_PREKEY`]; rotate before it is reached).
+    pub fn base_key_use_counts(&self) -> (usize, usize) {
+        (
+            self.base_key_uses.len(),
+            self.base_key_uses.max_per_prekey(),
+        )
+    }
+
+    /// Runs PQXDH (a bundle with a Kyber prekey: a version-4 session) or
+    /// X3DH (without: version 3, only if the policy allows it, else
+    /// [`Error::VersionRefused`]) as the initiator with `bundle`, making the
+    /// new session current for `address` (an older session is archived).
+    /// Both signatures of the bundle are verified. Trusts the identity on
+    /// first use; a different identity than the trusted one is
     /// [`Error::UntrustedIdentity`].
     pub fn process_bundle<R: RngCore + CryptoRng>(
         &mut self,
@@ -459,6 +400,11 @@ impl ProtocolStore {
     ) -> Result<()> {
         check_address(address)?;
         bundle.validate()?;
+        if bundle.kyber_pre_key.is_none() && !self.policy.allow_v3_initiation {
+            return Err(Error::VersionRefused(
+                "the bundle has no Kyber prekey, and starting version-3 sessions is off",
+            ));
+        }
         self.check_trust(&address.name, &bundle.identity_key)?;
         self.check_session_limit(address)?;
         let state = x3dh::initiate(&self.identity, self.registration_id, bundle, rng)?;
@@ -480,6 +426,13 @@ impl ProtocolStore {
         self.sessions
             .get(address)
             .is_some_and(|r| r.lock().current.is_some())
+    }
+
+    /// The version (3 or 4) of the current session with `address`, if any.
+    pub fn session_version(&self, address: &Address) -> Option<u8> {
+        let cell = self.sessions.get(address)?;
+        let record = cell.lock();
+        record.current.as_ref().map(SessionState::version)
     }
 
     /// A copy of the session record for `address`, if any.
@@ -597,7 +550,6 @@ impl ProtocolStore {
         let out = record.decrypt_then(
             &message,
             rng,
-            Scope::AnyState,
             |key| check_trust_in(trusted.as_ref(), &address.name, key),
             sink,
         )?;
@@ -674,9 +626,15 @@ impl ProtocolStore {
             }
             None => (None, None),
         };
-        let (mut state, source, used_prekey) = match held {
-            Some((source, state)) => (state, source, None),
+        let (mut state, source, used) = match held {
+            Some((source, state)) => (state, source, UsedPreKeys::default()),
             None => {
+                if message.version() == MESSAGE_VERSION && !self.policy.accept_v3_prekey_messages {
+                    return Err(Error::VersionRefused(
+                        "a version-3 prekey message would start a new session, \
+                         and accepting them is off",
+                    ));
+                }
                 let spk = self
                     .signed_prekeys
                     .get(&message.signed_pre_key_id())
@@ -685,16 +643,59 @@ impl ProtocolStore {
                     Some(id) => Some(self.prekeys.get(&id).ok_or(Error::MissingPreKey(id))?),
                     None => None,
                 };
+                let kyber = match message.kyber() {
+                    Some(k) => Some((
+                        self.kyber_prekeys
+                            .get(&k.pre_key_id)
+                            .ok_or(Error::MissingKyberPreKey(k.pre_key_id))?,
+                        k.ciphertext.as_slice(),
+                    )),
+                    None => None,
+                };
+                // Only prekeys that stay after use need the record.
+                let reusable = match kyber {
+                    Some((record, _)) => record.last_resort.then_some(record.id),
+                    None => opk.is_none().then_some(0),
+                };
+                let base_key_use = match reusable {
+                    Some(kyber_pre_key_id) => {
+                        let used = BaseKeyUse {
+                            kyber_pre_key_id,
+                            signed_pre_key_id: message.signed_pre_key_id(),
+                            base_key: *message.base_key().u_coordinate(),
+                        };
+                        self.check_base_key_use(&used)?;
+                        Some(used)
+                    }
+                    None => None,
+                };
                 let state = x3dh::respond(
                     &self.identity,
                     self.registration_id,
                     &spk.key_pair,
                     opk.map(|p| &p.key_pair),
+                    kyber.map(|(record, ct)| (&record.key_pair.secret_key, ct)),
                     &identity_key,
                     message.base_key(),
                     message.registration_id(),
                 )?;
-                (state, StateSource::New, message.pre_key_id())
+                // A base key with a small-order component gives the same
+                // key agreement as the key without it, under other bytes:
+                // the byte comparisons that recognise a replay (a held
+                // session, a recorded use) would miss it. Honest base keys
+                // are in the prime-order subgroup. (After the key agreement,
+                // so that a purely low-order key keeps its own error.)
+                if !message.base_key().is_in_prime_order_subgroup() {
+                    return Err(Error::InvalidMessage(
+                        "incoming base key is invalid (not in the prime-order subgroup)",
+                    ));
+                }
+                let used = UsedPreKeys {
+                    pre_key: message.pre_key_id(),
+                    kyber_pre_key: kyber.map(|(record, _)| record.id),
+                    base_key_use,
+                };
+                (state, StateSource::New, used)
             }
         };
         check_trust_in(
@@ -712,9 +713,26 @@ impl ProtocolStore {
             state,
             source,
             generation,
-            used_prekey,
+            prekeys_generation: self.prekeys_generation,
+            used,
             plaintext,
         })
+    }
+
+    /// Fails when `used` was already recorded (a second session from the same
+    /// base key with the same reusable prekeys: a replay), or when no more
+    /// uses can be recorded.
+    fn check_base_key_use(&self, used: &BaseKeyUse) -> Result<()> {
+        match self.base_key_uses.check(used) {
+            Ok(()) => Ok(()),
+            Err(Refused::Replay) => Err(Error::InvalidMessage(
+                "reused base key: a session from it was started before",
+            )),
+            Err(Refused::Full) => Err(Error::LimitExceeded(
+                "this prekey started the most sessions it may: rotate the last-resort Kyber \
+                 prekey (or the signed prekey)",
+            )),
+        }
     }
 
     /// Applies an opened prekey message: hands the plaintext to `sink`, then
@@ -733,19 +751,32 @@ impl ProtocolStore {
             state,
             source,
             generation,
-            used_prekey,
+            prekeys_generation,
+            used,
             mut plaintext,
         } = opened;
-        if self.sessions.get(&address).map(SessionCell::generation) != generation {
+        // The session, a prekey (a signed prekey removed, a Kyber prekey
+        // replaced) or the policy changed since: open it again.
+        if self.sessions.get(&address).map(SessionCell::generation) != generation
+            || self.prekeys_generation != prekeys_generation
+        {
             return Ok(Committed::Stale);
         }
         // What else may have changed since: trust, the prekey (used by
         // another sender's copy of the message), the number of sessions.
         self.check_trust(&address.name, &identity_key)?;
-        if let Some(id) = used_prekey {
+        if let Some(id) = used.pre_key {
             if !self.prekeys.contains_key(&id) {
                 return Err(Error::MissingPreKey(id).into());
             }
+        }
+        if let Some(id) = used.kyber_pre_key {
+            if !self.kyber_prekeys.contains_key(&id) {
+                return Err(Error::MissingKyberPreKey(id).into());
+            }
+        }
+        if let Some(u) = &used.base_key_use {
+            self.check_base_key_use(u)?;
         }
         self.check_session_limit(&address)?;
         let out = sink(std::mem::take(&mut *plaintext))?;
@@ -759,8 +790,21 @@ impl ProtocolStore {
             }
             StateSource::New => record.promote_state(state),
         }
-        if let Some(id) = used_prekey {
+        if let Some(id) = used.pre_key {
             self.prekeys.remove(&id);
+        }
+        if used.pre_key.is_some() || used.kyber_pre_key.is_some() || used.base_key_use.is_some() {
+            self.prekeys_changed();
+        }
+        match used.base_key_use {
+            Some(u) => {
+                self.base_key_uses.insert(u);
+            }
+            None => {
+                if let Some(id) = used.kyber_pre_key {
+                    self.kyber_prekeys.remove(&id);
+                }
+            }
         }
         self.trusted
             .get_mut()
@@ -791,5 +835,171 @@ impl ProtocolStore {
             remote_id,
             &remote,
         )
+    }
+}
+
+#[cfg(test)]
+mod open_commit_tests {
+    use rand::rngs::OsRng;
+
+    use super::*;
+    use crate::store::{BundleRequest, KyberPreKeyKind};
+
+    /// Alice's first message to Bob, made from a bundle of `kyber` kind
+    /// without a one-time prekey (so that only reusable prekeys are used),
+    /// with both policies allowing version 3.
+    fn first_message(kyber: KyberPreKeyKind) -> (ProtocolStore, Vec<u8>) {
+        let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let v3 = SessionPolicy {
+            allow_v3_initiation: true,
+            accept_v3_prekey_messages: true,
+        };
+        alice.set_policy(v3);
+        bob.set_policy(v3);
+        let request = BundleRequest {
+            one_time_prekey: false,
+            kyber,
+            timestamp: 0,
+        };
+        let bundle = bob.create_bundle_with(request, &mut OsRng).unwrap();
+        let b = Address::new("bob", 1);
+        alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
+        let m = alice.encrypt(&b, b"hi").unwrap();
+        (bob, m.serialize().to_vec())
+    }
+
+    /// Review finding: a message opened under the shared lock was applied
+    /// after its signed prekey had been removed (leaving a base-key use no
+    /// call could remove), or after the policy had turned version 3 off.
+    /// Any change of prekeys or policy in between makes the commit stale:
+    /// nothing is applied, and opening it again sees the change.
+    #[test]
+    fn a_prekey_or_policy_change_between_open_and_commit_makes_it_stale() {
+        let a = Address::new("alice", 1);
+        // The signed prekey is removed in between (after a rotation).
+        let (mut bob, m) = first_message(KyberPreKeyKind::None);
+        let opened = bob.open_prekey_message(&a, &m, &mut OsRng).unwrap();
+        let old = bob.current_signed_prekey.unwrap();
+        bob.generate_signed_prekey(1, &mut OsRng).unwrap();
+        bob.remove_signed_prekey(old).unwrap();
+        let before = bob.save();
+        assert!(matches!(
+            bob.commit_prekey_message(opened, Ok::<_, Error>),
+            Ok(Committed::Stale)
+        ));
+        assert_eq!(bob.save(), before);
+        assert_eq!(
+            bob.decrypt_prekey_message(&a, &m, &mut OsRng),
+            Err(Error::MissingSignedPreKey(old))
+        );
+        // The policy turns version 3 off in between.
+        let (mut bob, m) = first_message(KyberPreKeyKind::None);
+        let opened = bob.open_prekey_message(&a, &m, &mut OsRng).unwrap();
+        bob.set_policy(SessionPolicy::default());
+        let before = bob.save();
+        assert!(matches!(
+            bob.commit_prekey_message(opened, Ok::<_, Error>),
+            Ok(Committed::Stale)
+        ));
+        assert_eq!(bob.save(), before);
+        assert!(matches!(
+            bob.decrypt_prekey_message(&a, &m, &mut OsRng),
+            Err(Error::VersionRefused(_))
+        ));
+        // Nothing in between: it applies.
+        let (mut bob, m) = first_message(KyberPreKeyKind::LastResort);
+        let opened = bob.open_prekey_message(&a, &m, &mut OsRng).unwrap();
+        assert!(matches!(
+            bob.commit_prekey_message(opened, Ok::<_, Error>),
+            Ok(Committed::Done(pt)) if pt == b"hi"
+        ));
+    }
+
+    /// Review finding: the `add_*` imports accepted records that a restore
+    /// refuses or changes (a Kyber public key that is not its secret key's;
+    /// a key pair whose halves do not match), and keys already held under
+    /// another id (which let a replay through under the second id).
+    #[test]
+    fn imports_refuse_what_restore_would_not_reproduce() {
+        use crate::kem::KemKeyPair;
+        use crate::keys::KeyPair;
+        use crate::prekey::{KyberPreKeyRecord, PreKeyRecord, SignedPreKeyRecord};
+        let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let sign = |store: &ProtocolStore, bytes: &[u8]| {
+            store.identity.private_key().sign(bytes, &mut OsRng)
+        };
+        // A Kyber record whose public key is another key's.
+        let pair = KemKeyPair::generate(&mut OsRng);
+        let other = KemKeyPair::generate(&mut OsRng);
+        let signature = sign(&bob, &other.public_key.serialize());
+        let mismatched = KyberPreKeyRecord {
+            id: 5,
+            key_pair: KemKeyPair {
+                public_key: other.public_key.clone(),
+                secret_key: pair.secret_key.clone(),
+            },
+            signature,
+            timestamp: 0,
+            last_resort: true,
+        };
+        let before = bob.save();
+        assert!(matches!(
+            bob.add_kyber_prekey(mismatched),
+            Err(Error::InvalidKemKey(_))
+        ));
+        assert_eq!(bob.save(), before);
+        // The genuine record goes in; the same key under a second id does not.
+        let pair_signature = sign(&bob, &pair.public_key.serialize());
+        let record = |id| KyberPreKeyRecord {
+            id,
+            key_pair: pair.clone(),
+            signature: pair_signature,
+            timestamp: 0,
+            last_resort: true,
+        };
+        bob.add_kyber_prekey(record(5)).unwrap();
+        assert!(matches!(
+            bob.add_kyber_prekey(record(6)),
+            Err(Error::InvalidArgument(_))
+        ));
+        let back = ProtocolStore::restore(&bob.save()).unwrap();
+        assert_eq!(back.save(), bob.save());
+        // EC key pairs whose halves do not match, and duplicates.
+        let a = KeyPair::generate(&mut OsRng);
+        let b = KeyPair::generate(&mut OsRng);
+        let crossed = KeyPair {
+            public_key: b.public_key,
+            private_key: a.private_key.clone(),
+        };
+        assert!(bob
+            .add_prekey(PreKeyRecord {
+                id: 9,
+                key_pair: crossed.clone()
+            })
+            .is_err());
+        let crossed_signature = sign(&bob, &crossed.public_key.serialize());
+        assert!(bob
+            .add_signed_prekey(
+                SignedPreKeyRecord {
+                    id: 9,
+                    key_pair: crossed,
+                    signature: crossed_signature,
+                    timestamp: 0
+                },
+                false
+            )
+            .is_err());
+        bob.add_prekey(PreKeyRecord {
+            id: 9,
+            key_pair: a.clone(),
+        })
+        .unwrap();
+        assert!(bob
+            .add_prekey(PreKeyRecord {
+                id: 10,
+                key_pair: a
+            })
+            .is_err());
     }
 }

@@ -48,7 +48,7 @@ static void test_version_and_status(void) {
         RK_STATUS_INVALID_SIGNATURE, RK_STATUS_INVALID_MESSAGE, RK_STATUS_DUPLICATE_MESSAGE,
         RK_STATUS_INVALID_BUNDLE, RK_STATUS_INVALID_FINGERPRINT,
         RK_STATUS_FINGERPRINT_VERSION_MISMATCH, RK_STATUS_LIMIT_EXCEEDED,
-        RK_STATUS_UNTRUSTED_IDENTITY, RK_STATUS_NO_SESSION, RK_STATUS_MISSING_PREKEY,
+        RK_STATUS_VERSION_REFUSED, RK_STATUS_UNTRUSTED_IDENTITY, RK_STATUS_NO_SESSION, RK_STATUS_MISSING_PREKEY,
         RK_STATUS_NO_TRUSTED_IDENTITY, RK_STATUS_INVALID_STATE, RK_STATUS_WRONG_PICKLE_KEY,
         RK_STATUS_UNSUPPORTED_STATE_VERSION, RK_STATUS_INTERNAL, RK_STATUS_PANIC,
         RK_STATUS_POISONED};
@@ -320,6 +320,14 @@ static void test_store_basics(void) {
     TRUE(!has && pid == 0 && pk == NULL);
     CHECK(rk_bundle_signed_prekey_id(b, &id));
     TRUE(id == spk2);
+    /* Without a one-time prekey, the bundle carries the last-resort Kyber
+     * prekey (made now). */
+    uint32_t kid = 0, last_resort = 0;
+    CHECK(rk_bundle_has_kyber_prekey(b, &has));
+    TRUE(has);
+    CHECK(rk_bundle_kyber_prekey_id(b, &kid));
+    CHECK(rk_store_last_resort_kyber_prekey_id(s, &has, &last_resort));
+    TRUE(has && kid == last_resort && kid != 0);
     rk_bundle_free(b);
     rk_store_free(s);
     rk_store_free(NULL);
@@ -333,7 +341,8 @@ static void test_bundles(void) {
     rk_bytes bytes = UNTOUCHED_BYTES;
     REQUIRE(rk_bundle_serialize(b, &bytes));
     buf_t ser = take(bytes);
-    TRUE(ser.len > 100 && ser.data[0] == 1);
+    /* Format 2: the bundle carries a Kyber prekey. */
+    TRUE(ser.len > RK_KEM_PUBLIC_KEY_LEN && ser.data[0] == 2);
     EXPECT(rk_bundle_serialize(NULL, &bytes), NP);
     EXPECT(rk_bundle_serialize(b, NULL), NP);
 
@@ -361,22 +370,66 @@ static void test_bundles(void) {
     TRUE(has && opk != NULL && opk_id != 0);
     CHECK(rk_bundle_verify_signature(p, &valid));
     TRUE(valid);
+    /* Its Kyber prekey: a one-time one (the bundle has a one-time prekey),
+     * signed by the identity key. */
+    uint32_t kyber_id = 0;
+    uint8_t kyber_key[RK_KEM_PUBLIC_KEY_LEN], kyber_sig[RK_SIGNATURE_LEN];
+    has = false;
+    CHECK(rk_bundle_has_kyber_prekey(p, &has));
+    TRUE(has);
+    CHECK(rk_bundle_kyber_prekey_id(p, &kyber_id));
+    TRUE(kyber_id >= 1 && kyber_id <= 0xFFFFFF);
+    CHECK(rk_bundle_kyber_prekey(p, kyber_key, sizeof kyber_key));
+    TRUE(kyber_key[0] == 0x08);
+    CHECK(rk_bundle_kyber_prekey_signature(p, kyber_sig, sizeof kyber_sig));
+    CHECK(rk_public_key_verify_signature(ik, kyber_key, sizeof kyber_key, kyber_sig,
+                                         sizeof kyber_sig, &valid));
+    TRUE(valid);
+    uint8_t record[RK_KYBER_PREKEY_RECORD_LEN];
+    CHECK(rk_store_kyber_prekey(bob, kyber_id, record, sizeof record));
+    TRUE(record[0] == (uint8_t)(kyber_id >> 24) && record[3] == (uint8_t)kyber_id);
+    TRUE(memcmp(record + 4, kyber_key, sizeof kyber_key) == 0);
+    TRUE(memcmp(record + 4 + RK_KEM_PUBLIC_KEY_LEN, kyber_sig, sizeof kyber_sig) == 0);
+    bool has_last_resort = true;
+    uint32_t last_resort = 99;
+    CHECK(rk_store_last_resort_kyber_prekey_id(bob, &has_last_resort, &last_resort));
+    TRUE(!has_last_resort && last_resort == 0);
 
     /* Rebuilt from its parts: the same bytes. */
     rk_bundle *r = NULL;
-    CHECK(rk_bundle_new(c, 2, ik, spk_id, spk, sig, sizeof sig, opk_id, opk, &r));
+    CHECK(rk_bundle_new_with_kyber_prekey(c, 2, ik, spk_id, spk, sig, sizeof sig, opk_id, opk,
+                                          kyber_id, kyber_key, sizeof kyber_key, kyber_sig,
+                                          sizeof kyber_sig, &r));
     rk_bytes rb = UNTOUCHED_BYTES;
     CHECK(rk_bundle_serialize(r, &rb));
     buf_t rser = take(rb);
     TRUE(buf_eq(ser, rser));
     buf_free(&rser);
     rk_bundle_free(r);
-    /* Without a one-time prekey (prekey NULL). */
+    /* Without the Kyber prekey: format 1, a version-3 bundle. */
+    CHECK(rk_bundle_new(c, 2, ik, spk_id, spk, sig, sizeof sig, opk_id, opk, &r));
+    rb = UNTOUCHED_BYTES;
+    CHECK(rk_bundle_serialize(r, &rb));
+    TRUE(rb.len > 100 && rb.len < ser.len && rb.ptr[0] == 1);
+    rk_bytes_free(rb);
+    CHECK(rk_bundle_has_kyber_prekey(r, &has));
+    TRUE(!has);
+    rk_bundle_free(r);
+    /* Without a one-time prekey (prekey NULL), with or without Kyber. */
     CHECK(rk_bundle_new(c, 2, ik, spk_id, spk, sig, sizeof sig, 0, NULL, &r));
     rk_public_key *no_pk = (rk_public_key *)(uintptr_t)0x1;
     uint32_t no_id = 99;
     CHECK(rk_bundle_prekey(r, &has, &no_id, &no_pk));
     TRUE(!has && no_id == 0 && no_pk == NULL);
+    rk_bundle_free(r);
+    CHECK(rk_bundle_new_with_kyber_prekey(c, 2, ik, spk_id, spk, sig, sizeof sig, 0, NULL,
+                                          kyber_id, kyber_key, sizeof kyber_key, kyber_sig,
+                                          sizeof kyber_sig, &r));
+    no_pk = (rk_public_key *)(uintptr_t)0x1;
+    CHECK(rk_bundle_prekey(r, &has, &no_id, &no_pk));
+    TRUE(!has && no_id == 0 && no_pk == NULL);
+    CHECK(rk_bundle_has_kyber_prekey(r, &has));
+    TRUE(has);
     rk_bundle_free(r);
     /* Misuse of rk_bundle_new. */
     r = NULL;
@@ -440,21 +493,42 @@ static void test_bundles(void) {
     TRUE(rejected >= (int)ser.len - 2 && accepted_without_prekey <= 2);
     uint8_t *v2 = malloc(ser.len);
     memcpy(v2, ser.data, ser.len);
-    v2[0] = 2;
+    v2[0] = 3;
+    EXPECT(rk_bundle_deserialize(v2, ser.len, &bad), RK_STATUS_INVALID_BUNDLE);
+    v2[0] = 0;
+    EXPECT(rk_bundle_deserialize(v2, ser.len, &bad), RK_STATUS_INVALID_BUNDLE);
+    /* Kyber fields under format 1 are refused, not ignored. */
+    v2[0] = 1;
     EXPECT(rk_bundle_deserialize(v2, ser.len, &bad), RK_STATUS_INVALID_BUNDLE);
     free(v2);
     TRUE(bad == NULL);
 
-    /* A bundle whose signature does not verify: processing fails with
-     * INVALID_SIGNATURE and changes nothing. */
-    sig[5] ^= 0x20;
-    rk_bundle *forged = NULL;
-    CHECK(rk_bundle_new(c, 2, ik, spk_id, spk, sig, sizeof sig, opk_id, opk, &forged));
-    CHECK(rk_bundle_verify_signature(forged, &valid));
-    TRUE(!valid);
+    /* A bundle whose signed prekey signature, or whose Kyber prekey
+     * signature, does not verify: processing fails with INVALID_SIGNATURE
+     * and changes nothing. A bundle without a Kyber prekey is refused by
+     * the default policy (VERSION_REFUSED), before its signature matters. */
     rk_store *alice = new_store(1);
     buf_t before = save_store(alice);
-    EXPECT(rk_store_process_bundle(alice, "bob", 2, forged), RK_STATUS_INVALID_SIGNATURE);
+    for (int which = 0; which < 2; which++) {
+        uint8_t *flip = which == 0 ? &sig[5] : &kyber_sig[17];
+        *flip ^= 0x20;
+        rk_bundle *forged = NULL;
+        CHECK(rk_bundle_new_with_kyber_prekey(c, 2, ik, spk_id, spk, sig, sizeof sig, opk_id, opk,
+                                              kyber_id, kyber_key, sizeof kyber_key, kyber_sig,
+                                              sizeof kyber_sig, &forged));
+        valid = true;
+        CHECK(rk_bundle_verify_signature(forged, &valid));
+        TRUE(!valid);
+        EXPECT(rk_store_process_bundle(alice, "bob", 2, forged), RK_STATUS_INVALID_SIGNATURE);
+        rk_bundle_free(forged);
+        *flip ^= 0x20;
+    }
+    rk_bundle *classic = NULL;
+    CHECK(rk_bundle_new(c, 2, ik, spk_id, spk, sig, sizeof sig, opk_id, opk, &classic));
+    CHECK(rk_bundle_verify_signature(classic, &valid));
+    TRUE(valid);
+    EXPECT(rk_store_process_bundle(alice, "bob", 2, classic), RK_STATUS_VERSION_REFUSED);
+    rk_bundle_free(classic);
     buf_t after = save_store(alice);
     TRUE(buf_eq(before, after));
     bool has_session = true;
@@ -462,7 +536,6 @@ static void test_bundles(void) {
     TRUE(!has_session);
     buf_free(&before);
     buf_free(&after);
-    rk_bundle_free(forged);
 
     rk_store_free(alice);
     rk_public_key_free(ik);
@@ -521,6 +594,9 @@ static void test_sessions(void) {
     CHECK(rk_store_process_bundle(alice, "bob", 2, b));
     CHECK(rk_store_has_session(alice, "bob", 2, &has));
     TRUE(has);
+    uint32_t version = 0;
+    CHECK(rk_store_session_version(alice, "bob", 2, &version));
+    TRUE(version == RK_SESSION_VERSION_PQXDH);
     CHECK(rk_store_has_session(alice, "bob", 3, &has));
     TRUE(!has);
     EXPECT(rk_store_has_session(NULL, "bob", 2, &has), NP);
@@ -578,8 +654,9 @@ static void test_sessions(void) {
         rk_status st = rk_store_decrypt_prekey_message(bob, "alice", 1, m1.data, n, &pt);
         TRUE(st != RK_STATUS_OK);
     }
-    /* A corrupted last byte fails (in our field order it is the signed
-     * prekey id; corrupting the MACed inner message is covered below with
+    /* A corrupted last byte fails (in our field order it is the end of the
+     * Kyber ciphertext, which then decapsulates to another secret: the MAC
+     * fails; corrupting the MACed inner message is covered below with
      * whisper messages, byte by byte). */
     m1.data[m1.len - 1] ^= 0x01;
     {
@@ -587,11 +664,15 @@ static void test_sessions(void) {
         TRUE(st == RK_STATUS_INVALID_MESSAGE || st == RK_STATUS_MISSING_PREKEY);
     }
     m1.data[m1.len - 1] ^= 0x01;
-    /* A wrong message version. */
+    /* A wrong message version: too old, too new, or version 3 on the
+     * outside of a version-4 message. */
     uint8_t saved_version = m1.data[0];
+    TRUE(saved_version == 0x44);
     m1.data[0] = 0x22;
     EXPECT(rk_store_decrypt(bob, "alice", 1, 3, m1.data, m1.len, &pt), RK_STATUS_INVALID_MESSAGE);
-    m1.data[0] = 0x43;
+    m1.data[0] = 0x55;
+    EXPECT(rk_store_decrypt(bob, "alice", 1, 3, m1.data, m1.len, &pt), RK_STATUS_INVALID_MESSAGE);
+    m1.data[0] = 0x33;
     EXPECT(rk_store_decrypt(bob, "alice", 1, 3, m1.data, m1.len, &pt), RK_STATUS_INVALID_MESSAGE);
     m1.data[0] = saved_version;
     TRUE(IS_UNTOUCHED(pt));
@@ -611,6 +692,9 @@ static void test_sessions(void) {
            RK_STATUS_DUPLICATE_MESSAGE);
     CHECK(rk_store_has_session(bob, "alice", 1, &has));
     TRUE(has);
+    version = 0;
+    CHECK(rk_store_session_version(bob, "alice", 1, &version));
+    TRUE(version == RK_SESSION_VERSION_PQXDH);
 
     /* Bob answers with whisper messages; Alice reads them out of order. */
     uint32_t w1 = 0, w2 = 0, w3 = 0;
@@ -756,6 +840,640 @@ static void test_sessions(void) {
     buf_free(&a4);
     rk_bundle_free(b);
     rk_store_free(alice);
+    rk_store_free(bob);
+}
+
+/* The big-endian id at the start of a prekey record. */
+static uint32_t record_id(const uint8_t *r) {
+    return ((uint32_t)r[0] << 24) | ((uint32_t)r[1] << 16) | ((uint32_t)r[2] << 8) | r[3];
+}
+
+/* `a` starts a session with `b` from `bundle`; one message each way; both
+ * ends hold a session of `want_version`, and the messages carry it. */
+static void talk(rk_store *a, const char *a_name, uint32_t a_dev, rk_store *b, const char *b_name,
+                 uint32_t b_dev, const rk_bundle *bundle, uint32_t want_version) {
+    const uint8_t version_byte = (uint8_t)(want_version << 4 | want_version);
+    CHECK(rk_store_process_bundle(a, b_name, b_dev, bundle));
+    uint32_t t = 0, v = 0;
+    buf_t m = send(a, b_name, b_dev, "first", &t);
+    TRUE(t == RK_MESSAGE_TYPE_PREKEY && m.data[0] == version_byte);
+    receive(b, a_name, a_dev, t, m, "first");
+    buf_t r = send(b, a_name, a_dev, "reply", &t);
+    TRUE(t == RK_MESSAGE_TYPE_WHISPER && r.data[0] == version_byte);
+    receive(a, b_name, b_dev, t, r, "reply");
+    CHECK(rk_store_session_version(a, b_name, b_dev, &v));
+    TRUE(v == want_version);
+    v = 0;
+    CHECK(rk_store_session_version(b, a_name, a_dev, &v));
+    TRUE(v == want_version);
+    buf_free(&m);
+    buf_free(&r);
+}
+
+/* The session policy: version 3 refused by default on both sides, allowed
+ * by the policy; kept in saved state; existing sessions unaffected. */
+static void test_policy(void) {
+    rk_store *alice = new_store(1);
+    rk_store *bob = new_store(2);
+    uint32_t allow = 9, accept = 9;
+    CHECK(rk_store_policy(bob, &allow, &accept));
+    TRUE(allow == 0 && accept == 0);
+
+    /* A bundle without a Kyber prekey (format 1) is refused by default. */
+    rk_bundle *v3 = NULL;
+    REQUIRE(rk_store_create_bundle_with(bob, 1, RK_KYBER_PREKEY_NONE, 0, &v3));
+    bool has = true;
+    CHECK(rk_bundle_has_kyber_prekey(v3, &has));
+    TRUE(!has);
+    rk_bytes bytes = UNTOUCHED_BYTES;
+    CHECK(rk_bundle_serialize(v3, &bytes));
+    TRUE(bytes.ptr[0] == 1);
+    rk_bytes_free(bytes);
+    buf_t a0 = save_store(alice);
+    EXPECT(rk_store_process_bundle(alice, "bob", 2, v3), RK_STATUS_VERSION_REFUSED);
+    TRUE(strstr(last_err(), "Kyber") != NULL);
+    buf_t a1 = save_store(alice);
+    TRUE(buf_eq(a0, a1));
+    buf_free(&a0);
+    buf_free(&a1);
+    uint32_t version = 77;
+    EXPECT(rk_store_session_version(alice, "bob", 2, &version), RK_STATUS_NO_SESSION);
+    TRUE(version == 77);
+
+    /* Alice allows starting version 3: a version-3 session. */
+    CHECK(rk_store_set_policy(alice, 1, 0));
+    CHECK(rk_store_policy(alice, &allow, &accept));
+    TRUE(allow == 1 && accept == 0);
+    CHECK(rk_store_process_bundle(alice, "bob", 2, v3));
+    CHECK(rk_store_session_version(alice, "bob", 2, &version));
+    TRUE(version == RK_SESSION_VERSION_X3DH);
+    uint32_t t1 = 0, t2 = 0;
+    buf_t m1 = send(alice, "bob", 2, "v3 hello", &t1);
+    buf_t m2 = send(alice, "bob", 2, "v3 again", &t2);
+    TRUE(t1 == RK_MESSAGE_TYPE_PREKEY && m1.data[0] == 0x33 && m2.data[0] == 0x33);
+
+    /* Bob refuses it by default, and nothing changes. */
+    buf_t b0 = save_store(bob);
+    rk_bytes pt = UNTOUCHED_BYTES;
+    EXPECT(rk_store_decrypt(bob, "alice", 1, t1, m1.data, m1.len, &pt), RK_STATUS_VERSION_REFUSED);
+    EXPECT(rk_store_decrypt_prekey_message(bob, "alice", 1, m1.data, m1.len, &pt),
+           RK_STATUS_VERSION_REFUSED);
+    TRUE(IS_UNTOUCHED(pt));
+    buf_t b1 = save_store(bob);
+    TRUE(buf_eq(b0, b1));
+    buf_free(&b0);
+    buf_free(&b1);
+
+    /* Bob accepts version-3 prekey messages: a version-3 session. */
+    CHECK(rk_store_set_policy(bob, 0, 1));
+    receive(bob, "alice", 1, t1, m1, "v3 hello");
+    CHECK(rk_store_session_version(bob, "alice", 1, &version));
+    TRUE(version == RK_SESSION_VERSION_X3DH);
+
+    /* The policy is saved and restored with the store. */
+    buf_t saved = save_store(bob);
+    rk_store *back = NULL;
+    CHECK(rk_store_restore(saved.data, saved.len, &back));
+    allow = accept = 9;
+    CHECK(rk_store_policy(back, &allow, &accept));
+    TRUE(allow == 0 && accept == 1);
+    rk_store_free(back);
+    buf_free(&saved);
+
+    /* With version 3 off again, the existing sessions keep working: Alice's
+     * second prekey message (same base key) and whisper messages. */
+    CHECK(rk_store_set_policy(alice, 0, 0));
+    CHECK(rk_store_set_policy(bob, 0, 0));
+    receive(bob, "alice", 1, t2, m2, "v3 again");
+    uint32_t t = 0;
+    buf_t r = send(bob, "alice", 1, "v3 reply", &t);
+    TRUE(t == RK_MESSAGE_TYPE_WHISPER && r.data[0] == 0x33);
+    receive(alice, "bob", 2, t, r, "v3 reply");
+    buf_t w = send(alice, "bob", 2, "still v3", &t);
+    TRUE(t == RK_MESSAGE_TYPE_WHISPER);
+    receive(bob, "alice", 1, t, w, "still v3");
+    CHECK(rk_store_session_version(alice, "bob", 2, &version));
+    TRUE(version == RK_SESSION_VERSION_X3DH);
+
+    /* A Kyber bundle then starts a version-4 session in its place. */
+    rk_bundle *v4 = NULL;
+    REQUIRE(rk_store_create_bundle(bob, 1, 0, &v4));
+    talk(alice, "alice", 1, bob, "bob", 2, v4, RK_SESSION_VERSION_PQXDH);
+
+    /* Misuse: flags other than 0 or 1, NULLs, a wrong handle type; nothing
+     * is set or written, the store is unchanged. */
+    buf_t before = save_store(alice);
+    EXPECT(rk_store_set_policy(alice, 2, 0), RK_STATUS_INVALID_ARGUMENT);
+    EXPECT(rk_store_set_policy(alice, 1, 2), RK_STATUS_INVALID_ARGUMENT);
+    EXPECT(rk_store_set_policy(alice, 1, UINT32_MAX), RK_STATUS_INVALID_ARGUMENT);
+    EXPECT(rk_store_set_policy(NULL, 0, 0), NP);
+    EXPECT(rk_store_set_policy((rk_store *)v4, 1, 1), RK_STATUS_INVALID_HANDLE);
+    allow = accept = 9;
+    EXPECT(rk_store_policy(NULL, &allow, &accept), NP);
+    EXPECT(rk_store_policy(alice, NULL, &accept), NP);
+    EXPECT(rk_store_policy(alice, &allow, NULL), NP);
+    EXPECT(rk_store_policy((const rk_store *)v4, &allow, &accept), RK_STATUS_INVALID_HANDLE);
+    TRUE(allow == 9 && accept == 9);
+    buf_t after = save_store(alice);
+    TRUE(buf_eq(before, after));
+    CHECK(rk_store_policy(alice, &allow, &accept));
+    TRUE(allow == 0 && accept == 0);
+
+    buf_free(&before);
+    buf_free(&after);
+    buf_free(&m1);
+    buf_free(&m2);
+    buf_free(&r);
+    buf_free(&w);
+    rk_bundle_free(v3);
+    rk_bundle_free(v4);
+    rk_store_free(alice);
+    rk_store_free(bob);
+}
+
+/* Kyber prekeys: one-time records for upload, the last-resort key,
+ * rotation, removal, count; misuse. */
+static void test_kyber_prekeys(void) {
+    rk_store *s = new_store(1);
+    rk_public_key *ik = public_of(s);
+    size_t n = 99;
+    CHECK(rk_store_kyber_prekey_count(s, &n));
+    TRUE(n == 0);
+    rk_bytes rec = UNTOUCHED_BYTES;
+    CHECK(rk_store_generate_kyber_prekeys(s, 3, 1700000000000ULL, &rec));
+    TRUE(rec.len == 3 * RK_KYBER_PREKEY_RECORD_LEN);
+    uint32_t ids[3] = {0, 0, 0};
+    for (size_t i = 0; i < 3; i++) {
+        const uint8_t *r = rec.ptr + i * RK_KYBER_PREKEY_RECORD_LEN;
+        ids[i] = record_id(r);
+        TRUE(ids[i] >= 1 && ids[i] <= 0xFFFFFF);
+        TRUE(r[4] == 0x08);
+        bool valid = false;
+        CHECK(rk_public_key_verify_signature(ik, r + 4, RK_KEM_PUBLIC_KEY_LEN,
+                                             r + 4 + RK_KEM_PUBLIC_KEY_LEN, RK_SIGNATURE_LEN,
+                                             &valid));
+        TRUE(valid);
+        uint8_t again[RK_KYBER_PREKEY_RECORD_LEN];
+        CHECK(rk_store_kyber_prekey(s, ids[i], again, sizeof again));
+        TRUE(memcmp(again, r, sizeof again) == 0);
+    }
+    TRUE(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+    rk_bytes_free(rec);
+    CHECK(rk_store_kyber_prekey_count(s, &n));
+    TRUE(n == 3);
+    rec = UNTOUCHED_BYTES;
+    CHECK(rk_store_generate_kyber_prekeys(s, 0, 0, &rec));
+    TRUE(rec.len == 0 && rec.ptr != NULL);
+    rk_bytes_free(rec);
+
+    /* The last-resort Kyber prekey: none until made; not counted. */
+    bool has = true;
+    uint32_t lr = 99, lr1 = 0, lr2 = 0;
+    CHECK(rk_store_last_resort_kyber_prekey_id(s, &has, &lr));
+    TRUE(!has && lr == 0);
+    CHECK(rk_store_generate_last_resort_kyber_prekey(s, 1, &lr1));
+    CHECK(rk_store_last_resort_kyber_prekey_id(s, &has, &lr));
+    TRUE(has && lr == lr1);
+    CHECK(rk_store_kyber_prekey_count(s, &n));
+    TRUE(n == 3);
+    uint8_t lr_record[RK_KYBER_PREKEY_RECORD_LEN];
+    CHECK(rk_store_kyber_prekey(s, lr1, lr_record, sizeof lr_record));
+    TRUE(record_id(lr_record) == lr1);
+    bool valid = false;
+    CHECK(rk_public_key_verify_signature(ik, lr_record + 4, RK_KEM_PUBLIC_KEY_LEN,
+                                         lr_record + 4 + RK_KEM_PUBLIC_KEY_LEN, RK_SIGNATURE_LEN,
+                                         &valid));
+    TRUE(valid);
+    /* Bundles that ask for the last-resort key carry it; it stays. */
+    for (uint32_t one_time = 0; one_time < 2; one_time++) {
+        rk_bundle *b = NULL;
+        uint32_t kid = 0;
+        CHECK(rk_store_create_bundle_with(s, one_time, RK_KYBER_PREKEY_LAST_RESORT, 0, &b));
+        CHECK(rk_bundle_kyber_prekey_id(b, &kid));
+        TRUE(kid == lr1);
+        uint8_t key[RK_KEM_PUBLIC_KEY_LEN];
+        CHECK(rk_bundle_kyber_prekey(b, key, sizeof key));
+        TRUE(memcmp(key, lr_record + 4, sizeof key) == 0);
+        rk_bundle_free(b);
+    }
+    CHECK(rk_store_kyber_prekey_count(s, &n));
+    TRUE(n == 3);
+
+    /* Rotation: the current last-resort key cannot be removed; after a new
+     * one is made, the old one can (once). */
+    EXPECT(rk_store_remove_kyber_prekey(s, lr1), RK_STATUS_INVALID_ARGUMENT);
+    CHECK(rk_store_generate_last_resort_kyber_prekey(s, 2, &lr2));
+    TRUE(lr2 != lr1);
+    CHECK(rk_store_last_resort_kyber_prekey_id(s, &has, &lr));
+    TRUE(has && lr == lr2);
+    CHECK(rk_store_remove_kyber_prekey(s, lr1));
+    EXPECT(rk_store_remove_kyber_prekey(s, lr1), RK_STATUS_MISSING_PREKEY);
+    uint8_t buf[RK_KYBER_PREKEY_RECORD_LEN];
+    memset(buf, 0xAA, sizeof buf);
+    EXPECT(rk_store_kyber_prekey(s, lr1, buf, sizeof buf), RK_STATUS_MISSING_PREKEY);
+    /* A one-time Kyber prekey withdrawn. */
+    CHECK(rk_store_remove_kyber_prekey(s, ids[1]));
+    EXPECT(rk_store_remove_kyber_prekey(s, ids[1]), RK_STATUS_MISSING_PREKEY);
+    EXPECT(rk_store_kyber_prekey(s, ids[1], buf, sizeof buf), RK_STATUS_MISSING_PREKEY);
+    CHECK(rk_store_kyber_prekey_count(s, &n));
+    TRUE(n == 2);
+
+    /* Misuse: outputs untouched, the store unchanged. */
+    buf_t before = save_store(s);
+    rec = UNTOUCHED_BYTES;
+    EXPECT(rk_store_generate_kyber_prekeys(s, RK_MAX_KYBER_PREKEYS_PER_CALL + 1, 0, &rec),
+           RK_STATUS_LIMIT_EXCEEDED);
+    EXPECT(rk_store_generate_kyber_prekeys(s, UINT32_MAX, 0, &rec), RK_STATUS_LIMIT_EXCEEDED);
+    EXPECT(rk_store_generate_kyber_prekeys(NULL, 1, 0, &rec), NP);
+    EXPECT(rk_store_generate_kyber_prekeys(s, 1, 0, NULL), NP);
+    EXPECT(rk_store_generate_kyber_prekeys((rk_store *)ik, 1, 0, &rec), RK_STATUS_INVALID_HANDLE);
+    TRUE(IS_UNTOUCHED(rec));
+    uint32_t id = 77;
+    EXPECT(rk_store_generate_last_resort_kyber_prekey(NULL, 0, &id), NP);
+    EXPECT(rk_store_generate_last_resort_kyber_prekey(s, 0, NULL), NP);
+    EXPECT(rk_store_generate_last_resort_kyber_prekey((rk_store *)ik, 0, &id),
+           RK_STATUS_INVALID_HANDLE);
+    TRUE(id == 77);
+    n = 77;
+    EXPECT(rk_store_kyber_prekey_count(NULL, &n), NP);
+    EXPECT(rk_store_kyber_prekey_count(s, NULL), NP);
+    EXPECT(rk_store_kyber_prekey_count((const rk_store *)ik, &n), RK_STATUS_INVALID_HANDLE);
+    TRUE(n == 77);
+    EXPECT(rk_store_kyber_prekey(NULL, ids[0], buf, sizeof buf), NP);
+    EXPECT(rk_store_kyber_prekey(s, ids[0], NULL, sizeof buf), NP);
+    EXPECT(rk_store_kyber_prekey(s, ids[0], buf, sizeof buf - 1), RK_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(rk_store_kyber_prekey(s, ids[0], buf, 0), RK_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(rk_store_kyber_prekey(s, 0, buf, sizeof buf), RK_STATUS_MISSING_PREKEY);
+    EXPECT(rk_store_kyber_prekey((const rk_store *)ik, ids[0], buf, sizeof buf),
+           RK_STATUS_INVALID_HANDLE);
+    int untouched = 1;
+    for (size_t i = 0; i < sizeof buf; i++) {
+        untouched &= buf[i] == 0xAA;
+    }
+    TRUE(untouched);
+    has = false;
+    id = 77;
+    EXPECT(rk_store_last_resort_kyber_prekey_id(NULL, &has, &id), NP);
+    EXPECT(rk_store_last_resort_kyber_prekey_id(s, NULL, &id), NP);
+    EXPECT(rk_store_last_resort_kyber_prekey_id(s, &has, NULL), NP);
+    EXPECT(rk_store_last_resort_kyber_prekey_id((const rk_store *)ik, &has, &id),
+           RK_STATUS_INVALID_HANDLE);
+    TRUE(!has && id == 77);
+    EXPECT(rk_store_remove_kyber_prekey(NULL, ids[0]), NP);
+    EXPECT(rk_store_remove_kyber_prekey((rk_store *)ik, ids[0]), RK_STATUS_INVALID_HANDLE);
+    EXPECT(rk_store_remove_kyber_prekey(s, 0), RK_STATUS_MISSING_PREKEY);
+    EXPECT(rk_store_remove_kyber_prekey(s, lr2), RK_STATUS_INVALID_ARGUMENT);
+    rk_bundle *b = NULL;
+    EXPECT(rk_store_create_bundle_with(s, 0, 3, 0, &b), RK_STATUS_INVALID_ARGUMENT);
+    TRUE(strstr(last_err(), "RK_KYBER_PREKEY") != NULL);
+    EXPECT(rk_store_create_bundle_with(s, 0, UINT32_MAX, 0, &b), RK_STATUS_INVALID_ARGUMENT);
+    EXPECT(rk_store_create_bundle_with(s, 2, RK_KYBER_PREKEY_ONE_TIME, 0, &b),
+           RK_STATUS_INVALID_ARGUMENT);
+    EXPECT(rk_store_create_bundle_with(NULL, 1, RK_KYBER_PREKEY_ONE_TIME, 0, &b), NP);
+    EXPECT(rk_store_create_bundle_with(s, 1, RK_KYBER_PREKEY_ONE_TIME, 0, NULL), NP);
+    EXPECT(rk_store_create_bundle_with((rk_store *)ik, 1, RK_KYBER_PREKEY_ONE_TIME, 0, &b),
+           RK_STATUS_INVALID_HANDLE);
+    TRUE(b == NULL);
+    buf_t after = save_store(s);
+    TRUE(buf_eq(before, after));
+
+    buf_free(&before);
+    buf_free(&after);
+    rk_public_key_free(ik);
+    rk_store_free(s);
+}
+
+/* Version-4 sessions from every kind of bundle; one-time Kyber prekeys
+ * used up, the last-resort one reused; bundles with a Kyber prekey built
+ * from parts, and their misuse. */
+static void test_pqxdh_sessions(void) {
+    rk_store *bob = new_store(2);
+    size_t n = 0;
+
+    /* rk_store_create_bundle with a one-time prekey: a one-time Kyber
+     * prekey, used up by the session. */
+    rk_store *alice = new_store(1);
+    rk_bundle *b1 = NULL;
+    REQUIRE(rk_store_create_bundle(bob, 1, 0, &b1));
+    uint32_t kid = 0;
+    CHECK(rk_bundle_kyber_prekey_id(b1, &kid));
+    CHECK(rk_store_kyber_prekey_count(bob, &n));
+    TRUE(n == 1);
+    talk(alice, "alice", 1, bob, "bob", 2, b1, RK_SESSION_VERSION_PQXDH);
+    CHECK(rk_store_kyber_prekey_count(bob, &n));
+    TRUE(n == 0);
+    uint8_t rec[RK_KYBER_PREKEY_RECORD_LEN];
+    EXPECT(rk_store_kyber_prekey(bob, kid, rec, sizeof rec), RK_STATUS_MISSING_PREKEY);
+
+    /* rk_store_create_bundle without: the last-resort Kyber prekey, which
+     * serves two initiators and stays. */
+    rk_bundle *b0 = NULL;
+    REQUIRE(rk_store_create_bundle(bob, 0, 0, &b0));
+    uint32_t lr = 0;
+    bool has = false;
+    CHECK(rk_bundle_kyber_prekey_id(b0, &kid));
+    CHECK(rk_store_last_resort_kyber_prekey_id(bob, &has, &lr));
+    TRUE(has && kid == lr);
+    rk_store *carol = new_store(1), *dave = new_store(1);
+    talk(carol, "carol", 1, bob, "bob", 2, b0, RK_SESSION_VERSION_PQXDH);
+    talk(dave, "dave", 1, bob, "bob", 2, b0, RK_SESSION_VERSION_PQXDH);
+    CHECK(rk_store_kyber_prekey(bob, lr, rec, sizeof rec));
+    CHECK(rk_store_kyber_prekey_count(bob, &n));
+    TRUE(n == 0);
+
+    /* A first message made with the last-resort key, replayed under
+     * another name, does not start a second session. */
+    rk_store *erin = new_store(1);
+    CHECK(rk_store_process_bundle(erin, "bob", 2, b0));
+    uint32_t t = 0;
+    buf_t first = send(erin, "bob", 2, "from erin", &t);
+    receive(bob, "erin", 1, t, first, "from erin");
+    buf_t bob_before = save_store(bob);
+    rk_bytes pt = UNTOUCHED_BYTES;
+    EXPECT(rk_store_decrypt(bob, "mallory", 1, t, first.data, first.len, &pt),
+           RK_STATUS_INVALID_MESSAGE);
+    TRUE(IS_UNTOUCHED(pt));
+    buf_t bob_after = save_store(bob);
+    TRUE(buf_eq(bob_before, bob_after));
+    buf_free(&bob_before);
+    buf_free(&bob_after);
+    buf_free(&first);
+
+    /* rk_store_create_bundle_with, every kind with and without a one-time
+     * prekey. */
+    const uint32_t kinds[] = {RK_KYBER_PREKEY_ONE_TIME, RK_KYBER_PREKEY_LAST_RESORT};
+    for (size_t k = 0; k < 2; k++) {
+        for (uint32_t one_time = 0; one_time < 2; one_time++) {
+            rk_bundle *b = NULL;
+            REQUIRE(rk_store_create_bundle_with(bob, one_time, kinds[k], 0, &b));
+            bool has_pk = !one_time;
+            rk_public_key *pk = NULL;
+            uint32_t pk_id = 0;
+            CHECK(rk_bundle_prekey(b, &has_pk, &pk_id, &pk));
+            TRUE(has_pk == (one_time == 1));
+            rk_public_key_free(pk);
+            CHECK(rk_bundle_kyber_prekey_id(b, &kid));
+            TRUE((kid == lr) == (kinds[k] == RK_KYBER_PREKEY_LAST_RESORT));
+            char x_name[16];
+            snprintf(x_name, sizeof x_name, "x%u", (unsigned)(2 * k + one_time));
+            rk_store *x = new_store(1);
+            talk(x, x_name, 1, bob, "bob", 2, b, RK_SESSION_VERSION_PQXDH);
+            if (kinds[k] == RK_KYBER_PREKEY_ONE_TIME) {
+                /* Used up: a second session naming it fails (without a
+                 * one-time EC prekey, it is the Kyber prekey that is
+                 * missing), and Bob is unchanged. */
+                EXPECT(rk_store_kyber_prekey(bob, kid, rec, sizeof rec), RK_STATUS_MISSING_PREKEY);
+                rk_store *y = new_store(1);
+                CHECK(rk_store_process_bundle(y, "bob", 2, b));
+                buf_t m = send(y, "bob", 2, "me too", &t);
+                buf_t before = save_store(bob);
+                pt = UNTOUCHED_BYTES;
+                EXPECT(rk_store_decrypt(bob, "y", (uint32_t)(2 * k + one_time + 1), t, m.data,
+                                        m.len, &pt),
+                       RK_STATUS_MISSING_PREKEY);
+                if (!one_time) {
+                    TRUE(strstr(last_err(), "Kyber") != NULL);
+                }
+                TRUE(IS_UNTOUCHED(pt));
+                buf_t after = save_store(bob);
+                TRUE(buf_eq(before, after));
+                buf_free(&before);
+                buf_free(&after);
+                buf_free(&m);
+                rk_store_free(y);
+            } else {
+                CHECK(rk_store_kyber_prekey(bob, kid, rec, sizeof rec));
+            }
+            rk_store_free(x);
+            rk_bundle_free(b);
+        }
+    }
+    CHECK(rk_store_kyber_prekey_count(bob, &n));
+    TRUE(n == 0);
+
+    /* RK_KYBER_PREKEY_NONE: a version-3 bundle, refused unless both
+     * policies allow version 3. */
+    rk_bundle *none = NULL;
+    REQUIRE(rk_store_create_bundle_with(bob, 1, RK_KYBER_PREKEY_NONE, 0, &none));
+    CHECK(rk_bundle_has_kyber_prekey(none, &has));
+    TRUE(!has);
+    rk_store *frank = new_store(1);
+    EXPECT(rk_store_process_bundle(frank, "bob", 2, none), RK_STATUS_VERSION_REFUSED);
+    CHECK(rk_store_set_policy(frank, 1, 0));
+    CHECK(rk_store_set_policy(bob, 0, 1));
+    talk(frank, "frank", 1, bob, "bob", 2, none, RK_SESSION_VERSION_X3DH);
+    CHECK(rk_store_set_policy(bob, 0, 0));
+
+    /* A bundle built from parts with a Kyber prekey uploaded with
+     * rk_store_generate_kyber_prekeys: a version-4 session that uses it up. */
+    rk_bytes up = UNTOUCHED_BYTES;
+    REQUIRE(rk_store_generate_kyber_prekeys(bob, 2, 0, &up));
+    buf_t uploaded = take(up);
+    const uint8_t *r0 = uploaded.data;
+    const uint8_t *key = r0 + 4, *ksig = r0 + 4 + RK_KEM_PUBLIC_KEY_LEN;
+    uint32_t up_id = record_id(r0);
+    rk_public_key *ik = NULL, *spk = NULL;
+    uint32_t spk_id = 0, reg = 0;
+    uint8_t sig[RK_SIGNATURE_LEN];
+    CHECK(rk_bundle_identity_key(none, &ik));
+    CHECK(rk_bundle_signed_prekey(none, &spk));
+    CHECK(rk_bundle_signed_prekey_id(none, &spk_id));
+    CHECK(rk_bundle_signed_prekey_signature(none, sig, sizeof sig));
+    CHECK(rk_bundle_registration_id(none, &reg));
+    rk_bundle *parts = NULL;
+    REQUIRE(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, sizeof sig, 0, NULL,
+                                            up_id, key, RK_KEM_PUBLIC_KEY_LEN, ksig,
+                                            RK_SIGNATURE_LEN, &parts));
+    bool valid = false;
+    CHECK(rk_bundle_verify_signature(parts, &valid));
+    TRUE(valid);
+    rk_store *grace = new_store(1);
+    talk(grace, "grace", 1, bob, "bob", 2, parts, RK_SESSION_VERSION_PQXDH);
+    EXPECT(rk_store_kyber_prekey(bob, up_id, rec, sizeof rec), RK_STATUS_MISSING_PREKEY);
+    CHECK(rk_store_kyber_prekey_count(bob, &n));
+    TRUE(n == 1);
+    /* Serialized and parsed: format 2, the same bundle. */
+    rk_bytes pb = UNTOUCHED_BYTES;
+    CHECK(rk_bundle_serialize(parts, &pb));
+    buf_t pser = take(pb);
+    TRUE(pser.data[0] == 2);
+    rk_bundle *parsed = NULL;
+    CHECK(rk_bundle_deserialize(pser.data, pser.len, &parsed));
+    uint8_t kbuf[RK_KEM_PUBLIC_KEY_LEN + 1], sbuf[RK_SIGNATURE_LEN + 1];
+    CHECK(rk_bundle_kyber_prekey(parsed, kbuf, sizeof kbuf));
+    TRUE(memcmp(kbuf, key, RK_KEM_PUBLIC_KEY_LEN) == 0);
+    CHECK(rk_bundle_kyber_prekey_signature(parsed, sbuf, sizeof sbuf));
+    TRUE(memcmp(sbuf, ksig, RK_SIGNATURE_LEN) == 0);
+    CHECK(rk_bundle_kyber_prekey_id(parsed, &kid));
+    TRUE(kid == up_id);
+    /* Every truncation of a format-2 bundle is refused (the Kyber fields
+     * are required), and so is any change to its Kyber key's type byte. */
+    int refused = 0;
+    for (size_t cut = 0; cut < pser.len; cut++) {
+        rk_bundle *tb = NULL;
+        rk_status st = rk_bundle_deserialize(pser.data, cut, &tb);
+        refused += st == RK_STATUS_INVALID_BUNDLE || st == RK_STATUS_INVALID_KEY;
+        TRUE(tb == NULL);
+    }
+    TRUE(refused == (int)pser.len);
+    {
+        uint8_t *at = NULL;
+        for (size_t i = 0; i + RK_KEM_PUBLIC_KEY_LEN <= pser.len; i++) {
+            if (memcmp(pser.data + i, key, RK_KEM_PUBLIC_KEY_LEN) == 0) {
+                at = pser.data + i;
+            }
+        }
+        TRUE(at != NULL);
+        if (at != NULL) {
+            const uint8_t types[] = {0x0A, 0x05, 0x00, 0x09};
+            for (size_t i = 0; i < sizeof types; i++) {
+                rk_bundle *tb = NULL;
+                *at = types[i];
+                EXPECT(rk_bundle_deserialize(pser.data, pser.len, &tb), RK_STATUS_INVALID_KEY);
+                TRUE(tb == NULL);
+            }
+            *at = 0x08;
+        }
+    }
+
+    /* Misuse of rk_bundle_new_with_kyber_prekey: KEM key lengths and type
+     * bytes (ML-KEM's 0x0A included), signature lengths, ids, NULLs, wrong
+     * handle types. */
+    rk_bundle *bad = NULL;
+    const size_t kl = RK_KEM_PUBLIC_KEY_LEN;
+    uint8_t long_key[RK_KEM_PUBLIC_KEY_LEN + 1];
+    memcpy(long_key, key, kl);
+    long_key[kl] = 0;
+    const size_t lens[] = {0, 1, RK_PUBLIC_KEY_LEN, kl - 1, kl + 1};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 0, NULL, up_id,
+                                               long_key, lens[i], ksig, 64, &bad),
+               RK_STATUS_INVALID_KEY);
+    }
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 0, NULL, up_id, NULL,
+                                           0, ksig, 64, &bad),
+           RK_STATUS_INVALID_KEY);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 0, NULL, up_id, NULL,
+                                           kl, ksig, 64, &bad),
+           NP);
+    const uint8_t types[] = {0x0A, 0x05, 0x00, 0x09, 0xFF};
+    for (size_t i = 0; i < sizeof types; i++) {
+        long_key[0] = types[i];
+        EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 0, NULL, up_id,
+                                               long_key, kl, ksig, 64, &bad),
+               RK_STATUS_INVALID_KEY);
+        TRUE(strstr(last_err(), types[i] == 0x0A ? "ML-KEM" : "0x08") != NULL);
+    }
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 0, NULL, up_id, key,
+                                           kl, ksig, 63, &bad),
+           RK_STATUS_INVALID_BUNDLE);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 0, NULL, up_id, key,
+                                           kl, NULL, 0, &bad),
+           RK_STATUS_INVALID_BUNDLE);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 0, NULL, up_id, key,
+                                           kl, NULL, 64, &bad),
+           NP);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 0, NULL, 0, key, kl,
+                                           ksig, 64, &bad),
+           RK_STATUS_INVALID_BUNDLE);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 0, NULL, 0x1000000,
+                                           key, kl, ksig, 64, &bad),
+           RK_STATUS_INVALID_BUNDLE);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 0, ik, spk_id, spk, sig, 64, 0, NULL, up_id, key,
+                                           kl, ksig, 64, &bad),
+           RK_STATUS_INVALID_BUNDLE);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 63, 0, NULL, up_id, key,
+                                           kl, ksig, 64, &bad),
+           RK_STATUS_INVALID_BUNDLE);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, NULL, spk_id, spk, sig, 64, 0, NULL, up_id,
+                                           key, kl, ksig, 64, &bad),
+           NP);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, NULL, sig, 64, 0, NULL, up_id, key,
+                                           kl, ksig, 64, &bad),
+           NP);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, NULL, 64, 0, NULL, up_id, key,
+                                           kl, ksig, 64, &bad),
+           NP);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 0, NULL, up_id, key,
+                                           kl, ksig, 64, NULL),
+           NP);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, (const rk_public_key *)bob, sig, 64,
+                                           0, NULL, up_id, key, kl, ksig, 64, &bad),
+           RK_STATUS_INVALID_HANDLE);
+    EXPECT(rk_bundle_new_with_kyber_prekey(reg, 2, ik, spk_id, spk, sig, 64, 1,
+                                           (const rk_public_key *)parts, up_id, key, kl, ksig, 64,
+                                           &bad),
+           RK_STATUS_INVALID_HANDLE);
+    TRUE(bad == NULL);
+
+    /* Misuse of the Kyber accessors. */
+    has = true;
+    CHECK(rk_bundle_has_kyber_prekey(none, &has));
+    TRUE(!has);
+    EXPECT(rk_bundle_has_kyber_prekey(NULL, &has), NP);
+    EXPECT(rk_bundle_has_kyber_prekey(parts, NULL), NP);
+    EXPECT(rk_bundle_has_kyber_prekey((const rk_bundle *)bob, &has), RK_STATUS_INVALID_HANDLE);
+    TRUE(!has);
+    kid = 77;
+    EXPECT(rk_bundle_kyber_prekey_id(none, &kid), RK_STATUS_MISSING_PREKEY);
+    EXPECT(rk_bundle_kyber_prekey_id(NULL, &kid), NP);
+    EXPECT(rk_bundle_kyber_prekey_id(parts, NULL), NP);
+    EXPECT(rk_bundle_kyber_prekey_id((const rk_bundle *)ik, &kid), RK_STATUS_INVALID_HANDLE);
+    TRUE(kid == 77);
+    memset(kbuf, 0xAA, sizeof kbuf);
+    memset(sbuf, 0xAA, sizeof sbuf);
+    EXPECT(rk_bundle_kyber_prekey(none, kbuf, kl), RK_STATUS_MISSING_PREKEY);
+    EXPECT(rk_bundle_kyber_prekey(parts, kbuf, kl - 1), RK_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(rk_bundle_kyber_prekey(parts, kbuf, 0), RK_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(rk_bundle_kyber_prekey(parts, NULL, kl), NP);
+    EXPECT(rk_bundle_kyber_prekey(NULL, kbuf, kl), NP);
+    EXPECT(rk_bundle_kyber_prekey((const rk_bundle *)ik, kbuf, kl), RK_STATUS_INVALID_HANDLE);
+    EXPECT(rk_bundle_kyber_prekey_signature(none, sbuf, 64), RK_STATUS_MISSING_PREKEY);
+    EXPECT(rk_bundle_kyber_prekey_signature(parts, sbuf, 63), RK_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(rk_bundle_kyber_prekey_signature(parts, NULL, 64), NP);
+    EXPECT(rk_bundle_kyber_prekey_signature(NULL, sbuf, 64), NP);
+    EXPECT(rk_bundle_kyber_prekey_signature((const rk_bundle *)ik, sbuf, 64),
+           RK_STATUS_INVALID_HANDLE);
+    int untouched = 1;
+    for (size_t i = 0; i < sizeof kbuf; i++) {
+        untouched &= kbuf[i] == 0xAA;
+    }
+    for (size_t i = 0; i < sizeof sbuf; i++) {
+        untouched &= sbuf[i] == 0xAA;
+    }
+    TRUE(untouched);
+
+    /* rk_store_session_version: no session, misuse. */
+    uint32_t v = 77;
+    EXPECT(rk_store_session_version(bob, "nobody", 1, &v), RK_STATUS_NO_SESSION);
+    EXPECT(rk_store_session_version(bob, "alice", 2, &v), RK_STATUS_NO_SESSION);
+    EXPECT(rk_store_session_version(NULL, "alice", 1, &v), NP);
+    EXPECT(rk_store_session_version(bob, NULL, 1, &v), NP);
+    EXPECT(rk_store_session_version(bob, "alice", 1, NULL), NP);
+    EXPECT(rk_store_session_version(bob, "\xff", 1, &v), RK_STATUS_INVALID_ARGUMENT);
+    EXPECT(rk_store_session_version((const rk_store *)parts, "alice", 1, &v),
+           RK_STATUS_INVALID_HANDLE);
+    TRUE(v == 77);
+    bool removed = false;
+    CHECK(rk_store_remove_session(bob, "alice", 1, &removed));
+    TRUE(removed);
+    EXPECT(rk_store_session_version(bob, "alice", 1, &v), RK_STATUS_NO_SESSION);
+
+    rk_public_key_free(ik);
+    rk_public_key_free(spk);
+    rk_bundle_free(parsed);
+    rk_bundle_free(parts);
+    rk_bundle_free(none);
+    rk_bundle_free(b0);
+    rk_bundle_free(b1);
+    buf_free(&uploaded);
+    buf_free(&pser);
+    rk_store_free(alice);
+    rk_store_free(carol);
+    rk_store_free(dave);
+    rk_store_free(erin);
+    rk_store_free(frank);
+    rk_store_free(grace);
     rk_store_free(bob);
 }
 
@@ -1023,6 +1741,9 @@ int main(void) {
     test_store_basics();
     test_bundles();
     test_sessions();
+    test_policy();
+    test_kyber_prekeys();
+    test_pqxdh_sessions();
     test_fingerprints();
     test_save_restore();
     test_wrong_handle_types();

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use rand::rngs::OsRng;
+use ratchetkit::store::{BundleRequest, KyberPreKeyKind, SessionPolicy};
 use ratchetkit::{Address, CiphertextMessage, PreKeyBundle, ProtocolStore};
 
 /// A local user for tests: a store and the address others use for it.
@@ -39,6 +40,33 @@ pub fn initiated_pair() -> (Party, Party, PreKeyBundle) {
         .process_bundle(&bob.addr, &bundle, &mut OsRng)
         .unwrap();
     (alice, bob, bundle)
+}
+
+/// Alice processes a bundle Bob makes with a one-time EC prekey or not and
+/// the Kyber prekey `kyber` (`KyberPreKeyKind::None`: a version-3 session).
+/// With `allow_v3`, both stores' policies allow version 3 both ways.
+pub fn pair_with(one_time_prekey: bool, kyber: KyberPreKeyKind, allow_v3: bool) -> (Party, Party) {
+    let mut alice = Party::new("alice");
+    let mut bob = Party::new("bob");
+    if allow_v3 {
+        let policy = SessionPolicy {
+            allow_v3_initiation: true,
+            accept_v3_prekey_messages: true,
+        };
+        alice.store.set_policy(policy);
+        bob.store.set_policy(policy);
+    }
+    let request = BundleRequest {
+        one_time_prekey,
+        kyber,
+        timestamp: 0,
+    };
+    let bundle = bob.store.create_bundle_with(request, &mut OsRng).unwrap();
+    alice
+        .store
+        .process_bundle(&bob.addr, &bundle, &mut OsRng)
+        .unwrap();
+    (alice, bob)
 }
 
 /// Alice processes Bob's bundle and they exchange one message each way.

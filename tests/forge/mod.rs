@@ -2,6 +2,7 @@
 //! layout the library writes, with any field value an attacker likes.
 #![allow(dead_code)]
 
+use ratchetkit::wire::KyberPayload;
 use ratchetkit::PublicKey;
 
 /// Appends `v` as a protobuf varint.
@@ -24,7 +25,7 @@ fn uint_field(tag: u8, v: u32, out: &mut Vec<u8>) {
     varint(u64::from(v), out);
 }
 
-/// A `SignalMessage`: version byte 0x33, the protobuf, then `mac`.
+/// A `SignalMessage`: version byte 0x44, the protobuf, then `mac`.
 pub fn signal_message(
     ratchet_key: &impl KeyBytes,
     counter: u32,
@@ -32,7 +33,8 @@ pub fn signal_message(
     ciphertext: &[u8],
     mac: [u8; 8],
 ) -> Vec<u8> {
-    let mut out = vec![0x33];
+    // Version 4: the sessions tests make are PQXDH sessions.
+    let mut out = vec![0x44];
     bytes_field(1, &ratchet_key.key_bytes(), &mut out);
     uint_field(2, counter, &mut out);
     uint_field(3, previous_counter, &mut out);
@@ -41,9 +43,11 @@ pub fn signal_message(
     out
 }
 
-/// A `PreKeySignalMessage` wrapping the serialized `inner` message, fields
-/// in the order the library writes them (by tag number).
+/// A `PreKeySignalMessage` wrapping the serialized `inner` message, of its
+/// version, with the Kyber fields of a version-4 message, fields in the
+/// order the library writes them (by tag number).
 pub fn prekey_message(
+    kyber: Option<&KyberPayload>,
     registration_id: u32,
     pre_key_id: Option<u32>,
     signed_pre_key_id: u32,
@@ -51,7 +55,8 @@ pub fn prekey_message(
     identity_key: &impl KeyBytes,
     inner: &[u8],
 ) -> Vec<u8> {
-    let mut out = vec![0x33];
+    // The version of the inner message (0x33 or 0x44).
+    let mut out = vec![inner.first().copied().unwrap_or(0x33)];
     if let Some(id) = pre_key_id {
         uint_field(1, id, &mut out);
     }
@@ -60,6 +65,10 @@ pub fn prekey_message(
     bytes_field(4, inner, &mut out);
     uint_field(5, registration_id, &mut out);
     uint_field(6, signed_pre_key_id, &mut out);
+    if let Some(k) = kyber {
+        uint_field(7, k.pre_key_id, &mut out);
+        bytes_field(8, &k.ciphertext, &mut out);
+    }
     out
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ratchetkit's Python binding behind the JSON-lines peer protocol.
 
-Speaks the peer protocol, version 1 (shared/interop/PEER_PROTOCOL.md): one
+Speaks the peer protocol, version 2 (shared/interop/PEER_PROTOCOL.md): one
 JSON request per stdin line, exactly one JSON answer per stdout line,
 diagnostics on stderr only. Uses nothing but the public API of the
 *installed* ``ratchetkit`` package (``make py-venv``), so that the interop
@@ -10,6 +10,15 @@ driver tests the binding as users get it:
     python3 tests/interop/driver.py \\
         --alice "build/venv/bin/python tests/interop/python_peer.py" \\
         --bob "node tests/interop/libsignal-peer/peer.js"
+
+Sessions, as tests/interop/ratchetkit-peer does: a bundle with Kyber
+fields starts a version-4 (PQXDH) session, one without a version-3 (X3DH)
+session, as the protocol says (so this peer's store allows starting
+version-3 sessions); whether an incoming version-3 prekey message may
+start a session is ``init``'s ``accept_v3``, by default the library's: no
+(refused as ``invalid_message``). SPQR is not spoken (``spqr`` "off"
+only); durable stores (``open``, ``init`` with ``path``/``key``) are not
+implemented: ``unsupported``.
 
 A failed operation leaves the peer's state as it was: the store's calls are
 all-or-nothing, and the two-step ``bundle`` with ``new_signed_prekey``
@@ -25,7 +34,16 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import ratchetkit as rk
 
 IMPLEMENTATION = f"ratchetkit-python {rk.__version__} (library {rk.library_version()})"
-PROTOCOL = 1
+PROTOCOL = 2
+#: The session versions this peer starts and accepts (3 = X3DH, 4 = PQXDH).
+VERSIONS = [rk.SESSION_VERSION_X3DH, rk.SESSION_VERSION_PQXDH]
+#: The ``kyber`` option of ``bundle``.
+KYBER_KINDS = {
+    "none": rk.KyberPreKeyKind.NONE,
+    "one_time": rk.KyberPreKeyKind.ONE_TIME,
+    "last_resort": rk.KyberPreKeyKind.LAST_RESORT,
+}
+KYBER_FIELDS = ("kyber_prekey_id", "kyber_prekey", "kyber_prekey_signature")
 
 
 class PeerError(Exception):
@@ -50,6 +68,8 @@ KINDS: Dict[type, str] = {
     rk.InvalidKeyError: "invalid_key",
     rk.NoSessionError: "no_session",
     rk.MissingPrekeyError: "missing_prekey",
+    # A version-3 prekey message refused by policy: the protocol's kind.
+    rk.VersionRefusedError: "invalid_message",
 }
 
 
@@ -127,11 +147,19 @@ class Peer:
     # Each op returns the answer's fields.
 
     def op_hello(self, req: Dict[str, Any]) -> Dict[str, Any]:
-        return {"implementation": IMPLEMENTATION, "protocol": PROTOCOL}
+        return {"implementation": IMPLEMENTATION, "protocol": PROTOCOL, "versions": VERSIONS}
 
     def op_init(self, req: Dict[str, Any]) -> Dict[str, Any]:
         str_arg(req, "name")
-        store = rk.Store(device_id=int_arg(req, "device_id", 1))
+        device_id = int_arg(req, "device_id", 1)
+        spqr = req.get("spqr")
+        if spqr is not None and spqr != "off":
+            raise PeerError("unsupported", f"spqr {spqr!r}: not spoken yet")
+        if "path" in req or "key" in req:
+            raise PeerError("unsupported", "durable stores are not implemented yet")
+        accept_v3 = bool_arg(req, "accept_v3", False)
+        store = rk.Store(device_id=device_id)
+        store.set_policy(allow_v3_initiation=True, accept_v3_prekey_messages=accept_v3)
         if self.store is not None:
             self.store.close()
         self.store = store
@@ -144,12 +172,18 @@ class Peer:
     def op_bundle(self, req: Dict[str, Any]) -> Dict[str, Any]:
         one_time = bool_arg(req, "one_time_prekey", True)
         new_signed = bool_arg(req, "new_signed_prekey", False)
+        kyber_name = req.get("kyber")
+        if kyber_name is None:
+            kyber_name = "none"
+        kyber = KYBER_KINDS.get(kyber_name) if isinstance(kyber_name, str) else None
+        if kyber is None:
+            raise bad(f"unknown kyber kind {kyber_name!r}")
         store = self.need_store()
         snapshot = store.save() if new_signed else None
         try:
             if new_signed:
                 store.generate_signed_prekey()
-            bundle = store.create_bundle(one_time_prekey=one_time)
+            bundle = store.create_bundle(one_time_prekey=one_time, kyber_prekey=kyber)
         except rk.RatchetkitError:
             if snapshot is not None:  # all or nothing: undo the rotation
                 self.store = rk.Store.restore(snapshot)
@@ -168,6 +202,11 @@ class Peer:
             if prekey is not None:
                 out["prekey_id"] = prekey.id
                 out["prekey"] = bytes(prekey.key).hex()
+            kyber_prekey = bundle.kyber_prekey_record
+            if kyber_prekey is not None:
+                out["kyber_prekey_id"] = kyber_prekey.id
+                out["kyber_prekey"] = kyber_prekey.key.hex()
+                out["kyber_prekey_signature"] = kyber_prekey.signature.hex()
         return out
 
     def op_process_bundle(self, req: Dict[str, Any]) -> Dict[str, Any]:
@@ -179,6 +218,18 @@ class Peer:
         if has_id != has_key:
             raise bad("prekey_id and prekey must come together")
         prekey = rk.PreKey(int_arg(b, "prekey_id"), key_arg(b, "prekey")) if has_id else None
+        present = [f in b for f in KYBER_FIELDS]
+        if any(present) and not all(present):
+            raise bad("the three Kyber fields must come together")
+        kyber = (
+            rk.KyberPreKey(
+                int_arg(b, "kyber_prekey_id"),
+                hex_arg(b, "kyber_prekey"),
+                hex_arg(b, "kyber_prekey_signature"),
+            )
+            if all(present)
+            else None
+        )
         bundle = rk.Bundle(
             int_arg(b, "registration_id"),
             int_arg(b, "device_id", 1),
@@ -187,6 +238,7 @@ class Peer:
             key_arg(b, "signed_prekey"),
             hex_arg(b, "signed_prekey_signature"),
             prekey,
+            kyber,
         )
         with bundle:
             device_id = bundle.device_id
@@ -249,6 +301,9 @@ class Peer:
         store.close()
         self.store = restored
         return {}
+
+    def op_open(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        raise PeerError("unsupported", "durable stores are not implemented yet")
 
     def op_quit(self, req: Dict[str, Any]) -> Dict[str, Any]:
         return {}

@@ -107,9 +107,42 @@ def test_invalid_key() -> None:
         rk.Store().save(key=b"k" * 16)
 
 
+def test_invalid_kem_key() -> None:
+    good = rk.Store().create_bundle()
+    kyber = good.kyber_prekey_record
+    assert kyber is not None
+
+    def rebuild(key: bytes) -> rk.Bundle:
+        return rk.Bundle(
+            good.registration_id,
+            good.device_id,
+            good.identity_key,
+            good.signed_prekey_id,
+            good.signed_prekey,
+            good.signed_prekey_signature,
+            good.prekey,
+            (kyber.id, key, kyber.signature),
+        )
+
+    with expect(rk.InvalidKeyError) as info:
+        rebuild(kyber.key[1:])  # no type byte: 1568 bytes
+    check_error(info, rk.InvalidKeyError, 200)
+    with expect(rk.InvalidKeyError):
+        rebuild(kyber.key + b"\x00")  # one byte too many
+    with expect(rk.InvalidKeyError):
+        rebuild(b"\x0a" + kyber.key[1:])  # ML-KEM-1024's type byte
+    with expect(rk.InvalidKeyError):
+        rebuild(b"\x05" + kyber.key[1:])  # a Curve25519 type byte
+    with expect(rk.InvalidKeyError):
+        rebuild(b"")
+    assert rebuild(kyber.key).kyber_prekey_record == kyber
+
+
 def test_invalid_signature() -> None:
     bob = rk.Store()
     good = bob.create_bundle()
+    kyber = good.kyber_prekey_record
+    assert kyber is not None
     forged = rk.Bundle(
         good.registration_id,
         good.device_id,
@@ -118,11 +151,27 @@ def test_invalid_signature() -> None:
         good.signed_prekey,
         bytes(64),
         good.prekey,
+        kyber,
     )
     alice = rk.Store()
     with expect(rk.InvalidSignatureError) as info:
         alice.process_bundle("bob", forged)
     check_error(info, rk.InvalidSignatureError, 201)
+    assert not alice.has_session("bob")
+    # The Kyber prekey's signature is checked too.
+    forged_kyber = rk.Bundle(
+        good.registration_id,
+        good.device_id,
+        good.identity_key,
+        good.signed_prekey_id,
+        good.signed_prekey,
+        good.signed_prekey_signature,
+        good.prekey,
+        kyber._replace(signature=good.signed_prekey_signature),
+    )
+    assert not forged_kyber.verify_signature()
+    with expect(rk.InvalidSignatureError):
+        alice.process_bundle("bob", forged_kyber)
     assert not alice.has_session("bob")
 
 
@@ -166,6 +215,15 @@ def test_invalid_bundle() -> None:
         rk.Bundle(1, 1, good.identity_key, 1, good.signed_prekey, bytes(63))
     with expect(rk.InvalidBundleError):
         rk.Bundle(1, 1, good.identity_key, 1 << 24, good.signed_prekey, bytes(64))
+    kyber = good.kyber_prekey_record
+    assert kyber is not None
+    with expect(rk.InvalidBundleError):  # a Kyber prekey signature of 63 bytes
+        rk.Bundle(1, 1, good.identity_key, 1, good.signed_prekey, bytes(64), None,
+                  kyber._replace(signature=bytes(63)))
+    for bad_id in (0, 1 << 24):
+        with expect(rk.InvalidBundleError):
+            rk.Bundle(1, 1, good.identity_key, 1, good.signed_prekey, bytes(64), None,
+                      kyber._replace(id=bad_id))
 
 
 def test_invalid_fingerprint() -> None:
@@ -192,6 +250,27 @@ def test_limit_exceeded() -> None:
         store.generate_prekeys(rk.MAX_PREKEYS_PER_CALL + 1)
     check_error(info, rk.LimitExceededError, 207)
     assert store.prekey_count == 0
+    with expect(rk.LimitExceededError):
+        store.generate_kyber_prekeys(rk.MAX_KYBER_PREKEYS_PER_CALL + 1)
+    assert store.kyber_prekey_count == 0
+
+
+def test_version_refused() -> None:
+    bob = rk.Store()
+    v3_bundle = bob.create_bundle(kyber_prekey=rk.KyberPreKeyKind.NONE)
+    alice = rk.Store()
+    with expect(rk.VersionRefusedError) as info:
+        alice.process_bundle("bob", v3_bundle)  # the default policy
+    check_error(info, rk.VersionRefusedError, 208)
+    assert info.value.detail and not alice.has_session("bob")
+    # An incoming version-3 prekey message: refused by default, store unchanged.
+    alice.set_policy(allow_v3_initiation=True)
+    alice.process_bundle("bob", v3_bundle)
+    message = alice.encrypt("bob", b"version 3")
+    before = bob.save()
+    with expect(rk.VersionRefusedError):
+        bob.decrypt("alice", message)
+    assert bob.save() == before and not bob.has_session("alice")
 
 
 def test_limit_exceeded_too_far_ahead() -> None:
@@ -236,11 +315,18 @@ def test_missing_prekey() -> None:
     alice = rk.Store()
     alice.process_bundle("bob", bundle)
     assert bob.decrypt("alice", alice.encrypt("bob", b"first")) == b"first"
-    # The same bundle again: its one-time prekey was used up.
+    # The same bundle again: its one-time prekeys were used up.
     alice.process_bundle("bob", bundle)
     with expect(rk.MissingPrekeyError) as info:
         bob.decrypt("alice", alice.encrypt("bob", b"second"))
     check_error(info, rk.MissingPrekeyError, 302)
+    # Asking for a Kyber prekey the store or the bundle does not hold.
+    kyber_id = bundle.kyber_prekey_id
+    assert kyber_id is not None
+    with expect(rk.MissingPrekeyError):
+        bob.kyber_prekey(kyber_id)  # used up
+    with expect(rk.MissingPrekeyError):
+        bob.remove_kyber_prekey(kyber_id)
 
 
 def test_no_trusted_identity() -> None:
@@ -272,7 +358,7 @@ def test_wrong_pickle_key() -> None:
 
 def test_unsupported_state_version() -> None:
     saved = bytearray(rk.Store().save())
-    assert saved[:5] == b"RKST\x01"
+    assert saved[:5] == b"RKST\x02"  # format 2 (PQXDH); format 1 still restores
     saved[4] = 99
     with expect(rk.UnsupportedStateVersionError) as info:
         rk.Store.restore(bytes(saved))

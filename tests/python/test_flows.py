@@ -152,6 +152,7 @@ def test_prekeys_and_signed_prekey_rotation() -> None:
     old_bundle = bob.create_bundle(one_time_prekey=False)
     assert old_bundle.prekey is None
     assert bob.prekey_count == 5
+    assert old_bundle.kyber_prekey_id == bob.last_resort_kyber_prekey_id is not None
     old_id = old_bundle.signed_prekey_id
     new_id = bob.generate_signed_prekey()
     assert new_id != old_id
@@ -174,7 +175,11 @@ def test_bundle_from_parts_and_accessors() -> None:
     bob = rk.Store(device_id=4)
     original = bob.create_bundle()
     prekey = original.prekey
-    assert prekey is not None
+    kyber_id = original.kyber_prekey_id
+    kyber_key = original.kyber_prekey
+    kyber_signature = original.kyber_prekey_signature
+    assert prekey is not None and kyber_id is not None
+    assert kyber_key is not None and kyber_signature is not None
     rebuilt = rk.Bundle(
         original.registration_id,
         original.device_id,
@@ -183,14 +188,17 @@ def test_bundle_from_parts_and_accessors() -> None:
         original.signed_prekey,
         original.signed_prekey_signature,
         (prekey.id, prekey.key),
+        (kyber_id, bytearray(kyber_key), memoryview(kyber_signature)),  # type: ignore[arg-type]
     )
     assert rebuilt.serialize() == original.serialize()
     assert rebuilt.identity_key == bob.identity_key
     assert rebuilt.verify_signature()
-    assert "device_id=4" in repr(rebuilt)
+    assert rebuilt.session_version == 4 and rebuilt.has_kyber_prekey
+    assert "device_id=4" in repr(rebuilt) and f"kyber_prekey_id={kyber_id}" in repr(rebuilt)
     alice = rk.Store()
     alice.process_bundle("bob", rebuilt)
     assert bob.decrypt("alice", alice.encrypt("bob", b"parts", device_id=4)) == b"parts"
+    assert alice.session_version("bob", 4) == bob.session_version("alice") == 4
 
     without = rk.Bundle(
         original.registration_id,
@@ -202,6 +210,11 @@ def test_bundle_from_parts_and_accessors() -> None:
     )
     assert without.prekey is None
     assert rk.Bundle.from_bytes(bytes(without)).prekey is None
+    # No Kyber prekey: a version-3 bundle (format 1 bytes).
+    assert not without.has_kyber_prekey and without.session_version == 3
+    assert without.kyber_prekey_id is None and without.kyber_prekey is None
+    assert without.kyber_prekey_signature is None and without.kyber_prekey_record is None
+    assert "kyber_prekey_id=None" in repr(without)
     forged = rk.Bundle(
         original.registration_id,
         original.device_id,

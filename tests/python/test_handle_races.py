@@ -167,6 +167,11 @@ def test_calls_that_take_a_handle_argument_borrow_it(borrows: Borrows) -> None:
                               rk.PreKey(5, key)),
             [key],
         ),
+        (
+            lambda: rk.Bundle(1, 1, key, 1, bundle.signed_prekey, bundle.signed_prekey_signature,
+                              rk.PreKey(5, key), bundle.kyber_prekey_record),
+            [key],
+        ),
     ]
     for call, owners in cases:
         borrows.entered.clear()

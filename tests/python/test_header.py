@@ -10,7 +10,7 @@ import pytest
 from conftest import HEADER, REPO
 
 import ratchetkit as rk
-from ratchetkit import _errors, _lib
+from ratchetkit import _errors, _lib, store
 
 TEXT = HEADER.read_text()
 
@@ -126,26 +126,44 @@ def test_every_header_function_is_declared_with_its_types() -> None:
         assert func.argtypes == argtypes and func.restype is restype, name
 
 
-@pytest.mark.parametrize(
-    "macro, value",
-    [
-        ("RK_PUBLIC_KEY_LEN", rk.PUBLIC_KEY_LEN),
-        ("RK_PRIVATE_KEY_LEN", rk.PRIVATE_KEY_LEN),
-        ("RK_SIGNATURE_LEN", rk.SIGNATURE_LEN),
-        ("RK_SAFETY_NUMBER_LEN", rk.SAFETY_NUMBER_LEN),
-        ("RK_PICKLE_KEY_LEN", rk.PICKLE_KEY_LEN),
-        ("RK_MAX_PREKEYS_PER_CALL", rk.MAX_PREKEYS_PER_CALL),
-        ("RK_MESSAGE_TYPE_WHISPER", int(rk.MessageType.WHISPER)),
-        ("RK_MESSAGE_TYPE_PREKEY", int(rk.MessageType.PREKEY)),
-        ("RK_DEFAULT_ITERATIONS", rk.DEFAULT_ITERATIONS),
-        ("RK_FINGERPRINT_VERSION", rk.FINGERPRINT_VERSION),
-        ("RK_ABI_VERSION", rk.ABI_VERSION),
-    ],
-)
+CONSTANTS = [
+    ("RK_PUBLIC_KEY_LEN", rk.PUBLIC_KEY_LEN),
+    ("RK_PRIVATE_KEY_LEN", rk.PRIVATE_KEY_LEN),
+    ("RK_SIGNATURE_LEN", rk.SIGNATURE_LEN),
+    ("RK_SAFETY_NUMBER_LEN", rk.SAFETY_NUMBER_LEN),
+    ("RK_PICKLE_KEY_LEN", rk.PICKLE_KEY_LEN),
+    ("RK_MAX_PREKEYS_PER_CALL", rk.MAX_PREKEYS_PER_CALL),
+    ("RK_PREKEY_RECORD_LEN", store._PREKEY_RECORD_LEN),
+    ("RK_KEM_PUBLIC_KEY_LEN", rk.KEM_PUBLIC_KEY_LEN),
+    ("RK_KYBER_PREKEY_RECORD_LEN", rk.KYBER_PREKEY_RECORD_LEN),
+    ("RK_MAX_KYBER_PREKEYS_PER_CALL", rk.MAX_KYBER_PREKEYS_PER_CALL),
+    ("RK_KYBER_PREKEY_NONE", int(rk.KyberPreKeyKind.NONE)),
+    ("RK_KYBER_PREKEY_ONE_TIME", int(rk.KyberPreKeyKind.ONE_TIME)),
+    ("RK_KYBER_PREKEY_LAST_RESORT", int(rk.KyberPreKeyKind.LAST_RESORT)),
+    ("RK_SESSION_VERSION_X3DH", rk.SESSION_VERSION_X3DH),
+    ("RK_SESSION_VERSION_PQXDH", rk.SESSION_VERSION_PQXDH),
+    ("RK_MESSAGE_TYPE_WHISPER", int(rk.MessageType.WHISPER)),
+    ("RK_MESSAGE_TYPE_PREKEY", int(rk.MessageType.PREKEY)),
+    ("RK_DEFAULT_ITERATIONS", rk.DEFAULT_ITERATIONS),
+    ("RK_FINGERPRINT_VERSION", rk.FINGERPRINT_VERSION),
+    ("RK_ABI_VERSION", rk.ABI_VERSION),
+]
+
+
+@pytest.mark.parametrize("macro, value", CONSTANTS)
 def test_constants_equal_the_header(macro: str, value: int) -> None:
     match = re.search(rf"^#define {macro} (\d+)$", TEXT, re.M)
     assert match, macro
     assert int(match.group(1)) == value
+
+
+def test_every_header_constant_is_checked() -> None:
+    """Each numeric RK_ macro of the header is in the table above, but the
+    version numbers (test_versions_agree checks the version string)."""
+    checked = {m for m, _ in CONSTANTS}
+    skipped = {"RK_VERSION_MAJOR", "RK_VERSION_MINOR", "RK_VERSION_PATCH"}
+    defined = set(re.findall(r"^#define (RK_\w+) \d+$", TEXT, re.M))
+    assert defined - skipped == checked
 
 
 def test_versions_agree() -> None:

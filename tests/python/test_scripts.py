@@ -8,6 +8,8 @@ import sys
 
 from conftest import REPO
 
+import ratchetkit as rk
+
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -20,6 +22,7 @@ def test_example_chat() -> None:
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "out of order" in text and "restored her store" in text
+    assert text.count("message version") == 1 and "(message version 4)" in text
     assert "WrongPickleKeyError" in text and "DuplicateMessageError" in text
     assert "Bob sees the same digits: yes" in text
     assert "Bob scans Alice's code: verified" in text
@@ -40,8 +43,14 @@ def test_interop_peer_answers_each_line() -> None:
     requests = [
         {"op": "hello"},
         {"op": "encrypt", "peer": "x", "plaintext": "00"},
+        {"op": "init", "name": "alice", "spqr": "required"},
+        {"op": "init", "name": "alice", "path": "/tmp/x", "key": "00" * 32},
+        {"op": "open", "path": "/tmp/x", "key": "00" * 32},
         {"op": "init", "name": "alice"},
         {"op": "bundle"},
+        {"op": "bundle", "kyber": "one_time"},
+        {"op": "bundle", "kyber": "last_resort", "one_time_prekey": False},
+        {"op": "bundle", "kyber": "sometimes"},
         {"op": "has_session", "peer": "bob"},
         {"op": "encrypt", "peer": "bob", "plaintext": "00"},
         {"op": "fingerprint", "peer": "bob", "local_id": "", "remote_id": ""},
@@ -55,11 +64,22 @@ def test_interop_peer_answers_each_line() -> None:
     assert out.returncode == 0, out.stderr
     answers = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(answers) == len(requests)  # stops at quit
-    hello, early, init, bundle, has, enc, fp, bad, nonsense, save, quit_ = answers
-    assert hello["ok"] and hello["protocol"] == 1
+    hello, early, spqr, durable, open_, init, bundle, one_time, last_resort, unknown = answers[:10]
+    has, enc, fp, bad, nonsense, save, quit_ = answers[10:]
+    assert hello["ok"] and hello["protocol"] == 2 and hello["versions"] == [3, 4]
     assert not early["ok"] and early["error"] == "other"
+    assert spqr["error"] == durable["error"] == open_["error"] == "unsupported"
     assert init["ok"] and len(init["identity_key"]) == 66
     assert bundle["ok"] and "prekey_id" in bundle and len(bundle["signed_prekey_signature"]) == 128
+    kyber_fields = ("kyber_prekey_id", "kyber_prekey", "kyber_prekey_signature")
+    assert not any(f in bundle for f in kyber_fields)  # kyber "none" by default
+    for b in (one_time, last_resort):
+        assert b["ok"] and all(f in b for f in kyber_fields)
+        assert len(b["kyber_prekey"]) == 2 * rk.KEM_PUBLIC_KEY_LEN and b["kyber_prekey"][:2] == "08"
+        assert len(b["kyber_prekey_signature"]) == 128
+    assert "prekey_id" in one_time and "prekey_id" not in last_resort
+    assert one_time["kyber_prekey_id"] != last_resort["kyber_prekey_id"]
+    assert unknown["error"] == "other"
     assert has == {"ok": True, "session": False}
     assert enc["error"] == "no_session"
     assert fp["error"] == "other"

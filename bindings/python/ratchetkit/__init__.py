@@ -1,5 +1,12 @@
-"""ratchetkit: Signal-protocol sessions (X3DH + Double Ratchet, message
-version 3), byte-compatible with the official Signal library.
+"""ratchetkit: Signal-protocol sessions (PQXDH or X3DH, then the Double
+Ratchet), byte-compatible with the official Signal library.
+
+New sessions are version 4 (PQXDH: X3DH with a Kyber1024 prekey) by
+default: bundles from :meth:`Store.create_bundle` carry a Kyber prekey. A
+store refuses to start or accept version-3 (X3DH) sessions, with
+:class:`VersionRefusedError`, unless its :class:`SessionPolicy` allows them
+(``store.set_policy(allow_v3_initiation=True,
+accept_v3_prekey_messages=True)``); sessions that exist keep their version.
 
 A thin ctypes binding over the ``libratchetkit`` C library. Objects own
 library handles, freed by ``close()``, by a ``with`` block, or when garbage
@@ -27,6 +34,8 @@ does not wipe that copy. Such copies stay in memory until Python reuses it.
 <MessageType.PREKEY: 3>
 >>> bob.decrypt("alice", message)
 b'Hi Bob!'
+>>> alice.session_version("bob")
+4
 """
 
 from __future__ import annotations
@@ -55,11 +64,12 @@ from ._errors import (
     RatchetkitError,
     UnsupportedStateVersionError,
     UntrustedIdentityError,
+    VersionRefusedError,
     WrongPickleKeyError,
 )
 from ._lib import ABI_VERSION, LIBRARY_PATH, LIBRARY_SOURCE
 from ._lib import lib as _clib
-from .bundle import Bundle, PreKey
+from .bundle import KEM_PUBLIC_KEY_LEN, Bundle, KyberPreKey, PreKey
 from .fingerprint import (
     DEFAULT_ITERATIONS,
     FINGERPRINT_VERSION,
@@ -73,7 +83,19 @@ from .identity import (
     IdentityKeyPair,
     PublicKey,
 )
-from .store import MAX_PREKEYS_PER_CALL, PICKLE_KEY_LEN, Message, MessageType, Store
+from .store import (
+    KYBER_PREKEY_RECORD_LEN,
+    MAX_KYBER_PREKEYS_PER_CALL,
+    MAX_PREKEYS_PER_CALL,
+    PICKLE_KEY_LEN,
+    SESSION_VERSION_PQXDH,
+    SESSION_VERSION_X3DH,
+    KyberPreKeyKind,
+    Message,
+    MessageType,
+    SessionPolicy,
+    Store,
+)
 
 __version__ = "0.1.0"
 
@@ -92,6 +114,9 @@ __all__ = [
     "Store",
     "Bundle",
     "PreKey",
+    "KyberPreKey",
+    "KyberPreKeyKind",
+    "SessionPolicy",
     "PublicKey",
     "IdentityKeyPair",
     "Fingerprint",
@@ -109,6 +134,11 @@ __all__ = [
     "FINGERPRINT_VERSION",
     "PICKLE_KEY_LEN",
     "MAX_PREKEYS_PER_CALL",
+    "KEM_PUBLIC_KEY_LEN",
+    "KYBER_PREKEY_RECORD_LEN",
+    "MAX_KYBER_PREKEYS_PER_CALL",
+    "SESSION_VERSION_X3DH",
+    "SESSION_VERSION_PQXDH",
     "STATUS_CODES",
     "RatchetkitError",
     "NullPointerError",
@@ -123,6 +153,7 @@ __all__ = [
     "InvalidFingerprintError",
     "FingerprintVersionMismatchError",
     "LimitExceededError",
+    "VersionRefusedError",
     "UntrustedIdentityError",
     "NoSessionError",
     "MissingPrekeyError",

@@ -26,6 +26,7 @@ __all__ = [
     "InvalidFingerprintError",
     "FingerprintVersionMismatchError",
     "LimitExceededError",
+    "VersionRefusedError",
     "UntrustedIdentityError",
     "NoSessionError",
     "MissingPrekeyError",
@@ -55,6 +56,7 @@ STATUS_CODES: Dict[str, int] = {
     "RK_STATUS_INVALID_FINGERPRINT": 205,
     "RK_STATUS_FINGERPRINT_VERSION_MISMATCH": 206,
     "RK_STATUS_LIMIT_EXCEEDED": 207,
+    "RK_STATUS_VERSION_REFUSED": 208,
     "RK_STATUS_UNTRUSTED_IDENTITY": 300,
     "RK_STATUS_NO_SESSION": 301,
     "RK_STATUS_MISSING_PREKEY": 302,
@@ -189,6 +191,18 @@ class LimitExceededError(RatchetkitError):
     status_name = "RK_STATUS_LIMIT_EXCEEDED"
 
 
+class VersionRefusedError(RatchetkitError):
+    """``RK_STATUS_VERSION_REFUSED``: the store's policy refuses the session version.
+
+    A bundle without a Kyber prekey (a version-3 session) or an incoming
+    version-3 prekey message starting a new session, while the policy
+    refuses version 3 (the default, as the official library).
+    """
+
+    status = 208
+    status_name = "RK_STATUS_VERSION_REFUSED"
+
+
 class UntrustedIdentityError(RatchetkitError):
     """``RK_STATUS_UNTRUSTED_IDENTITY``: the remote identity differs from the trusted one.
 
@@ -285,6 +299,7 @@ ERRORS: Dict[int, Type[RatchetkitError]] = {
         InvalidFingerprintError,
         FingerprintVersionMismatchError,
         LimitExceededError,
+        VersionRefusedError,
         UntrustedIdentityError,
         NoSessionError,
         MissingPrekeyError,

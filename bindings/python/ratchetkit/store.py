@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from ctypes import byref, c_bool, c_size_t, c_uint32
+from ctypes import byref, c_bool, c_size_t, c_uint32, create_string_buffer
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, List, NamedTuple, Optional, Tuple, Union
 
@@ -23,22 +24,38 @@ from ._lib import (
     take_bytes,
     unchecked,
 )
-from .bundle import Bundle, PreKey
+from .bundle import KEM_PUBLIC_KEY_LEN, Bundle, KyberPreKey, PreKey
 from .fingerprint import DEFAULT_ITERATIONS, FINGERPRINT_VERSION, Fingerprint
-from .identity import PUBLIC_KEY_LEN, IdentityKeyPair, PublicKey
+from .identity import PUBLIC_KEY_LEN, SIGNATURE_LEN, IdentityKeyPair, PublicKey
 
 __all__ = [
     "Store",
     "Message",
     "MessageType",
+    "KyberPreKeyKind",
+    "SessionPolicy",
     "PICKLE_KEY_LEN",
     "MAX_PREKEYS_PER_CALL",
+    "MAX_KYBER_PREKEYS_PER_CALL",
+    "KYBER_PREKEY_RECORD_LEN",
+    "SESSION_VERSION_X3DH",
+    "SESSION_VERSION_PQXDH",
 ]
 
 #: Length of the application key that encrypts saved state.
 PICKLE_KEY_LEN = 32
 #: The most prekeys one :meth:`Store.generate_prekeys` call makes.
 MAX_PREKEYS_PER_CALL = 10000
+#: The most Kyber prekeys one :meth:`Store.generate_kyber_prekeys` call makes.
+MAX_KYBER_PREKEYS_PER_CALL = 1000
+#: Length of one Kyber prekey record in the library's upload format: the id
+#: (4 bytes, big-endian), the public key and its signature.
+KYBER_PREKEY_RECORD_LEN = 4 + KEM_PUBLIC_KEY_LEN + SIGNATURE_LEN
+#: The message version of sessions started with X3DH.
+SESSION_VERSION_X3DH = 3
+#: The message version of sessions started with PQXDH (X3DH and Kyber1024):
+#: what stores start and accept by default.
+SESSION_VERSION_PQXDH = 4
 _PREKEY_RECORD_LEN = 4 + PUBLIC_KEY_LEN
 _U32_MAX = 0xFFFFFFFF
 
@@ -53,6 +70,44 @@ class MessageType(IntEnum):
 
 
 _TYPES = {2: MessageType.WHISPER, 3: MessageType.PREKEY}
+
+
+class KyberPreKeyKind(IntEnum):
+    """Which Kyber prekey :meth:`Store.create_bundle` puts in a bundle."""
+
+    #: None: the bundle starts version-3 (X3DH) sessions, which stores
+    #: refuse by default.
+    NONE = 0
+    #: A new one-time Kyber prekey, kept, used by one session only.
+    ONE_TIME = 1
+    #: The store's last-resort Kyber prekey (made on first use), reused
+    #: across bundles and kept after use.
+    LAST_RESORT = 2
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """What a store does beyond version-4 (PQXDH) sessions, which it always
+    starts and accepts. Both flags are off by default, as in the official
+    library; sessions that already exist keep working whatever the policy.
+
+    Read it with :attr:`Store.policy`; set it with :meth:`Store.set_policy`
+    or by assigning :attr:`Store.policy`. It is kept in saved state.
+    """
+
+    #: Start a version-3 (X3DH) session from a bundle without a Kyber
+    #: prekey (:meth:`Store.process_bundle`); otherwise
+    #: :class:`VersionRefusedError`.
+    allow_v3_initiation: bool = False
+    #: Accept an incoming version-3 prekey message that starts a new
+    #: session (:meth:`Store.decrypt`); otherwise
+    #: :class:`VersionRefusedError`.
+    accept_v3_prekey_messages: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("allow_v3_initiation", "accept_v3_prekey_messages"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
 
 
 class Message(NamedTuple):
@@ -83,6 +138,19 @@ def _u32(value: int, what: str) -> int:
     return value
 
 
+def _kyber_records(records: bytes) -> List[KyberPreKey]:
+    """Splits the library's Kyber prekey records into :class:`KyberPreKey`."""
+    key_end = 4 + KEM_PUBLIC_KEY_LEN
+    return [
+        KyberPreKey(
+            int.from_bytes(records[i : i + 4], "big"),
+            records[i + 4 : i + key_end],
+            records[i + key_end : i + KYBER_PREKEY_RECORD_LEN],
+        )
+        for i in range(0, len(records), KYBER_PREKEY_RECORD_LEN)
+    ]
+
+
 def _timestamp(value: Optional[int]) -> int:
     """Milliseconds since the Unix epoch (now by default), checked for uint64_t."""
     if value is None:
@@ -106,8 +174,10 @@ class Store(Handle):
     """The protocol store of one local device.
 
     It holds the identity key pair, the registration and device ids, the
-    signed and one-time prekeys, one session record per remote address
-    (a name and a device id), and the identity trusted for each name.
+    signed, one-time and Kyber prekeys, one session record per remote
+    address (a name and a device id), the identity trusted for each name,
+    and the :class:`SessionPolicy`. New sessions are version 4 (PQXDH) by
+    default; version-3 (X3DH) ones only where the policy allows them.
 
     A store may be used from several threads at once: the library locks it
     for each call, and calls on it serialize (sessions with different
@@ -259,32 +329,170 @@ class Store(Handle):
         """The number of one-time prekeys held (made and not yet used)."""
         return self._read(lib.rk_store_prekey_count, c_size_t())
 
+    def generate_kyber_prekeys(
+        self, count: int, timestamp_ms: Optional[int] = None
+    ) -> List[KyberPreKey]:
+        """Makes ``count`` (at most 1,000) signed one-time Kyber1024 prekeys
+        and returns them for upload.
+
+        Each is deleted after the first session it starts. ``timestamp_ms``
+        (their creation time) defaults to now. Raises
+        :class:`LimitExceededError` for a ``count`` too large (nothing is
+        kept then).
+        """
+        count = _u32(count, "count")
+        timestamp = _timestamp(timestamp_ms)
+        out = rk_bytes()
+        with self._h as store:
+            lib.rk_store_generate_kyber_prekeys(store, count, timestamp, byref(out))
+        return _kyber_records(take_bytes(out))
+
+    def generate_last_resort_kyber_prekey(self, timestamp_ms: Optional[int] = None) -> KyberPreKey:
+        """Rotates the last-resort Kyber prekey; returns the new one, for upload.
+
+        Bundles without a one-time Kyber prekey carry it
+        (:attr:`KyberPreKeyKind.LAST_RESORT`); it serves any number of
+        sessions and is kept after use. Older last-resort prekeys stay usable
+        for messages in flight until removed with
+        :meth:`remove_kyber_prekey`. ``timestamp_ms`` defaults to now.
+        """
+        timestamp = _timestamp(timestamp_ms)
+        value = c_uint32()
+        record = create_string_buffer(KYBER_PREKEY_RECORD_LEN)
+        with self._h as store:
+            lib.rk_store_generate_last_resort_kyber_prekey(store, timestamp, byref(value))
+            lib.rk_store_kyber_prekey(store, value.value, record, KYBER_PREKEY_RECORD_LEN)
+        return _kyber_records(record.raw)[0]
+
+    @property
+    def kyber_prekey_count(self) -> int:
+        """The number of one-time Kyber prekeys held (made and not yet used;
+        last-resort ones are not counted)."""
+        return self._read(lib.rk_store_kyber_prekey_count, c_size_t())
+
+    def kyber_prekey(self, prekey_id: int) -> KyberPreKey:
+        """The Kyber prekey ``prekey_id`` (one-time or last resort) as uploaded.
+
+        Raises :class:`MissingPrekeyError` if the store does not hold it
+        (never made, removed, or a one-time one used up).
+        """
+        prekey_id = _u32(prekey_id, "prekey_id")
+        record = create_string_buffer(KYBER_PREKEY_RECORD_LEN)
+        with self._h as store:
+            lib.rk_store_kyber_prekey(store, prekey_id, record, KYBER_PREKEY_RECORD_LEN)
+        return _kyber_records(record.raw)[0]
+
+    @property
+    def last_resort_kyber_prekey_id(self) -> Optional[int]:
+        """The id of the current last-resort Kyber prekey, or None if the
+        store has not made one yet."""
+        has = c_bool()
+        value = c_uint32()
+        with self._h as store:
+            lib.rk_store_last_resort_kyber_prekey_id(store, byref(has), byref(value))
+        return value.value if has.value else None
+
+    def remove_kyber_prekey(self, prekey_id: int) -> None:
+        """Removes a Kyber prekey: a one-time one withdrawn from the server,
+        or an old last-resort one after rotation.
+
+        Raises :class:`InvalidArgumentError` for the current last-resort
+        Kyber prekey and :class:`MissingPrekeyError` for an id the store
+        does not hold.
+        """
+        prekey_id = _u32(prekey_id, "prekey_id")
+        with self._h as store:
+            lib.rk_store_remove_kyber_prekey(store, prekey_id)
+
     def create_bundle(
-        self, one_time_prekey: bool = True, timestamp_ms: Optional[int] = None
+        self,
+        one_time_prekey: bool = True,
+        timestamp_ms: Optional[int] = None,
+        *,
+        kyber_prekey: Optional[KyberPreKeyKind] = None,
     ) -> Bundle:
         """A prekey bundle for this device, to publish.
 
         A signed prekey is made first if there is none (``timestamp_ms``
         defaults to now). With ``one_time_prekey``, a new one-time prekey is
         made, kept, and put in the bundle (never handed out twice).
+
+        ``kyber_prekey`` chooses the Kyber prekey (a
+        :class:`KyberPreKeyKind`). By default the bundle gets a new one-time
+        Kyber prekey with ``one_time_prekey``, else the last-resort one
+        (made on first use): either way it starts version-4 (PQXDH)
+        sessions. :attr:`KyberPreKeyKind.NONE` makes a bundle that starts
+        version-3 (X3DH) sessions, which stores refuse by default.
         """
         timestamp = _timestamp(timestamp_ms)
         flag = 1 if one_time_prekey else 0
         ptr = BundleP()
-        with self._h as store:
-            lib.rk_store_create_bundle(store, flag, timestamp, byref(ptr))
+        if kyber_prekey is None:
+            with self._h as store:
+                lib.rk_store_create_bundle(store, flag, timestamp, byref(ptr))
+        else:
+            if isinstance(kyber_prekey, bool) or not isinstance(kyber_prekey, int):
+                raise TypeError(
+                    f"kyber_prekey must be a KyberPreKeyKind, not {type(kyber_prekey).__name__}"
+                )
+            kind = KyberPreKeyKind(kyber_prekey)  # ValueError outside the kinds
+            with self._h as store:
+                lib.rk_store_create_bundle_with(store, flag, int(kind), timestamp, byref(ptr))
         return Bundle._wrap(ptr)
+
+    # -- session policy -----------------------------------------------------
+
+    @property
+    def policy(self) -> SessionPolicy:
+        """The store's :class:`SessionPolicy` (whether it starts and accepts
+        version-3 sessions). Assign a :class:`SessionPolicy` to change it,
+        or call :meth:`set_policy`."""
+        allow = c_uint32()
+        accept = c_uint32()
+        with self._h as store:
+            lib.rk_store_policy(store, byref(allow), byref(accept))
+        return SessionPolicy(bool(allow.value), bool(accept.value))
+
+    @policy.setter
+    def policy(self, policy: SessionPolicy) -> None:
+        if not isinstance(policy, SessionPolicy):
+            raise TypeError(f"policy must be a SessionPolicy, not {type(policy).__name__}")
+        self.set_policy(
+            allow_v3_initiation=policy.allow_v3_initiation,
+            accept_v3_prekey_messages=policy.accept_v3_prekey_messages,
+        )
+
+    def set_policy(
+        self, *, allow_v3_initiation: bool = False, accept_v3_prekey_messages: bool = False
+    ) -> None:
+        """Sets the whole session policy (see :class:`SessionPolicy`); a flag
+        not given is set to its default, off.
+
+        ``allow_v3_initiation``: :meth:`process_bundle` starts a version-3
+        (X3DH) session from a bundle without a Kyber prekey.
+        ``accept_v3_prekey_messages``: :meth:`decrypt` accepts a version-3
+        prekey message that starts a new session. Refused otherwise, with
+        :class:`VersionRefusedError`.
+        """
+        policy = SessionPolicy(allow_v3_initiation, accept_v3_prekey_messages)  # type checks
+        with self._h as store:
+            lib.rk_store_set_policy(
+                store, int(policy.allow_v3_initiation), int(policy.accept_v3_prekey_messages)
+            )
 
     # -- sessions -----------------------------------------------------------
 
     def process_bundle(self, name: str, bundle: Bundle, device_id: Optional[int] = None) -> None:
-        """Starts a session with ``name`` from its bundle (X3DH as the initiator).
+        """Starts a session with ``name`` from its bundle, as the initiator.
 
+        A bundle with a Kyber prekey starts a version-4 session (PQXDH); one
+        without a version-3 session (X3DH), which raises
+        :class:`VersionRefusedError` unless the :attr:`policy` allows it.
         ``device_id`` defaults to the bundle's. The new session becomes
         current (an older one is archived). The bundle's identity is trusted
         on first use; a different one than trusted raises
-        :class:`UntrustedIdentityError`, a bad signature
-        :class:`InvalidSignatureError`.
+        :class:`UntrustedIdentityError`, a bad signature (signed or Kyber
+        prekey) :class:`InvalidSignatureError`.
         """
         encoded = encode_name(name)
         if device_id is None:
@@ -301,6 +509,18 @@ class Store(Handle):
         with self._h as store:
             lib.rk_store_has_session(store, encoded, device_id, byref(has))
         return has.value
+
+    def session_version(self, name: str, device_id: int = 1) -> int:
+        """The message version of the current session with (``name``,
+        ``device_id``): :data:`SESSION_VERSION_PQXDH` (4) or
+        :data:`SESSION_VERSION_X3DH` (3). Raises :class:`NoSessionError`
+        without a session."""
+        encoded = encode_name(name)
+        device_id = _u32(device_id, "device_id")
+        version = c_uint32()
+        with self._h as store:
+            lib.rk_store_session_version(store, encoded, device_id, byref(version))
+        return version.value
 
     @property
     def session_count(self) -> int:
@@ -360,13 +580,19 @@ class Store(Handle):
         """Decrypts a message from (``name``, ``device_id``); returns the plaintext.
 
         ``message`` is a :class:`Message` or a ``(type, body)`` pair. A
-        prekey message from a new session runs X3DH as the responder (and
-        trusts the sender's identity on first use). Raises
-        :class:`InvalidMessageError`, :class:`DuplicateMessageError`,
-        :class:`NoSessionError`, :class:`MissingPrekeyError`,
-        :class:`UntrustedIdentityError`, :class:`LimitExceededError` (too far
-        ahead) and leaves the store unchanged when it does. The plaintext is
-        immutable ``bytes``, which Python cannot wipe.
+        prekey message from a new session runs PQXDH (or X3DH, if the
+        :attr:`policy` accepts version 3) as the responder, uses up its
+        one-time prekeys (a last-resort Kyber prekey is kept) and trusts the
+        sender's identity on first use. Raises :class:`InvalidMessageError`
+        (also for a second session from a base key already used with the
+        last-resort Kyber prekey), :class:`DuplicateMessageError`,
+        :class:`NoSessionError`, :class:`MissingPrekeyError` (a signed,
+        one-time or Kyber prekey the store does not hold),
+        :class:`VersionRefusedError` (a version-3 prekey message the policy
+        refuses), :class:`UntrustedIdentityError`,
+        :class:`LimitExceededError` (too far ahead) and leaves the store
+        unchanged when it does. The plaintext is immutable ``bytes``, which
+        Python cannot wipe.
         """
         encoded = _NAMES.get(name)
         if encoded is None:

@@ -1,5 +1,12 @@
 //! `ratchetkit-peer`: ratchetkit behind the JSON-lines peer protocol
-//! (shared/interop/PEER_PROTOCOL.md, version 1), for interop tests.
+//! (shared/interop/PEER_PROTOCOL.md, version 2), for interop tests.
+//!
+//! Sessions: a bundle with Kyber fields starts a version-4 (PQXDH) session,
+//! one without a version-3 (X3DH) session, as the protocol says (so this
+//! program allows starting version-3 sessions); whether an incoming
+//! version-3 prekey message may start a session is `init`'s `accept_v3`,
+//! by default the library's: no. SPQR is not spoken (`spqr` "off" only);
+//! durable stores (`open`, `init` with `path`) are not implemented yet.
 //!
 //! Reads one JSON request per line on stdin and answers each with one JSON
 //! line on stdout. Diagnostics go to stderr.
@@ -9,6 +16,8 @@ use std::io::{BufRead, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ratchetkit::fingerprint::DEFAULT_ITERATIONS;
+use ratchetkit::kem::KemPublicKey;
+use ratchetkit::store::{BundleRequest, KyberPreKeyKind, SessionPolicy};
 use ratchetkit::{Address, Error, ErrorKind, PreKeyBundle, ProtocolStore, PublicKey};
 use serde_json::{json, Map, Value};
 
@@ -114,13 +123,32 @@ impl Peer {
     fn handle(&mut self, op: &str, req: &Map<String, Value>) -> Reply {
         let rng = &mut rand::rngs::OsRng;
         match op {
-            "hello" => Ok(
-                json!({"implementation": format!("ratchetkit {}", env!("CARGO_PKG_VERSION")), "protocol": 1}),
-            ),
+            "hello" => Ok(json!({
+                "implementation": format!("ratchetkit {}", env!("CARGO_PKG_VERSION")),
+                "protocol": 2,
+                "versions": [3, 4],
+            })),
             "init" => {
                 let device_id = u32_arg(req, "device_id", Some(1))?;
                 str_arg(req, "name")?;
-                let store = ProtocolStore::generate(device_id, rng).map_err(lib)?;
+                match req.get("spqr").and_then(Value::as_str) {
+                    None | Some("off") => {}
+                    Some(other) => {
+                        return Err(("unsupported", format!("spqr {other:?}: not spoken yet")))
+                    }
+                }
+                if req.contains_key("path") || req.contains_key("key") {
+                    return Err((
+                        "unsupported",
+                        "durable stores are not implemented yet".into(),
+                    ));
+                }
+                let accept_v3 = bool_arg(req, "accept_v3", false)?;
+                let mut store = ProtocolStore::generate(device_id, rng).map_err(lib)?;
+                store.set_policy(SessionPolicy {
+                    allow_v3_initiation: true,
+                    accept_v3_prekey_messages: accept_v3,
+                });
                 let reply = json!({
                     "identity_key": hex::encode(store.identity_key().serialize()),
                     "registration_id": store.registration_id(),
@@ -132,13 +160,24 @@ impl Peer {
             "bundle" => {
                 let one_time = bool_arg(req, "one_time_prekey", true)?;
                 let new_signed = bool_arg(req, "new_signed_prekey", false)?;
+                let kyber = match req.get("kyber").and_then(Value::as_str) {
+                    None | Some("none") => KyberPreKeyKind::None,
+                    Some("one_time") => KyberPreKeyKind::OneTime,
+                    Some("last_resort") => KyberPreKeyKind::LastResort,
+                    Some(other) => return Err(bad(format!("unknown kyber kind {other:?}"))),
+                };
                 let store = self.store()?;
                 // All or nothing: rotate on a copy only if the bundle follows.
                 let mut next = store.clone();
                 if new_signed {
                     next.generate_signed_prekey(now_ms(), rng).map_err(lib)?;
                 }
-                let b = next.create_bundle(one_time, now_ms(), rng).map_err(lib)?;
+                let request = BundleRequest {
+                    one_time_prekey: one_time,
+                    kyber,
+                    timestamp: now_ms(),
+                };
+                let b = next.create_bundle_with(request, rng).map_err(lib)?;
                 *store = next;
                 let mut out = json!({
                     "registration_id": b.registration_id,
@@ -151,6 +190,11 @@ impl Peer {
                 if let Some((id, key)) = b.pre_key {
                     out["prekey_id"] = json!(id);
                     out["prekey"] = json!(hex::encode(key.serialize()));
+                }
+                if let Some(k) = &b.kyber_pre_key {
+                    out["kyber_prekey_id"] = json!(k.id);
+                    out["kyber_prekey"] = json!(hex::encode(k.key.serialize()));
+                    out["kyber_prekey_signature"] = json!(hex::encode(k.signature));
                 }
                 Ok(out)
             }
@@ -177,6 +221,21 @@ impl Peer {
                     pre_key,
                 )
                 .map_err(lib)?;
+                let bundle = match (
+                    b.get("kyber_prekey_id"),
+                    b.get("kyber_prekey"),
+                    b.get("kyber_prekey_signature"),
+                ) {
+                    (None, None, None) => bundle,
+                    (Some(_), Some(_), Some(_)) => bundle
+                        .with_kyber_pre_key(
+                            u32_arg(b, "kyber_prekey_id", None)?,
+                            KemPublicKey::deserialize(&hex_arg(b, "kyber_prekey")?).map_err(lib)?,
+                            &hex_arg(b, "kyber_prekey_signature")?,
+                        )
+                        .map_err(lib)?,
+                    _ => return Err(bad("the three Kyber fields must come together")),
+                };
                 let address = Address::new(name.clone(), bundle.device_id);
                 self.store()?
                     .process_bundle(&address, &bundle, rng)
@@ -243,6 +302,10 @@ impl Peer {
                 self.store = Some(ProtocolStore::restore(&bytes).map_err(lib)?);
                 Ok(json!({}))
             }
+            "open" => Err((
+                "unsupported",
+                "durable stores are not implemented yet".into(),
+            )),
             "quit" => Ok(json!({})),
             other => Err(("unsupported", format!("unknown op {other:?}"))),
         }
