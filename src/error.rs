@@ -113,6 +113,28 @@ pub enum Error {
     /// No identity is trusted for that name.
     #[error("no trusted identity for {0:?}")]
     NoTrustedIdentity(String),
+    /// A durable store opened with a key that does not unwrap its store
+    /// key: the wrong key (or the key row was altered).
+    #[error("durable store: wrong key (the store key does not unwrap)")]
+    WrongStoreKey,
+    /// A record of a durable store that does not open (tampered, truncated,
+    /// moved to another row or table) or does not decode, or a database
+    /// file SQLite reports as corrupt. The record is never used.
+    #[error("durable store is corrupt or was tampered with: {0}")]
+    StoreCorrupt(&'static str),
+    /// Another connection (thread or process) held the database's write
+    /// lock for longer than the busy timeout. Nothing was changed; retry.
+    #[error("durable store busy: another connection held the write lock past the busy timeout")]
+    StoreBusy,
+    /// A pending change (two-phase decrypt) whose records changed after it
+    /// was made (another thread or process used the session). Nothing was
+    /// written; decrypt the message again.
+    #[error("pending change conflicts: the records it read changed since")]
+    StoreConflict,
+    /// The database could not be opened, read or written (I/O error, disk
+    /// full, permissions), or has a schema newer than this library.
+    #[error("storage error: {0}")]
+    Storage(String),
     /// Prekey ids are exhausted (more than 16,777,215 in use).
     #[error("limit exceeded: {0}")]
     LimitExceeded(&'static str),
@@ -144,6 +166,9 @@ pub enum ErrorKind {
     InvalidArgument,
     /// Fingerprint problems (version mismatch, bad encoding, no trusted identity).
     Fingerprint,
+    /// A durable store's problem: wrong key, corrupt record, busy, a
+    /// conflicting pending change, an I/O error.
+    Storage,
 }
 
 impl Error {
@@ -175,6 +200,11 @@ impl Error {
             | Error::InvalidFingerprint(_)
             | Error::NoTrustedIdentity(_) => ErrorKind::Fingerprint,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::WrongStoreKey
+            | Error::StoreCorrupt(_)
+            | Error::StoreBusy
+            | Error::StoreConflict
+            | Error::Storage(_) => ErrorKind::Storage,
         }
     }
 }

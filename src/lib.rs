@@ -72,5 +72,6 @@ pub use fingerprint::Fingerprint;
 pub use keys::{IdentityKeyPair, KeyPair, PrivateKey, PublicKey};
 pub use prekey::PreKeyBundle;
 pub use session::{SessionRecord, SessionState, MAX_ARCHIVED_STATES};
+pub use store::durable::{Durability, DurableOptions, DurableStore, PendingDecrypt};
 pub use store::{Address, ProtocolStore};
 pub use wire::{CiphertextMessage, PreKeySignalMessage, SignalMessage};

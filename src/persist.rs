@@ -36,7 +36,7 @@ pub(crate) const FORMAT_VERSION: u8 = 2;
 const FORMAT_VERSION_1: u8 = 1;
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
-struct StoreProto {
+pub(crate) struct StoreProto {
     #[prost(bytes = "vec", tag = "1")]
     identity_private: Vec<u8>,
     #[prost(uint32, tag = "2")]
@@ -44,27 +44,27 @@ struct StoreProto {
     #[prost(uint32, tag = "3")]
     device_id: u32,
     #[prost(message, repeated, tag = "4")]
-    signed_prekeys: Vec<SignedPreKeyProto>,
+    pub(crate) signed_prekeys: Vec<SignedPreKeyProto>,
     #[prost(uint32, optional, tag = "5")]
     current_signed_prekey: Option<u32>,
     #[prost(message, repeated, tag = "6")]
-    prekeys: Vec<PreKeyProto>,
+    pub(crate) prekeys: Vec<PreKeyProto>,
     #[prost(uint32, tag = "7")]
     next_prekey_id: u32,
     #[prost(uint32, tag = "8")]
     next_signed_prekey_id: u32,
     #[prost(message, repeated, tag = "9")]
-    sessions: Vec<SessionEntryProto>,
+    pub(crate) sessions: Vec<SessionEntryProto>,
     #[prost(message, repeated, tag = "10")]
-    trusted: Vec<TrustProto>,
+    pub(crate) trusted: Vec<TrustProto>,
     #[prost(message, repeated, tag = "11")]
-    kyber_prekeys: Vec<KyberPreKeyProto>,
+    pub(crate) kyber_prekeys: Vec<KyberPreKeyProto>,
     #[prost(uint32, optional, tag = "12")]
     current_last_resort: Option<u32>,
     #[prost(uint32, tag = "13")]
     next_kyber_prekey_id: u32,
     #[prost(message, repeated, tag = "14")]
-    base_key_uses: Vec<BaseKeyUseProto>,
+    pub(crate) base_key_uses: Vec<BaseKeyUseProto>,
     #[prost(bool, tag = "15")]
     allow_v3_initiation: bool,
     #[prost(bool, tag = "16")]
@@ -72,7 +72,7 @@ struct StoreProto {
 }
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
-struct KyberPreKeyProto {
+pub(crate) struct KyberPreKeyProto {
     #[prost(uint32, tag = "1")]
     id: u32,
     #[prost(bytes = "vec", tag = "2")]
@@ -86,7 +86,7 @@ struct KyberPreKeyProto {
 }
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
-struct BaseKeyUseProto {
+pub(crate) struct BaseKeyUseProto {
     #[prost(uint32, tag = "1")]
     kyber_pre_key_id: u32,
     #[prost(uint32, tag = "2")]
@@ -96,7 +96,7 @@ struct BaseKeyUseProto {
 }
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
-struct SignedPreKeyProto {
+pub(crate) struct SignedPreKeyProto {
     #[prost(uint32, tag = "1")]
     id: u32,
     #[prost(bytes = "vec", tag = "2")]
@@ -108,7 +108,7 @@ struct SignedPreKeyProto {
 }
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
-struct PreKeyProto {
+pub(crate) struct PreKeyProto {
     #[prost(uint32, tag = "1")]
     id: u32,
     #[prost(bytes = "vec", tag = "2")]
@@ -116,7 +116,7 @@ struct PreKeyProto {
 }
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
-struct TrustProto {
+pub(crate) struct TrustProto {
     #[prost(string, tag = "1")]
     name: String,
     #[prost(bytes = "vec", tag = "2")]
@@ -124,7 +124,7 @@ struct TrustProto {
 }
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
-struct SessionEntryProto {
+pub(crate) struct SessionEntryProto {
     #[prost(string, tag = "1")]
     name: String,
     #[prost(uint32, tag = "2")]
@@ -262,72 +262,28 @@ impl ProtocolStore {
             .collect();
         let trusted = self.trusted.read();
         let proto = Zeroizing::new(StoreProto {
-            identity_private: self.identity.private_key().serialize().to_vec(),
-            registration_id: self.registration_id,
-            device_id: self.device_id,
             signed_prekeys: self
                 .signed_prekeys
                 .values()
-                .map(|s| SignedPreKeyProto {
-                    id: s.id,
-                    private_key: s.key_pair.private_key.serialize().to_vec(),
-                    signature: s.signature.to_vec(),
-                    timestamp: s.timestamp,
-                })
+                .map(signed_prekey_to_proto)
                 .collect(),
-            current_signed_prekey: self.current_signed_prekey,
-            prekeys: self
-                .prekeys
-                .values()
-                .map(|p| PreKeyProto {
-                    id: p.id,
-                    private_key: p.key_pair.private_key.serialize().to_vec(),
-                })
-                .collect(),
-            next_prekey_id: self.next_prekey_id,
-            next_signed_prekey_id: self.next_signed_prekey_id,
+            prekeys: self.prekeys.values().map(prekey_to_proto).collect(),
             sessions: records
                 .iter()
-                .map(|(a, r)| SessionEntryProto {
-                    name: a.name.clone(),
-                    device_id: a.device_id,
-                    current: r.current.as_ref().map(state_to_proto),
-                    previous: r.previous.iter().map(state_to_proto).collect(),
-                })
+                .map(|(a, r)| session_to_proto(a, r))
                 .collect(),
-            trusted: trusted
-                .iter()
-                .map(|(n, k)| TrustProto {
-                    name: n.clone(),
-                    identity_key: k.serialize().to_vec(),
-                })
-                .collect(),
+            trusted: trusted.iter().map(|(n, k)| trust_to_proto(n, k)).collect(),
             kyber_prekeys: self
                 .kyber_prekeys
                 .values()
-                .map(|k| KyberPreKeyProto {
-                    id: k.id,
-                    secret_key: k.key_pair.secret_key.serialize().to_vec(),
-                    signature: k.signature.to_vec(),
-                    timestamp: k.timestamp,
-                    last_resort: k.last_resort,
-                })
+                .map(kyber_prekey_to_proto)
                 .collect(),
-            current_last_resort: self.current_last_resort,
-            next_kyber_prekey_id: self.next_kyber_prekey_id,
             base_key_uses: self
                 .base_key_uses
                 .iter()
-                .map(|u| BaseKeyUseProto {
-                    kyber_pre_key_id: u.kyber_pre_key_id,
-                    signed_pre_key_id: u.signed_pre_key_id,
-                    base_key: PublicKey::from_u_coordinate(u.base_key)
-                        .map(|k| k.serialize().to_vec())
-                        .unwrap_or_default(),
-                })
+                .map(base_key_use_to_proto)
                 .collect(),
-            allow_v3_initiation: self.policy.allow_v3_initiation,
-            accept_v3_prekey_messages: self.policy.accept_v3_prekey_messages,
+            ..meta_to_proto(self)
         });
         let mut out = Vec::with_capacity(5 + prost::Message::encoded_len(&*proto));
         out.extend_from_slice(MAGIC);
@@ -502,142 +458,251 @@ fn from_proto(p: &StoreProto, format_version: u8) -> Result<ProtocolStore> {
     {
         return Err(corrupt("format version 1 with version-2 fields"));
     }
-    let identity = IdentityKeyPair::from_private_key(private(&p.identity_private, "identity key")?);
-    shared(
-        check_registration_id(p.registration_id),
-        "registration id out of range",
-    )?;
-    shared(check_device_id(p.device_id), "device id is 0")?;
-    let mut signed_prekeys = BTreeMap::new();
+    let mut store = meta_from_proto(p, format_version)?;
     for s in &p.signed_prekeys {
-        let id = prekey_id(s.id, "signed prekey id")?;
-        let record = SignedPreKeyRecord {
-            id,
-            key_pair: KeyPair::from_private_key(private(&s.private_key, "signed prekey")?),
-            signature: <[u8; 64]>::try_from(s.signature.as_slice())
-                .map_err(|_| corrupt("signed prekey signature length"))?,
-            timestamp: s.timestamp,
-        };
-        if signed_prekeys.insert(id, record).is_some() {
+        let record = signed_prekey_from_proto(s)?;
+        if store.signed_prekeys.insert(record.id, record).is_some() {
             return Err(corrupt("duplicate signed prekey id"));
         }
     }
-    let current_signed_prekey = match p.current_signed_prekey {
-        Some(id) if signed_prekeys.contains_key(&id) => Some(id),
-        Some(_) => return Err(corrupt("current signed prekey is not held")),
-        None => None,
-    };
-    let mut prekeys = BTreeMap::new();
+    if let Some(id) = store.current_signed_prekey {
+        if !store.signed_prekeys.contains_key(&id) {
+            return Err(corrupt("current signed prekey is not held"));
+        }
+    }
     for k in &p.prekeys {
-        let id = prekey_id(k.id, "prekey id")?;
-        let record = PreKeyRecord {
-            id,
-            key_pair: KeyPair::from_private_key(private(&k.private_key, "prekey")?),
-        };
-        if prekeys.insert(id, record).is_some() {
+        let record = prekey_from_proto(k)?;
+        if store.prekeys.insert(record.id, record).is_some() {
             return Err(corrupt("duplicate prekey id"));
         }
     }
     if p.sessions.len() > MAX_SESSIONS {
         return Err(corrupt("more than 65536 sessions"));
     }
-    let mut sessions = BTreeMap::new();
     for e in &p.sessions {
-        let address = Address::new(e.name.clone(), e.device_id);
-        shared(check_address(&address), "session device id is 0")?;
-        if e.previous.len() > MAX_ARCHIVED_STATES {
-            return Err(corrupt("more than 40 archived session states"));
-        }
-        let record = SessionRecord {
-            current: match &e.current {
-                Some(s) => Some(state_from_proto(s)?),
-                None => None,
-            },
-            previous: e
-                .previous
-                .iter()
-                .map(state_from_proto)
-                .collect::<Result<VecDeque<_>>>()?,
-        };
-        if sessions.insert(address, SessionCell::new(record)).is_some() {
+        let (address, record) = session_from_proto(e)?;
+        if store
+            .sessions
+            .insert(address, SessionCell::new(record))
+            .is_some()
+        {
             return Err(corrupt("duplicate session address"));
         }
     }
-    let mut trusted = BTreeMap::new();
+    let trusted = store.trusted.get_mut();
     for t in &p.trusted {
-        if trusted
-            .insert(
-                t.name.clone(),
-                public(&t.identity_key, "trusted identity key")?,
-            )
-            .is_some()
-        {
+        let (name, key) = trust_from_proto(t)?;
+        if trusted.insert(name, key).is_some() {
             return Err(corrupt("duplicate trusted name"));
         }
     }
-    let mut kyber_prekeys = BTreeMap::new();
     for k in &p.kyber_prekeys {
-        let id = prekey_id(k.id, "Kyber prekey id")?;
-        let secret_key = KemSecretKey::deserialize(&k.secret_key)
-            .map_err(|_| corrupt("Kyber prekey secret key"))?;
-        let record = KyberPreKeyRecord {
-            id,
-            key_pair: KemKeyPair::from_secret_key(secret_key)
-                .map_err(|_| corrupt("Kyber prekey secret key"))?,
-            signature: <[u8; 64]>::try_from(k.signature.as_slice())
-                .map_err(|_| corrupt("Kyber prekey signature length"))?,
-            timestamp: k.timestamp,
-            last_resort: k.last_resort,
-        };
-        if kyber_prekeys.insert(id, record).is_some() {
+        let record = kyber_prekey_from_proto(k)?;
+        if store.kyber_prekeys.insert(record.id, record).is_some() {
             return Err(corrupt("duplicate Kyber prekey id"));
         }
     }
-    let current_last_resort = match p.current_last_resort {
-        Some(id) if kyber_prekeys.get(&id).is_some_and(|k| k.last_resort) => Some(id),
-        Some(_) => return Err(corrupt("current last-resort Kyber prekey is not held")),
-        None => None,
-    };
-    let mut base_key_uses = BaseKeyUses::default();
+    if let Some(id) = store.current_last_resort {
+        if !store.kyber_prekeys.get(&id).is_some_and(|k| k.last_resort) {
+            return Err(corrupt("current last-resort Kyber prekey is not held"));
+        }
+    }
     for u in &p.base_key_uses {
-        let used = BaseKeyUse {
-            // 0: a version-3 use of the signed prekey alone.
-            kyber_pre_key_id: match u.kyber_pre_key_id {
-                0 => 0,
-                id => prekey_id(id, "base-key use Kyber prekey id")?,
-            },
-            signed_pre_key_id: prekey_id(u.signed_pre_key_id, "base-key use signed prekey id")?,
-            base_key: *public(&u.base_key, "base-key use base key")?.u_coordinate(),
-        };
-        if base_key_uses.check(&used) == Err(Refused::Full) {
+        let used = base_key_use_from_proto(u)?;
+        if store.base_key_uses.check(&used) == Err(Refused::Full) {
             return Err(corrupt("too many base-key uses for one prekey"));
         }
-        if !base_key_uses.insert(used) {
+        if !store.base_key_uses.insert(used) {
             return Err(corrupt("duplicate base-key use"));
         }
     }
+    Ok(store)
+}
+
+// ---- one record at a time (the saved format's pieces, also the rows of
+// the durable store) --------------------------------------------------------
+
+/// The store's scalar fields (identity, ids, counters, policy) as a
+/// `StoreProto` with every list empty.
+pub(crate) fn meta_to_proto(store: &ProtocolStore) -> StoreProto {
+    StoreProto {
+        identity_private: store.identity.private_key().serialize().to_vec(),
+        registration_id: store.registration_id,
+        device_id: store.device_id,
+        current_signed_prekey: store.current_signed_prekey,
+        next_prekey_id: store.next_prekey_id,
+        next_signed_prekey_id: store.next_signed_prekey_id,
+        current_last_resort: store.current_last_resort,
+        next_kyber_prekey_id: store.next_kyber_prekey_id,
+        allow_v3_initiation: store.policy.allow_v3_initiation,
+        accept_v3_prekey_messages: store.policy.accept_v3_prekey_messages,
+        ..StoreProto::default()
+    }
+}
+
+/// A store holding only the scalar fields of `p` (no prekeys, sessions or
+/// trust). The current signed and last-resort ids are taken as they are:
+/// the caller checks them against the records it holds.
+pub(crate) fn meta_from_proto(p: &StoreProto, format_version: u8) -> Result<ProtocolStore> {
+    let identity = IdentityKeyPair::from_private_key(private(&p.identity_private, "identity key")?);
+    shared(
+        check_registration_id(p.registration_id),
+        "registration id out of range",
+    )?;
+    shared(check_device_id(p.device_id), "device id is 0")?;
+    let current_signed_prekey = match p.current_signed_prekey {
+        Some(id) => Some(prekey_id(id, "current signed prekey id")?),
+        None => None,
+    };
+    let current_last_resort = match p.current_last_resort {
+        Some(id) => Some(prekey_id(id, "current last-resort Kyber prekey id")?),
+        None => None,
+    };
     Ok(ProtocolStore {
         identity,
         registration_id: p.registration_id,
         device_id: p.device_id,
-        signed_prekeys,
+        signed_prekeys: BTreeMap::new(),
         current_signed_prekey,
-        prekeys,
+        prekeys: BTreeMap::new(),
         next_prekey_id: prekey_id(p.next_prekey_id, "next prekey id")?,
         next_signed_prekey_id: prekey_id(p.next_signed_prekey_id, "next signed prekey id")?,
-        kyber_prekeys,
+        kyber_prekeys: BTreeMap::new(),
         current_last_resort,
         next_kyber_prekey_id: match format_version {
             FORMAT_VERSION_1 => 1,
             _ => prekey_id(p.next_kyber_prekey_id, "next Kyber prekey id")?,
         },
-        base_key_uses,
+        base_key_uses: BaseKeyUses::default(),
         policy: SessionPolicy {
             allow_v3_initiation: p.allow_v3_initiation,
             accept_v3_prekey_messages: p.accept_v3_prekey_messages,
         },
         prekeys_generation: 0,
-        sessions,
-        trusted: TrustMap::new(trusted),
+        sessions: BTreeMap::new(),
+        trusted: TrustMap::new(BTreeMap::new()),
+        unloaded_sessions: 0,
+    })
+}
+
+pub(crate) fn signed_prekey_to_proto(s: &SignedPreKeyRecord) -> SignedPreKeyProto {
+    SignedPreKeyProto {
+        id: s.id,
+        private_key: s.key_pair.private_key.serialize().to_vec(),
+        signature: s.signature.to_vec(),
+        timestamp: s.timestamp,
+    }
+}
+
+pub(crate) fn signed_prekey_from_proto(s: &SignedPreKeyProto) -> Result<SignedPreKeyRecord> {
+    Ok(SignedPreKeyRecord {
+        id: prekey_id(s.id, "signed prekey id")?,
+        key_pair: KeyPair::from_private_key(private(&s.private_key, "signed prekey")?),
+        signature: <[u8; 64]>::try_from(s.signature.as_slice())
+            .map_err(|_| corrupt("signed prekey signature length"))?,
+        timestamp: s.timestamp,
+    })
+}
+
+pub(crate) fn prekey_to_proto(p: &PreKeyRecord) -> PreKeyProto {
+    PreKeyProto {
+        id: p.id,
+        private_key: p.key_pair.private_key.serialize().to_vec(),
+    }
+}
+
+pub(crate) fn prekey_from_proto(k: &PreKeyProto) -> Result<PreKeyRecord> {
+    Ok(PreKeyRecord {
+        id: prekey_id(k.id, "prekey id")?,
+        key_pair: KeyPair::from_private_key(private(&k.private_key, "prekey")?),
+    })
+}
+
+pub(crate) fn kyber_prekey_to_proto(k: &KyberPreKeyRecord) -> KyberPreKeyProto {
+    KyberPreKeyProto {
+        id: k.id,
+        secret_key: k.key_pair.secret_key.serialize().to_vec(),
+        signature: k.signature.to_vec(),
+        timestamp: k.timestamp,
+        last_resort: k.last_resort,
+    }
+}
+
+pub(crate) fn kyber_prekey_from_proto(k: &KyberPreKeyProto) -> Result<KyberPreKeyRecord> {
+    let secret_key =
+        KemSecretKey::deserialize(&k.secret_key).map_err(|_| corrupt("Kyber prekey secret key"))?;
+    Ok(KyberPreKeyRecord {
+        id: prekey_id(k.id, "Kyber prekey id")?,
+        key_pair: KemKeyPair::from_secret_key(secret_key)
+            .map_err(|_| corrupt("Kyber prekey secret key"))?,
+        signature: <[u8; 64]>::try_from(k.signature.as_slice())
+            .map_err(|_| corrupt("Kyber prekey signature length"))?,
+        timestamp: k.timestamp,
+        last_resort: k.last_resort,
+    })
+}
+
+pub(crate) fn session_to_proto(address: &Address, r: &SessionRecord) -> SessionEntryProto {
+    SessionEntryProto {
+        name: address.name.clone(),
+        device_id: address.device_id,
+        current: r.current.as_ref().map(state_to_proto),
+        previous: r.previous.iter().map(state_to_proto).collect(),
+    }
+}
+
+pub(crate) fn session_from_proto(e: &SessionEntryProto) -> Result<(Address, SessionRecord)> {
+    let address = Address::new(e.name.clone(), e.device_id);
+    shared(check_address(&address), "session device id is 0")?;
+    if e.previous.len() > MAX_ARCHIVED_STATES {
+        return Err(corrupt("more than 40 archived session states"));
+    }
+    let record = SessionRecord {
+        current: match &e.current {
+            Some(s) => Some(state_from_proto(s)?),
+            None => None,
+        },
+        previous: e
+            .previous
+            .iter()
+            .map(state_from_proto)
+            .collect::<Result<VecDeque<_>>>()?,
+    };
+    Ok((address, record))
+}
+
+pub(crate) fn trust_to_proto(name: &str, key: &PublicKey) -> TrustProto {
+    TrustProto {
+        name: name.to_owned(),
+        identity_key: key.serialize().to_vec(),
+    }
+}
+
+pub(crate) fn trust_from_proto(t: &TrustProto) -> Result<(String, PublicKey)> {
+    Ok((
+        t.name.clone(),
+        public(&t.identity_key, "trusted identity key")?,
+    ))
+}
+
+pub(crate) fn base_key_use_to_proto(u: &BaseKeyUse) -> BaseKeyUseProto {
+    BaseKeyUseProto {
+        kyber_pre_key_id: u.kyber_pre_key_id,
+        signed_pre_key_id: u.signed_pre_key_id,
+        base_key: PublicKey::from_u_coordinate(u.base_key)
+            .map(|k| k.serialize().to_vec())
+            .unwrap_or_default(),
+    }
+}
+
+pub(crate) fn base_key_use_from_proto(u: &BaseKeyUseProto) -> Result<BaseKeyUse> {
+    Ok(BaseKeyUse {
+        // 0: a version-3 use of the signed prekey alone.
+        kyber_pre_key_id: match u.kyber_pre_key_id {
+            0 => 0,
+            id => prekey_id(id, "base-key use Kyber prekey id")?,
+        },
+        signed_pre_key_id: prekey_id(u.signed_pre_key_id, "base-key use signed prekey id")?,
+        base_key: *public(&u.base_key, "base-key use base key")?.u_coordinate(),
     })
 }

@@ -74,6 +74,23 @@ pub enum rk_status {
     WrongPickleKey = 401,
     /// Saved state of a format version this library does not read.
     UnsupportedStateVersion = 402,
+    /// A durable store opened with the wrong key (`rk_store_open`,
+    /// `rk_store_rekey`).
+    WrongStoreKey = 403,
+    /// A durable store's record that does not open or decode (tampered,
+    /// truncated, moved to another row), or a database file SQLite reports
+    /// as corrupt. Nothing was changed; the record was not used.
+    StoreCorrupt = 404,
+    /// Another connection (thread or process) held a durable store's write
+    /// lock for longer than the busy timeout. Nothing was changed; retry.
+    StoreBusy = 405,
+    /// A pending decrypt (`rk_pending_decrypt_commit`) whose session changed
+    /// after the message was decrypted. Nothing was written; decrypt the
+    /// message again.
+    Conflict = 406,
+    /// A durable store's database could not be opened, read or written (I/O
+    /// error, disk full, permissions, a newer schema).
+    Storage = 407,
     /// An internal error (for example out of memory for an output buffer).
     Internal = 900,
     /// A panic inside the library was caught; it did not cross into the
@@ -86,7 +103,7 @@ pub enum rk_status {
 
 impl rk_status {
     /// Every status, in numeric order.
-    pub fn all() -> [rk_status; 24] {
+    pub fn all() -> [rk_status; 29] {
         [
             rk_status::Ok,
             rk_status::NullPointer,
@@ -109,6 +126,11 @@ impl rk_status {
             rk_status::InvalidState,
             rk_status::WrongPickleKey,
             rk_status::UnsupportedStateVersion,
+            rk_status::WrongStoreKey,
+            rk_status::StoreCorrupt,
+            rk_status::StoreBusy,
+            rk_status::Conflict,
+            rk_status::Storage,
             rk_status::Internal,
             rk_status::Panic,
             rk_status::Poisoned,
@@ -144,6 +166,11 @@ impl rk_status {
             rk_status::InvalidState => "invalid saved state\0",
             rk_status::WrongPickleKey => "wrong key for saved state, or altered bytes\0",
             rk_status::UnsupportedStateVersion => "unsupported saved-state version\0",
+            rk_status::WrongStoreKey => "wrong key for the durable store\0",
+            rk_status::StoreCorrupt => "durable store record corrupt or tampered with\0",
+            rk_status::StoreBusy => "durable store busy (write lock held past the busy timeout)\0",
+            rk_status::Conflict => "pending change conflicts with a newer change\0",
+            rk_status::Storage => "storage error\0",
             rk_status::Internal => "internal error\0",
             rk_status::Panic => "internal error (panic caught)\0",
             rk_status::Poisoned => "store unusable after an earlier panic\0",
@@ -180,6 +207,11 @@ impl From<&Error> for rk_status {
             Error::InvalidFingerprint(_) => rk_status::InvalidFingerprint,
             Error::InvalidArgument(_) => rk_status::InvalidArgument,
             Error::NoTrustedIdentity(_) => rk_status::NoTrustedIdentity,
+            Error::WrongStoreKey => rk_status::WrongStoreKey,
+            Error::StoreCorrupt(_) => rk_status::StoreCorrupt,
+            Error::StoreBusy => rk_status::StoreBusy,
+            Error::StoreConflict => rk_status::Conflict,
+            Error::Storage(_) => rk_status::Storage,
         }
     }
 }

@@ -88,7 +88,7 @@ fn pair() -> (*mut rk_store, *mut rk_store, Vec<u8>) {
 
 #[test]
 fn status_numbers_are_stable() {
-    let pinned: [(rk_status, u32); 24] = [
+    let pinned: [(rk_status, u32); 29] = [
         (rk_status::Ok, 0),
         (rk_status::NullPointer, 100),
         (rk_status::InvalidArgument, 101),
@@ -110,6 +110,11 @@ fn status_numbers_are_stable() {
         (rk_status::InvalidState, 400),
         (rk_status::WrongPickleKey, 401),
         (rk_status::UnsupportedStateVersion, 402),
+        (rk_status::WrongStoreKey, 403),
+        (rk_status::StoreCorrupt, 404),
+        (rk_status::StoreBusy, 405),
+        (rk_status::Conflict, 406),
+        (rk_status::Storage, 407),
         (rk_status::Internal, 900),
         (rk_status::Panic, 901),
         (rk_status::Poisoned, 902),
@@ -123,7 +128,7 @@ fn status_numbers_are_stable() {
             .unwrap();
         assert!(!text.is_empty() && text != "unknown status", "{n}");
     }
-    for n in [1, 99, 104, 199, 209, 304, 403, 899, 903, u32::MAX] {
+    for n in [1, 99, 104, 199, 209, 304, 408, 899, 903, u32::MAX] {
         let text = unsafe { CStr::from_ptr(rk_status_str(n)) }
             .to_str()
             .unwrap();

@@ -76,6 +76,12 @@ impl BaseKeyUses {
         true
     }
 
+    /// Sets the count of uses against `prekey` (a durable store's view
+    /// holds the count, not every use).
+    pub(crate) fn set_count(&mut self, prekey: (u32, u32), count: usize) {
+        self.per_prekey.insert(prekey, count);
+    }
+
     /// Keeps only the uses `keep` accepts.
     pub(crate) fn retain(&mut self, keep: impl Fn(&BaseKeyUse) -> bool) {
         self.by_base_key.retain(|_, u| keep(u));

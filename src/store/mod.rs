@@ -105,7 +105,7 @@ impl SessionCell {
     }
     /// The record's current generation. Read it while holding the record's
     /// lock or the store exclusively.
-    fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
     }
 }
@@ -178,6 +178,10 @@ pub struct ProtocolStore {
     pub(crate) prekeys_generation: u64,
     pub(crate) sessions: BTreeMap<Address, SessionCell>,
     pub(crate) trusted: TrustMap,
+    /// Sessions held elsewhere and not in `sessions` (a durable store's
+    /// view holds only the records a call needs): counted against
+    /// [`MAX_SESSIONS`]. Always 0 for an in-memory store.
+    pub(crate) unloaded_sessions: usize,
 }
 
 /// A prekey message decrypted against a snapshot, not yet applied.
@@ -251,6 +255,7 @@ fn check_trust_in(trusted: Option<&PublicKey>, name: &str, key: &PublicKey) -> R
 }
 
 mod base_key_uses;
+pub mod durable;
 mod prekeys;
 pub use base_key_uses::MAX_BASE_KEY_USES_PER_PREKEY;
 pub(crate) use base_key_uses::{BaseKeyUse, BaseKeyUses, Refused};
@@ -320,6 +325,7 @@ impl ProtocolStore {
             prekeys_generation: 0,
             sessions: BTreeMap::new(),
             trusted: TrustMap::default(),
+            unloaded_sessions: 0,
         })
     }
 
@@ -454,7 +460,9 @@ impl ProtocolStore {
 
     /// Fails when a session for `address` would be one too many.
     fn check_session_limit(&self, address: &Address) -> Result<()> {
-        if self.sessions.len() >= MAX_SESSIONS && !self.sessions.contains_key(address) {
+        if self.sessions.len() + self.unloaded_sessions >= MAX_SESSIONS
+            && !self.sessions.contains_key(address)
+        {
             return Err(Error::LimitExceeded("too many sessions in one store"));
         }
         Ok(())
