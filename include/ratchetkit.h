@@ -295,6 +295,33 @@ enum rk_status
    */
   RK_STATUS_UNSUPPORTED_STATE_VERSION = 402,
   /**
+   * A durable store opened with the wrong key (`rk_store_open`,
+   * `rk_store_rekey`).
+   */
+  RK_STATUS_WRONG_STORE_KEY = 403,
+  /**
+   * A durable store's record that does not open or decode (tampered,
+   * truncated, moved to another row), or a database file SQLite reports
+   * as corrupt. Nothing was changed; the record was not used.
+   */
+  RK_STATUS_STORE_CORRUPT = 404,
+  /**
+   * Another connection (thread or process) held a durable store's write
+   * lock for longer than the busy timeout. Nothing was changed; retry.
+   */
+  RK_STATUS_STORE_BUSY = 405,
+  /**
+   * A pending decrypt (`rk_pending_decrypt_commit`) whose session changed
+   * after the message was decrypted. Nothing was written; decrypt the
+   * message again.
+   */
+  RK_STATUS_CONFLICT = 406,
+  /**
+   * A durable store's database could not be opened, read or written (I/O
+   * error, disk full, permissions, a newer schema).
+   */
+  RK_STATUS_STORAGE = 407,
+  /**
    * An internal error (for example out of memory for an output buffer).
    */
   RK_STATUS_INTERNAL = 900,
