@@ -173,6 +173,26 @@
 #define RK_FINGERPRINT_VERSION 2
 
 /**
+ * Length of the application key that opens a durable store.
+ */
+#define RK_STORE_KEY_LEN 32
+
+/**
+ * `rk_store_options.durability`: every change is on disk when the call
+ * returns (the default).
+ */
+#define RK_DURABILITY_FULL 0
+
+/**
+ * `rk_store_options.durability`: decrypts commit without waiting for the
+ * disk (a power loss, not a crash, may undo the last ones: those messages
+ * then decrypt again). Encrypt and every other call stay at full
+ * durability, so a sending chain's advance is never lost and no message
+ * key is used twice.
+ */
+#define RK_DURABILITY_NORMAL 1
+
+/**
  * The ABI version of this header and library: raised on every incompatible
  * change of the C API (a removed or changed function or type). Compare it
  * with `rk_abi_version()` at run time.
@@ -363,6 +383,14 @@ typedef struct rk_fingerprint rk_fingerprint;
 typedef struct rk_identity_keypair rk_identity_keypair;
 
 /**
+ * A decrypted message whose changes to a durable store are not written
+ * yet (two-phase decrypt): commit them with `rk_pending_decrypt_commit`
+ * once the application has stored the plaintext; `rk_pending_decrypt_free`
+ * without a commit discards them, and the message can be decrypted again.
+ */
+typedef struct rk_pending_decrypt rk_pending_decrypt;
+
+/**
  * A Curve25519 public key (serialized as 33 bytes: `0x05` then 32 bytes).
  * Immutable: may be read from several threads at once.
  */
@@ -400,6 +428,28 @@ typedef struct rk_bytes {
    */
   size_t len;
 } rk_bytes;
+
+/**
+ * Options for `rk_store_open`. Start from `rk_store_options_default()`.
+ */
+typedef struct rk_store_options {
+  /**
+   * The local device id of a new store, when the file holds none yet;
+   * 0: opening a file without a store fails (`RK_STATUS_STORAGE`).
+   * Default 1.
+   */
+  uint32_t create_device_id;
+  /**
+   * `RK_DURABILITY_FULL` (default) or `RK_DURABILITY_NORMAL`.
+   */
+  uint32_t durability;
+  /**
+   * How long a call waits for another connection's (thread's or
+   * process's) write lock before failing with `RK_STATUS_STORE_BUSY`, in
+   * milliseconds. Default 5000.
+   */
+  uint32_t busy_timeout_ms;
+} rk_store_options;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1070,6 +1120,74 @@ rk_status rk_identity_keypair_sign(const struct rk_identity_keypair *pair,
 void rk_identity_keypair_free(struct rk_identity_keypair *pair);
 
 /**
+ * Decrypts a message of type `message_type` (2 whisper, 3 prekey) from
+ * (`name`, `device_id`) with a durable store, writing nothing. On
+ * `RK_STATUS_OK`, `*pending_out` receives a new handle holding the
+ * plaintext (`rk_pending_decrypt_plaintext`) and the change.
+ *
+ * Statuses: as `rk_store_decrypt`, and `RK_STATUS_INVALID_ARGUMENT` (an
+ * in-memory store), `RK_STATUS_STORE_CORRUPT`, `RK_STATUS_STORAGE`.
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `name` NULL or a
+ * NUL-terminated string; `message` must point to `message_len` readable
+ * bytes; `pending_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_decrypt_pending(const struct rk_store *store,
+                                   const char *name,
+                                   uint32_t device_id,
+                                   uint32_t message_type,
+                                   const uint8_t *message,
+                                   size_t message_len,
+                                   struct rk_pending_decrypt **pending_out);
+
+/**
+ * A copy of the pending decrypt's plaintext, as a new `rk_bytes` at
+ * `*plaintext_out` (free it with `rk_bytes_free`).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (committed already).
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `pending` must be NULL or a live `rk_pending_decrypt`; `plaintext_out`
+ * writable.
+ */
+RK_MUST_USE
+rk_status rk_pending_decrypt_plaintext(const struct rk_pending_decrypt *pending,
+                                       struct rk_bytes *plaintext_out);
+
+/**
+ * Writes the pending decrypt's change in one transaction, if the records
+ * it read are unchanged; otherwise `RK_STATUS_CONFLICT` and nothing is
+ * written (decrypt the message again). Either way the handle is spent:
+ * free it with `rk_pending_decrypt_free`.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (committed already), `RK_STATUS_CONFLICT`,
+ * `RK_STATUS_STORE_BUSY`, `RK_STATUS_STORAGE`.
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `pending` must be NULL or a live `rk_pending_decrypt`.
+ */
+RK_MUST_USE rk_status rk_pending_decrypt_commit(const struct rk_pending_decrypt *pending);
+
+/**
+ * Frees a pending decrypt, discarding its change if it was not committed
+ * (the plaintext is zeroized). NULL is a no-op.
+ *
+ * Thread safety: no other thread may be using the handle.
+ *
+ * # Safety
+ * `pending` must be NULL or a live `rk_pending_decrypt`, not used
+ * afterwards.
+ */
+void rk_pending_decrypt_free(struct rk_pending_decrypt *pending);
+
+/**
  * A static, NUL-terminated English description of status `code` (for
  * example "no session"), or "unknown status" for a number this library
  * does not define.
@@ -1325,6 +1443,100 @@ rk_status rk_store_restore_encrypted(const uint8_t *saved,
                                      const uint8_t *key,
                                      size_t key_len,
                                      struct rk_store **store_out);
+
+/**
+ * The default options: create with device id 1, full durability, 5 s busy
+ * timeout.
+ *
+ * Thread safety: any thread.
+ */
+struct rk_store_options rk_store_options_default(void);
+
+/**
+ * Opens the durable store in the SQLite database file at `path` (UTF-8)
+ * with the application's `RK_STORE_KEY_LEN`-byte `key`, creating it with
+ * a fresh identity when the file holds no store and
+ * `options->create_device_id` is not 0. `options` may be NULL (defaults).
+ * On `RK_STATUS_OK`, `*store_out` receives a new handle (free it with
+ * `rk_store_free`, which closes the database); every `rk_store_*`
+ * function works on it, and commits its changes before it returns.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_ARGUMENT`
+ * (`path` not UTF-8, bad options), `RK_STATUS_INVALID_KEY` (key length),
+ * `RK_STATUS_WRONG_STORE_KEY`, `RK_STATUS_STORE_CORRUPT`,
+ * `RK_STATUS_STORE_BUSY`, `RK_STATUS_STORAGE` (cannot open or create,
+ * not a ratchetkit database, a newer schema, no store and creating is
+ * off).
+ * Thread safety: any thread. Several handles (threads or processes) may
+ * open one file: every call takes the database's write lock for its
+ * whole read-modify-write, and a lock held by a process that died is
+ * released by the system.
+ *
+ * # Safety
+ * `path` must be NULL or a NUL-terminated string; `key` must point to
+ * `key_len` readable bytes; `options` must be NULL or point to an
+ * `rk_store_options`; `store_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_open(const char *path,
+                        const uint8_t *key,
+                        size_t key_len,
+                        const struct rk_store_options *options,
+                        struct rk_store **store_out);
+
+/**
+ * Creates a durable store at `path` holding everything the in-memory
+ * store `from` holds (for example one made by `rk_store_restore` or
+ * `rk_store_restore_encrypted` from saved bytes), and opens it. The file
+ * must not hold a store yet. `from` is unchanged.
+ *
+ * Statuses: as `rk_store_open`, and `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`from` is a durable store).
+ * Thread safety: any thread; `from` may be shared.
+ *
+ * # Safety
+ * As `rk_store_open`; `from` must be NULL or a live `rk_store`.
+ */
+RK_MUST_USE
+rk_status rk_store_import(const char *path,
+                          const uint8_t *key,
+                          size_t key_len,
+                          const struct rk_store_options *options,
+                          const struct rk_store *from,
+                          struct rk_store **store_out);
+
+/**
+ * Rewraps a durable store's key: `old_key` (the key it was opened with)
+ * is replaced by `new_key`; one row changes.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (an in-memory store), `RK_STATUS_INVALID_KEY`
+ * (lengths), `RK_STATUS_WRONG_STORE_KEY` (`old_key` is wrong),
+ * `RK_STATUS_STORE_BUSY`, `RK_STATUS_STORAGE`.
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; the keys must point to their
+ * lengths of readable bytes.
+ */
+RK_MUST_USE
+rk_status rk_store_rekey(const struct rk_store *store,
+                         const uint8_t *old_key,
+                         size_t old_key_len,
+                         const uint8_t *new_key,
+                         size_t new_key_len);
+
+/**
+ * Whether `store` is durable (opened with `rk_store_open` or
+ * `rk_store_import`), at `*durable_out`.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`.
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `durable_out` writable.
+ */
+RK_MUST_USE rk_status rk_store_is_durable(const struct rk_store *store, bool *durable_out);
 
 /**
  * Generates a new signed prekey (rotation), which becomes the one put in

@@ -88,6 +88,35 @@ impl rk_bytes {
     }
 }
 
+/// An output buffer not yet handed to the caller: freed (and zeroized) if
+/// dropped, for example when a durable store's commit fails after the
+/// output was made.
+pub(crate) struct OwnedBytes(Option<rk_bytes>);
+
+impl OwnedBytes {
+    /// Moves `data` into a new output buffer, zeroizing the Rust copy.
+    pub(crate) fn from_vec(data: Vec<u8>) -> FfiResult<OwnedBytes> {
+        Ok(OwnedBytes(Some(rk_bytes::from_vec(data)?)))
+    }
+
+    /// Hands the buffer over (to be written to an output pointer).
+    pub(crate) fn release(mut self) -> rk_bytes {
+        self.0.take().unwrap_or(rk_bytes {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+        })
+    }
+}
+
+impl Drop for OwnedBytes {
+    fn drop(&mut self) {
+        if let Some(bytes) = self.0.take() {
+            // SAFETY: made by `rk_bytes::from_vec` and never handed out.
+            unsafe { rk_bytes_free(bytes) }
+        }
+    }
+}
+
 /// Zeroizes and frees a buffer returned by the library. `{NULL, 0}` (and any
 /// `rk_bytes` with a NULL `ptr`) is a no-op.
 ///

@@ -30,6 +30,7 @@ pub mod bytes;
 pub mod fingerprint;
 pub(crate) mod guard;
 pub mod keys;
+pub mod pending;
 pub mod status;
 pub mod store;
 #[cfg(test)]

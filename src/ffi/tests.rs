@@ -217,6 +217,9 @@ fn header_agrees_with_the_code() {
         ("RK_MESSAGE_TYPE_PREKEY", u64::from(RK_MESSAGE_TYPE_PREKEY)),
         ("RK_DEFAULT_ITERATIONS", u64::from(RK_DEFAULT_ITERATIONS)),
         ("RK_FINGERPRINT_VERSION", u64::from(RK_FINGERPRINT_VERSION)),
+        ("RK_STORE_KEY_LEN", RK_STORE_KEY_LEN as u64),
+        ("RK_DURABILITY_FULL", u64::from(RK_DURABILITY_FULL)),
+        ("RK_DURABILITY_NORMAL", u64::from(RK_DURABILITY_NORMAL)),
     ];
     for (name, value) in constants {
         let line = format!("#define {name} {value}");

@@ -519,6 +519,29 @@ impl ProtocolStore {
         }
     }
 
+    /// As [`decrypt`](Self::decrypt), handing the plaintext to `sink`
+    /// before the store changes: when `sink` fails, nothing changes.
+    pub(crate) fn decrypt_then<R, T, E>(
+        &mut self,
+        address: &Address,
+        message_type: u8,
+        bytes: &[u8],
+        rng: &mut R,
+        sink: impl FnOnce(Vec<u8>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        R: RngCore + CryptoRng,
+        E: From<Error>,
+    {
+        match message_type {
+            WHISPER_TYPE => self.decrypt_message_then(address, bytes, rng, sink),
+            PREKEY_TYPE => self.decrypt_prekey_message_then(address, bytes, rng, sink),
+            _ => {
+                Err(Error::InvalidArgument("message type must be 2 (whisper) or 3 (prekey)").into())
+            }
+        }
+    }
+
     /// Decrypts a `SignalMessage` ("whisper") from `address`. Locks only
     /// this session.
     pub fn decrypt_message<R: RngCore + CryptoRng>(

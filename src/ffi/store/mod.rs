@@ -15,11 +15,14 @@ use super::guard::{
 };
 use super::keys::{rk_identity_keypair, rk_public_key};
 use super::status::rk_status;
+use crate::store::durable::{DurableStore, Load};
 use crate::store::ProtocolStore;
 
+mod durable;
 mod prekeys;
 mod sessions;
 
+pub use durable::*;
 pub use prekeys::*;
 pub use sessions::*;
 
@@ -36,9 +39,14 @@ pub struct rk_store {
 }
 impl_handle!(rk_store, StoreCell, 0x726b_7374_6f72_6521);
 
-/// What a store handle holds.
-pub(crate) struct StoreCell {
-    inner: RwLock<ProtocolStore>,
+/// What a store handle holds: an in-memory store behind a reader-writer
+/// lock, or a durable store (which locks and commits per call itself).
+// The cell lives in its handle's own allocation; boxing the larger variant
+// would only add an indirection.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum StoreCell {
+    Memory(RwLock<ProtocolStore>),
+    Durable(DurableStore),
 }
 
 #[cfg(test)]
@@ -51,9 +59,7 @@ thread_local! {
 
 impl rk_store {
     fn boxed(store: ProtocolStore) -> *mut rk_store {
-        new_handle(StoreCell {
-            inner: RwLock::new(store),
-        })
+        new_handle(StoreCell::Memory(RwLock::new(store)))
     }
 }
 
@@ -76,23 +82,72 @@ fn test_panic_hook() {
 }
 
 impl StoreCell {
-    /// Exclusive access: for calls that create sessions or change keys,
-    /// prekeys or trust.
+    /// Exclusive access to an in-memory store: for calls that create
+    /// sessions or change keys, prekeys or trust.
     fn lock(&self) -> FfiResult<RwLockWriteGuard<'_, ProtocolStore>> {
-        let guard = self.inner.write().map_err(|_| poisoned())?;
+        let StoreCell::Memory(inner) = self else {
+            return Err(FfiError::invalid("internal: not an in-memory store"));
+        };
+        let guard = inner.write().map_err(|_| poisoned())?;
         #[cfg(test)]
         test_panic_hook();
         Ok(guard)
     }
 
-    /// Shared access: reads, and encrypt / whisper decrypt, which lock only
-    /// their own session inside the store.
+    /// Shared access to an in-memory store: reads, and encrypt / whisper
+    /// decrypt, which lock only their own session inside the store.
     fn read(&self) -> FfiResult<RwLockReadGuard<'_, ProtocolStore>> {
-        let guard = self.inner.read().map_err(|_| poisoned())?;
+        let StoreCell::Memory(inner) = self else {
+            return Err(FfiError::invalid("internal: not an in-memory store"));
+        };
+        let guard = inner.read().map_err(|_| poisoned())?;
         #[cfg(test)]
         test_panic_hook();
         Ok(guard)
     }
+
+    /// Runs `f` under shared access (in memory) or on a view of what `load`
+    /// names (durable: one transaction, nothing written unless `f` changed
+    /// something).
+    pub(crate) fn shared<T>(
+        &self,
+        load: impl FnOnce() -> Load,
+        f: impl FnOnce(&ProtocolStore) -> FfiResult<T>,
+    ) -> FfiResult<T> {
+        match self {
+            StoreCell::Memory(_) => f(&*self.read()?),
+            StoreCell::Durable(d) => d.with(&load(), false, |s| f(s)),
+        }
+    }
+
+    /// Runs `f` under exclusive access (in memory) or on a view of what
+    /// `load` names, committing its changes at full durability (durable).
+    pub(crate) fn exclusive<T>(
+        &self,
+        load: impl FnOnce() -> Load,
+        f: impl FnOnce(&mut ProtocolStore) -> FfiResult<T>,
+    ) -> FfiResult<T> {
+        match self {
+            StoreCell::Memory(_) => f(&mut *self.lock()?),
+            StoreCell::Durable(d) => d.with(&load(), true, f),
+        }
+    }
+
+    /// The durable store, if this is one.
+    pub(crate) fn durable(&self) -> Option<&DurableStore> {
+        match self {
+            StoreCell::Durable(d) => Some(d),
+            StoreCell::Memory(_) => None,
+        }
+    }
+}
+
+/// What a count getter counts.
+#[derive(Clone, Copy)]
+pub(crate) enum Count {
+    Sessions,
+    PreKeys,
+    KyberPreKeys,
 }
 
 /// Creates a store with a fresh identity key pair and registration id, for
@@ -181,7 +236,7 @@ pub unsafe extern "C" fn rk_store_identity_key(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(key_out, "key_out")?;
-        let key = *store.read()?.identity_key();
+        let key = store.shared(Load::meta, |s| Ok(*s.identity_key()))?;
         out.write(rk_public_key::boxed(key));
         Ok(())
     })
@@ -207,7 +262,7 @@ pub unsafe extern "C" fn rk_store_identity_keypair(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(pair_out, "pair_out")?;
-        let pair = store.read()?.identity().clone();
+        let pair = store.shared(Load::meta, |s| Ok(s.identity().clone()))?;
         out.write(rk_identity_keypair::boxed(pair));
         Ok(())
     })
@@ -231,7 +286,7 @@ pub unsafe extern "C" fn rk_store_registration_id(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(id_out, "id_out")?;
-        out.write(store.read()?.registration_id());
+        out.write(store.shared(Load::meta, |s| Ok(s.registration_id()))?);
         Ok(())
     })
 }
@@ -251,7 +306,7 @@ pub unsafe extern "C" fn rk_store_device_id(store: *const rk_store, id_out: *mut
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(id_out, "id_out")?;
-        out.write(store.read()?.device_id());
+        out.write(store.shared(Load::meta, |s| Ok(s.device_id()))?);
         Ok(())
     })
 }
@@ -261,16 +316,20 @@ pub unsafe extern "C" fn rk_store_device_id(store: *const rk_store, id_out: *mut
 ///
 /// # Safety
 /// As the callers: `store` NULL or a live `rk_store`, `count_out` writable.
-unsafe fn write_count(
-    store: *const rk_store,
-    count_out: *mut usize,
-    count: fn(&ProtocolStore) -> usize,
-) -> rk_status {
+unsafe fn write_count(store: *const rk_store, count_out: *mut usize, count: Count) -> rk_status {
     guard(|| {
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(count_out, "count_out")?;
-        out.write(count(&*store.read()?));
+        let n = match (store.durable(), count) {
+            (Some(d), Count::Sessions) => d.session_count()?,
+            (Some(d), Count::PreKeys) => d.prekey_count()?,
+            (Some(d), Count::KyberPreKeys) => d.kyber_prekey_count()?,
+            (None, Count::Sessions) => store.read()?.session_count(),
+            (None, Count::PreKeys) => store.read()?.prekey_count(),
+            (None, Count::KyberPreKeys) => store.read()?.kyber_prekey_count(),
+        };
+        out.write(n);
         Ok(())
     })
 }
@@ -300,8 +359,7 @@ pub unsafe extern "C" fn rk_store_trusted_identity(
         let name = unsafe { input_str(name, "name") }?;
         let out = out_ptr(key_out, "key_out")?;
         let key = store
-            .read()?
-            .trusted_identity(name)
+            .shared(|| Load::trust(name), |s| Ok(s.trusted_identity(name)))?
             .ok_or_else(|| crate::Error::NoTrustedIdentity(name.to_owned()))?;
         out.write(rk_public_key::boxed(key));
         Ok(())
@@ -337,7 +395,8 @@ pub unsafe extern "C" fn rk_store_approve_identity(
         // SAFETY: caller's contract.
         let key = unsafe { handle_ref(identity_key) }?;
         let out = out_ptr(replaced_out, "replaced_out")?;
-        let replaced = store.lock()?.approve_identity(name, *key);
+        let replaced =
+            store.exclusive(|| Load::trust(name), |s| Ok(s.approve_identity(name, *key)))?;
         out.write(replaced);
         Ok(())
     })
@@ -382,13 +441,15 @@ pub unsafe extern "C" fn rk_store_safety_number(
         let remote_id = unsafe { input_bytes(remote_id, remote_id_len, "remote_id") }?;
         let out = out_ptr(fingerprint_out, "fingerprint_out")?;
         // Copy the keys out, so the (slow) iterated hashing runs unlocked.
-        let (local_key, remote_key) = {
-            let s = store.read()?;
-            let remote = s
-                .trusted_identity(name)
-                .ok_or_else(|| crate::Error::NoTrustedIdentity(name.to_owned()))?;
-            (*s.identity_key(), remote)
-        };
+        let (local_key, remote_key) = store.shared(
+            || Load::trust(name),
+            |s| {
+                let remote = s
+                    .trusted_identity(name)
+                    .ok_or_else(|| crate::Error::NoTrustedIdentity(name.to_owned()))?;
+                Ok((*s.identity_key(), remote))
+            },
+        )?;
         let fp = crate::Fingerprint::new(
             version,
             iterations,
@@ -425,7 +486,7 @@ pub unsafe extern "C" fn rk_store_save(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(saved_out, "saved_out")?;
-        let saved = store.read()?.save();
+        let saved = store.shared(Load::everything, |s| Ok(s.save()))?;
         out.write(rk_bytes::from_vec(saved)?);
         Ok(())
     })
@@ -485,7 +546,7 @@ pub unsafe extern "C" fn rk_store_save_encrypted(
         // SAFETY: caller's contract.
         let key = unsafe { input_bytes(key, key_len, "key") }?;
         let out = out_ptr(saved_out, "saved_out")?;
-        let sealed = store.read()?.save_encrypted(key, &mut OsRng)?;
+        let sealed = store.shared(Load::everything, |s| Ok(s.save_encrypted(key, &mut OsRng)?))?;
         out.write(rk_bytes::from_vec(sealed)?);
         Ok(())
     })

@@ -3,9 +3,10 @@
 
 use rand::rngs::OsRng;
 
-use super::{rk_store, write_count};
+use super::{rk_store, write_count, Count};
 use crate::ffi::bundle::rk_bundle;
 use crate::ffi::bytes::rk_bytes;
+use crate::ffi::bytes::OwnedBytes;
 use crate::ffi::guard::{guard, handle_ref, input_flag, out_buf, out_ptr, FfiError, FfiResult};
 use crate::ffi::status::rk_status;
 use crate::ffi::{
@@ -13,7 +14,8 @@ use crate::ffi::{
     RK_KYBER_PREKEY_RECORD_LEN, RK_MAX_KYBER_PREKEYS_PER_CALL, RK_MAX_PREKEYS_PER_CALL,
     RK_PREKEY_RECORD_LEN,
 };
-use crate::store::{BundleRequest, KyberPreKeyKind, ProtocolStore};
+use crate::store::durable::Load;
+use crate::store::{BundleRequest, KyberPreKeyKind};
 
 /// Generates a new signed prekey (rotation), which becomes the one put in
 /// new bundles; older signed prekeys stay usable for messages in flight
@@ -38,9 +40,9 @@ pub unsafe extern "C" fn rk_store_generate_signed_prekey(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(id_out, "id_out")?;
-        let id = store
-            .lock()?
-            .generate_signed_prekey(timestamp_ms, &mut OsRng)?;
+        let id = store.exclusive(Load::prekeys, |s| {
+            Ok(s.generate_signed_prekey(timestamp_ms, &mut OsRng)?)
+        })?;
         out.write(id);
         Ok(())
     })
@@ -62,7 +64,7 @@ pub unsafe extern "C" fn rk_store_remove_signed_prekey(store: *mut rk_store, id:
     guard(|| {
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
-        store.lock()?.remove_signed_prekey(id)?;
+        store.exclusive(Load::prekeys, |s| Ok(s.remove_signed_prekey(id)?))?;
         Ok(())
     })
 }
@@ -100,17 +102,17 @@ pub unsafe extern "C" fn rk_store_generate_prekeys(
         }
         // The output is allocated before the prekeys are kept: if that
         // fails, the store is unchanged.
-        let records = store
-            .lock()?
-            .generate_prekeys_then(count, &mut OsRng, |keys| {
+        let records = store.exclusive(Load::prekeys, |s| {
+            s.generate_prekeys_then(count, &mut OsRng, |keys| {
                 let mut records = Vec::with_capacity(keys.len() * RK_PREKEY_RECORD_LEN);
                 for (id, key) in keys {
                     records.extend_from_slice(&id.to_be_bytes());
                     records.extend_from_slice(&key.serialize());
                 }
-                rk_bytes::from_vec(records)
-            })?;
-        out.write(records);
+                OwnedBytes::from_vec(records)
+            })
+        })?;
+        out.write(records.release());
         Ok(())
     })
 }
@@ -131,7 +133,7 @@ pub unsafe extern "C" fn rk_store_prekey_count(
     count_out: *mut usize,
 ) -> rk_status {
     // SAFETY: caller's contract.
-    unsafe { write_count(store, count_out, ProtocolStore::prekey_count) }
+    unsafe { write_count(store, count_out, Count::PreKeys) }
 }
 
 /// Generates `count` (at most `RK_MAX_KYBER_PREKEYS_PER_CALL`) signed
@@ -175,19 +177,18 @@ pub unsafe extern "C" fn rk_store_generate_kyber_prekeys(
             ));
         }
         // The output is allocated before the prekeys are kept.
-        let records =
-            store
-                .lock()?
-                .generate_kyber_prekeys_then(count, timestamp_ms, &mut OsRng, |keys| {
-                    let mut records = Vec::with_capacity(keys.len() * RK_KYBER_PREKEY_RECORD_LEN);
-                    for (id, key, signature) in keys {
-                        records.extend_from_slice(&id.to_be_bytes());
-                        records.extend_from_slice(&key.serialize());
-                        records.extend_from_slice(signature);
-                    }
-                    rk_bytes::from_vec(records)
-                })?;
-        out.write(records);
+        let records = store.exclusive(Load::prekeys, |s| {
+            s.generate_kyber_prekeys_then(count, timestamp_ms, &mut OsRng, |keys| {
+                let mut records = Vec::with_capacity(keys.len() * RK_KYBER_PREKEY_RECORD_LEN);
+                for (id, key, signature) in keys {
+                    records.extend_from_slice(&id.to_be_bytes());
+                    records.extend_from_slice(&key.serialize());
+                    records.extend_from_slice(signature);
+                }
+                OwnedBytes::from_vec(records)
+            })
+        })?;
+        out.write(records.release());
         Ok(())
     })
 }
@@ -218,9 +219,9 @@ pub unsafe extern "C" fn rk_store_generate_last_resort_kyber_prekey(
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
         let out = out_ptr(id_out, "id_out")?;
-        let id = store
-            .lock()?
-            .generate_last_resort_kyber_prekey(timestamp_ms, &mut OsRng)?;
+        let id = store.exclusive(Load::prekeys, |s| {
+            Ok(s.generate_last_resort_kyber_prekey(timestamp_ms, &mut OsRng)?)
+        })?;
         out.write(id);
         Ok(())
     })
@@ -242,7 +243,7 @@ pub unsafe extern "C" fn rk_store_kyber_prekey_count(
     count_out: *mut usize,
 ) -> rk_status {
     // SAFETY: caller's contract.
-    unsafe { write_count(store, count_out, ProtocolStore::kyber_prekey_count) }
+    unsafe { write_count(store, count_out, Count::KyberPreKeys) }
 }
 
 /// Writes the public record of the Kyber prekey `id` (one-time or last
@@ -278,16 +279,16 @@ pub unsafe extern "C" fn rk_store_kyber_prekey(
             RK_KYBER_PREKEY_RECORD_LEN,
             "record_out",
         )?;
-        let mut record = Vec::with_capacity(RK_KYBER_PREKEY_RECORD_LEN);
-        {
-            let s = store.read()?;
+        let record = store.shared(Load::prekeys, |s| {
             let k = s
                 .kyber_prekey(id)
                 .ok_or(crate::Error::MissingKyberPreKey(id))?;
+            let mut record = Vec::with_capacity(RK_KYBER_PREKEY_RECORD_LEN);
             record.extend_from_slice(&k.id.to_be_bytes());
             record.extend_from_slice(&k.key_pair.public_key.serialize());
             record.extend_from_slice(&k.signature);
-        }
+            Ok(record)
+        })?;
         out.write(&record)
     })
 }
@@ -314,7 +315,7 @@ pub unsafe extern "C" fn rk_store_last_resort_kyber_prekey_id(
         let store = unsafe { handle_ref(store) }?;
         let has_out = out_ptr(has_out, "has_out")?;
         let id_out = out_ptr(id_out, "id_out")?;
-        let id = store.read()?.last_resort_kyber_prekey_id();
+        let id = store.shared(Load::meta, |s| Ok(s.last_resort_kyber_prekey_id()))?;
         has_out.write(id.is_some());
         id_out.write(id.unwrap_or(0));
         Ok(())
@@ -340,7 +341,7 @@ pub unsafe extern "C" fn rk_store_remove_kyber_prekey(store: *mut rk_store, id: 
     guard(|| {
         // SAFETY: caller's contract.
         let store = unsafe { handle_ref(store) }?;
-        store.lock()?.remove_kyber_prekey(id)?;
+        store.exclusive(Load::prekeys, |s| Ok(s.remove_kyber_prekey(id)?))?;
         Ok(())
     })
 }
@@ -377,9 +378,9 @@ pub unsafe extern "C" fn rk_store_create_bundle(
         let store = unsafe { handle_ref(store) }?;
         let one_time = input_flag(with_one_time_prekey, "with_one_time_prekey")?;
         let out = out_ptr(bundle_out, "bundle_out")?;
-        let bundle = store
-            .lock()?
-            .create_bundle(one_time, timestamp_ms, &mut OsRng)?;
+        let bundle = store.exclusive(Load::prekeys, |s| {
+            Ok(s.create_bundle(one_time, timestamp_ms, &mut OsRng)?)
+        })?;
         out.write(rk_bundle::boxed(bundle));
         Ok(())
     })
@@ -440,7 +441,9 @@ pub unsafe extern "C" fn rk_store_create_bundle_with(
             timestamp: timestamp_ms,
         };
         let out = out_ptr(bundle_out, "bundle_out")?;
-        let bundle = store.lock()?.create_bundle_with(request, &mut OsRng)?;
+        let bundle = store.exclusive(Load::prekeys, |s| {
+            Ok(s.create_bundle_with(request, &mut OsRng)?)
+        })?;
         out.write(rk_bundle::boxed(bundle));
         Ok(())
     })

@@ -6,13 +6,15 @@ use std::ffi::c_char;
 use rand::rngs::OsRng;
 
 use super::rk_store;
-use super::write_count;
+use super::{write_count, Count};
 use crate::ffi::bundle::rk_bundle;
 use crate::ffi::bytes::rk_bytes;
+use crate::ffi::bytes::OwnedBytes;
 use crate::ffi::guard::{
     guard, handle_ref, input_address, input_bytes, input_flag, out_ptr, FfiError, FfiResult,
 };
 use crate::ffi::status::rk_status;
+use crate::store::durable::Load;
 use crate::store::{Committed, ProtocolStore, SessionPolicy};
 use crate::wire::{PREKEY_TYPE, WHISPER_TYPE};
 
@@ -53,7 +55,10 @@ pub unsafe extern "C" fn rk_store_set_policy(
                 "accept_v3_prekey_messages",
             )?,
         };
-        store.lock()?.set_policy(policy);
+        store.exclusive(Load::meta, |s| {
+            s.set_policy(policy);
+            Ok(())
+        })?;
         Ok(())
     })
 }
@@ -83,7 +88,7 @@ pub unsafe extern "C" fn rk_store_policy(
             accept_v3_prekey_messages_out,
             "accept_v3_prekey_messages_out",
         )?;
-        let policy = store.read()?.policy();
+        let policy = store.shared(Load::meta, |s| Ok(s.policy()))?;
         allow_out.write(u32::from(policy.allow_v3_initiation));
         accept_out.write(u32::from(policy.accept_v3_prekey_messages));
         Ok(())
@@ -127,7 +132,10 @@ pub unsafe extern "C" fn rk_store_process_bundle(
         let address = unsafe { input_address(name, device_id) }?;
         // SAFETY: caller's contract.
         let bundle = unsafe { handle_ref(bundle) }?;
-        store.lock()?.process_bundle(&address, bundle, &mut OsRng)?;
+        store.exclusive(
+            || Load::new_session(&address),
+            |s| Ok(s.process_bundle(&address, bundle, &mut OsRng)?),
+        )?;
         Ok(())
     })
 }
@@ -156,7 +164,7 @@ pub unsafe extern "C" fn rk_store_has_session(
         // SAFETY: caller's contract.
         let address = unsafe { input_address(name, device_id) }?;
         let out = out_ptr(has_out, "has_out")?;
-        out.write(store.read()?.has_session(&address));
+        out.write(store.shared(|| Load::session(&address), |s| Ok(s.has_session(&address)))?);
         Ok(())
     })
 }
@@ -188,8 +196,10 @@ pub unsafe extern "C" fn rk_store_session_version(
         let address = unsafe { input_address(name, device_id) }?;
         let out = out_ptr(version_out, "version_out")?;
         let version = store
-            .read()?
-            .session_version(&address)
+            .shared(
+                || Load::session(&address),
+                |s| Ok(s.session_version(&address)),
+            )?
             .ok_or_else(|| crate::Error::NoSession(address.name.clone()))?;
         out.write(u32::from(version));
         Ok(())
@@ -212,7 +222,7 @@ pub unsafe extern "C" fn rk_store_session_count(
     count_out: *mut usize,
 ) -> rk_status {
     // SAFETY: caller's contract.
-    unsafe { write_count(store, count_out, ProtocolStore::session_count) }
+    unsafe { write_count(store, count_out, Count::Sessions) }
 }
 
 /// Deletes the session record of (`name`, `device_id`): its current and
@@ -241,7 +251,10 @@ pub unsafe extern "C" fn rk_store_remove_session(
         // SAFETY: caller's contract.
         let address = unsafe { input_address(name, device_id) }?;
         let out = out_ptr(removed_out, "removed_out")?;
-        out.write(store.lock()?.remove_session(&address));
+        out.write(store.exclusive(
+            || Load::session(&address),
+            |s| Ok(s.remove_session(&address)),
+        )?);
         Ok(())
     })
 }
@@ -285,12 +298,19 @@ pub unsafe extern "C" fn rk_store_encrypt(
         let ciphertext_out = out_ptr(ciphertext_out, "ciphertext_out")?;
         // The output is allocated before the sending chain advances: if the
         // allocation fails, nothing changes and a retry loses no message.
-        let (message_type, bytes) = store.read()?.encrypt_then(&address, plaintext, |m| {
-            let message_type = u32::from(m.message_type());
-            Ok::<_, FfiError>((message_type, rk_bytes::from_vec(m.into_bytes())?))
-        })?;
+        // Durable: the output is freed if the commit fails after it.
+        let encrypt = |s: &ProtocolStore| {
+            s.encrypt_then(&address, plaintext, |m| {
+                let message_type = u32::from(m.message_type());
+                Ok::<_, FfiError>((message_type, OwnedBytes::from_vec(m.into_bytes())?))
+            })
+        };
+        let (message_type, bytes) = match store.durable() {
+            Some(d) => d.with(&Load::session(&address), true, |s| encrypt(s))?,
+            None => encrypt(&*store.read()?)?,
+        };
         type_out.write(message_type);
-        ciphertext_out.write(bytes);
+        ciphertext_out.write(bytes.release());
         Ok(())
     })
 }
@@ -333,6 +353,25 @@ unsafe fn decrypt(
     }
     // The output is allocated before the session changes: if the
     // allocation fails, nothing changes and the message decrypts again.
+    if let Some(d) = store.durable() {
+        // One transaction: read, decrypt, write, commit; the output is
+        // freed if the commit fails after it was made.
+        let plaintext = d.with(
+            &Load::decrypt(&address, message_type, message),
+            false,
+            |s| {
+                s.decrypt_then(
+                    &address,
+                    message_type,
+                    message,
+                    &mut OsRng,
+                    OwnedBytes::from_vec,
+                )
+            },
+        )?;
+        out.write(plaintext.release());
+        return Ok(());
+    }
     let plaintext = if message_type == WHISPER_TYPE {
         store
             .read()?
