@@ -405,6 +405,20 @@ typedef struct rk_public_key rk_public_key;
  * run in parallel (each session has its own lock); calls that create
  * sessions or change keys or trust serialize with everything else. Every
  * failing call leaves the store exactly as it was.
+ *
+ * Two kinds, one handle type: in-memory stores (`rk_store_new`,
+ * `rk_store_restore`, ...) and durable stores (`rk_store_open`,
+ * `rk_store_import`), kept in an SQLite database. Every `rk_store_*`
+ * function works on both. On a durable store, each call runs in one
+ * write transaction of the database (taken before anything is read, so
+ * threads and processes sharing the file never interleave a
+ * read-modify-write) and commits its changes before it returns: at full
+ * durability (on disk), except decrypts under `RK_DURABILITY_NORMAL`.
+ * A failing call writes nothing. Calls on one durable handle serialize on
+ * its connection; other handles and processes wait for the write lock up
+ * to the busy timeout (`RK_STATUS_STORE_BUSY` after it). The thread-safety
+ * notes of each function (shared or exclusive lock) describe in-memory
+ * stores.
  */
 typedef struct rk_store rk_store;
 
