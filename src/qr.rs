@@ -75,7 +75,7 @@ mod tests {
             let c = rows[y / 2][x];
             let top_light = c == '\u{2588}' || c == '\u{2580}';
             let bottom_light = c == '\u{2588}' || c == '\u{2584}';
-            if y % 2 == 0 {
+            if y.is_multiple_of(2) {
                 !top_light
             } else {
                 !bottom_light

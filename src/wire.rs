@@ -247,7 +247,7 @@ impl<'a> SignalMessageRef<'a> {
         };
         let mut mac = mac_start(keys.mac_key(), sender_identity, receiver_identity);
         mac.update(before);
-        if ct.is_empty() || ct.len() % BLOCK_LEN != 0 {
+        if ct.is_empty() || !ct.len().is_multiple_of(BLOCK_LEN) {
             mac.update(ct);
             mac.update(after);
             if !mac_matches(mac, received) {
@@ -351,7 +351,7 @@ impl SignalMessage {
         let mut mac = mac_start(keys.mac_key(), sender_identity, receiver_identity);
         let (header, ct) = out.split_at_mut(ct_start);
         mac.update(header);
-        if ct.len() % BLOCK_LEN != 0 {
+        if !ct.len().is_multiple_of(BLOCK_LEN) {
             return Err(Error::InvalidArgument(
                 "padded plaintext is not whole blocks",
             ));
