@@ -39,6 +39,14 @@ use kdf::Secret32;
 pub const MAX_OOO_KEYS: u32 = 2_000;
 /// The largest forward jump of a receiving half, outside self-sessions.
 pub const MAX_JUMP: u32 = 25_000;
+/// The most chain epochs a saved SPQR state may hold.
+pub const MAX_SAVED_EPOCHS: usize = persist::MAX_EPOCHS;
+/// One SPQR chain step (an HKDF: three HMACs) counted in Double Ratchet
+/// chain steps (two HMACs each).
+pub const STEP_COST: u64 = 2;
+/// The most [`SpqrState::recv_cost`] returns. Self-sessions may jump
+/// further; their extra work is not counted (a peer that is oneself).
+pub const MAX_RECV_COST: u64 = (MAX_JUMP as u64 + 1) * STEP_COST;
 /// The largest forward jump in a self-session ("note to self").
 pub const MAX_JUMP_SELF: u32 = u32::MAX;
 
@@ -367,6 +375,30 @@ impl SpqrState {
         };
         next.negotiation = None;
         Ok((next, key))
+    }
+
+    /// The work, in Double Ratchet chain steps, that [`recv`](Self::recv)
+    /// of `bytes` costs at most before the message's MAC can be checked:
+    /// the walk of a receiving half to the message's index (an SPQR step is
+    /// an HKDF, counted as [`STEP_COST`] chain steps). Computed from the
+    /// header alone; at most [`MAX_RECV_COST`].
+    pub fn recv_cost(&self, bytes: &[u8]) -> u64 {
+        if self.braid.is_none() || message_version(bytes) != Some(1) {
+            return 0;
+        }
+        let Ok(msg) = SpqrMessage::decode(bytes) else {
+            return 0;
+        };
+        let (ctr, max_jump) = match &self.chain {
+            Some(c) => match c.epochs.iter().find(|e| e.epoch + 1 == msg.epoch) {
+                Some(e) => (e.recv.ctr, c.max_jump),
+                None => return 0,
+            },
+            None => (0, self.negotiation.as_ref().map_or(0, |n| n.max_jump)),
+        };
+        let steps = u64::from(msg.index.saturating_sub(ctr))
+            .min(u64::from(max_jump).min(u64::from(MAX_JUMP)) + 1);
+        steps * STEP_COST
     }
 
     /// The state serialized in ratchetkit's own format (empty when off).
