@@ -63,6 +63,7 @@ pub mod qr;
 pub mod ratchet;
 mod scrub;
 pub mod session;
+pub mod spqr;
 pub mod store;
 pub mod wire;
 mod x3dh;

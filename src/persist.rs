@@ -4,6 +4,8 @@
 //! `StoreProto` (below). Format version 2 (written since PQXDH) adds Kyber
 //! prekeys (fields 11–13), base-key uses (14: sessions from prekeys that stay after use), the session policy (15,
 //! 16), version-4 session states and their pending Kyber ciphertexts;
+//! session states may carry SPQR (field 14 of a state, absent when off:
+//! older saves restore as sessions without SPQR);
 //! version 1 (the same message without them) still restores, with the
 //! default (refusing) policy. Every field is validated on load:
 //! key lengths and types, id ranges, the deployed limits (5 receiving
@@ -23,6 +25,7 @@ use crate::ratchet::{ChainKey, MessageKeySeed, RootKey, MAX_RECEIVER_CHAINS, MAX
 use crate::session::{
     PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState, MAX_ARCHIVED_STATES,
 };
+use crate::spqr::SpqrState;
 use crate::store::{
     check_address, check_device_id, check_registration_id, Address, BaseKeyUse, BaseKeyUses,
     ProtocolStore, Refused, SessionCell, SessionPolicy, TrustMap, MAX_SESSIONS,
@@ -166,6 +169,10 @@ struct SessionStateProto {
     remote_registration_id: u32,
     #[prost(bytes = "vec", tag = "13")]
     alice_base_key: Vec<u8>,
+    /// The SPQR state in its own encoding (`SpqrState::to_bytes`); empty
+    /// (absent) when SPQR is off, as in every save before SPQR.
+    #[prost(bytes = "vec", tag = "14")]
+    pq_ratchet_state: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
@@ -243,6 +250,7 @@ fn state_to_proto(s: &SessionState) -> SessionStateProto {
         local_registration_id: s.local_registration_id,
         remote_registration_id: s.remote_registration_id,
         alice_base_key: s.alice_base_key.serialize().to_vec(),
+        pq_ratchet_state: s.spqr.to_bytes(),
     }
 }
 
@@ -444,6 +452,12 @@ fn state_from_proto(p: &SessionStateProto) -> Result<SessionState> {
         local_registration_id: p.local_registration_id,
         remote_registration_id: p.remote_registration_id,
         alice_base_key: public(&p.alice_base_key, "session base key")?,
+        spqr: match (version, p.pq_ratchet_state.is_empty()) {
+            (_, true) => SpqrState::default(),
+            (PQXDH_VERSION, false) => SpqrState::from_bytes(&p.pq_ratchet_state)
+                .map_err(|_| corrupt("post-quantum ratchet state"))?,
+            _ => return Err(corrupt("post-quantum ratchet state in a version-3 session")),
+        },
     })
 }
 
@@ -705,4 +719,10 @@ pub(crate) fn base_key_use_from_proto(u: &BaseKeyUseProto) -> Result<BaseKeyUse>
         signed_pre_key_id: prekey_id(u.signed_pre_key_id, "base-key use signed prekey id")?,
         base_key: *public(&u.base_key, "base-key use base key")?.u_coordinate(),
     })
+}
+
+/// One session state as saved (tests compare states before and after).
+#[cfg(test)]
+pub(crate) fn state_bytes(s: &SessionState) -> Vec<u8> {
+    prost::Message::encode_to_vec(&state_to_proto(s))
 }

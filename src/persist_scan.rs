@@ -119,6 +119,16 @@ use crate::wire::MESSAGE_VERSION;
 /// times the input's length (see the module docs).
 pub(crate) const EXPANSION_BOUND: usize = 7;
 
+/// The largest saved SPQR state of one session (its own encoding,
+/// `src/spqr/persist.rs`): the fixed part and the largest braid state
+/// (decapsulation key, ek encoder, full ct1 decoder) are under 8 KiB; the
+/// chain holds at most 4 epochs of two halves, each with at most 2,200
+/// stored keys of 36 bytes. Decoded, a state takes at most about twice
+/// its bytes (stored keys: 36 bytes each on both sides, plus vector and
+/// box headers), on top of this scan's bound for the field's copy.
+pub(crate) const MAX_SPQR_STATE_LEN: usize =
+    8 * 1024 + crate::spqr::MAX_SAVED_EPOCHS * (8 + 2 * (39 + 2_200 * 36));
+
 /// Root keys, chain keys and skipped message key seeds are 32 bytes.
 const SECRET_LEN: usize = 32;
 
@@ -194,6 +204,8 @@ enum Record {
 enum Field {
     Varint,
     Bytes,
+    /// The SPQR state: bytes of at most [`MAX_SPQR_STATE_LEN`].
+    SpqrBytes,
     Text,
     Message(Record),
     Unknown,
@@ -227,7 +239,7 @@ const DEPLOYED: Limits = Limits {
 impl Record {
     /// The field with number `tag` (the schema of `persist.rs`).
     fn field(self, tag: u32) -> Field {
-        use Field::{Bytes, Message, Text, Unknown, Varint};
+        use Field::{Bytes, Message, SpqrBytes, Text, Unknown, Varint};
         use Record::*;
         match (self, tag) {
             (Store, 1) => Bytes,
@@ -253,6 +265,7 @@ impl Record {
             (Entry, 3 | 4) => Message(State),
             (State, 1 | 7 | 9 | 11 | 12) => Varint,
             (State, 2..=6 | 13) => Bytes,
+            (State, 14) => SpqrBytes,
             (State, 8) => Message(Chain),
             (State, 10) => Message(Pending),
             (Chain, 1 | 2) => Bytes,
@@ -475,6 +488,12 @@ fn scan(record: Record, body: &[u8], budget: u32, limits: &Limits) -> Result<[us
             Field::Bytes => {
                 expect_wire(wire, DELIMITED)?;
                 r.delimited()?;
+            }
+            Field::SpqrBytes => {
+                expect_wire(wire, DELIMITED)?;
+                if r.delimited()?.len() > MAX_SPQR_STATE_LEN {
+                    return Err(corrupt("post-quantum ratchet state too large"));
+                }
             }
             Field::Text => {
                 expect_wire(wire, DELIMITED)?;

@@ -143,12 +143,19 @@ pub struct MessageKeySeed {
 impl MessageKeySeed {
     /// `HKDF(no salt, seed, "WhisperMessageKeys", 80)` → AES key, MAC key, IV,
     /// expanded straight into the returned keys (no intermediate copy).
+    #[cfg(test)]
     pub(crate) fn derive(&self) -> MessageKeys {
+        self.derive_salted(None)
+    }
+
+    /// The message keys of a version-4 message with SPQR: the SPQR message
+    /// key is HKDF's salt (`None`: unsalted, as [`derive`](Self::derive)).
+    pub(crate) fn derive_salted(&self, salt: Option<&[u8; 32]>) -> MessageKeys {
         let mut keys = MessageKeys {
             okm: [0u8; MESSAGE_KEYS_LEN],
             counter: self.counter,
         };
-        hkdf(None, &self.seed, b"WhisperMessageKeys", &mut keys.okm);
+        hkdf(salt, &self.seed, b"WhisperMessageKeys", &mut keys.okm);
         keys
     }
 }

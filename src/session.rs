@@ -17,8 +17,9 @@ use crate::ratchet::{
     ChainKey, MessageKeySeed, RootKey, MAX_FORWARD_JUMPS, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS,
 };
 use crate::scrub;
+use crate::spqr::{self, RngRandom, SpqrRandom, SpqrState};
 use crate::wire::{
-    CiphertextMessage, KyberPayload, PreKeySignalMessage, SignalMessage, SignalMessageRef,
+    CiphertextMessage, Extras, KyberPayload, PreKeySignalMessage, SignalMessage, SignalMessageRef,
 };
 
 /// A session record keeps at most this many previous (archived) states.
@@ -66,6 +67,9 @@ pub struct SessionState {
     pub(crate) remote_registration_id: u32,
     /// The initiator's base key: identifies the X3DH run that built this state.
     pub(crate) alice_base_key: PublicKey,
+    /// The SPQR state (empty: SPQR off, always so for version 3). It
+    /// changes together with the Double Ratchet state, per message.
+    pub(crate) spqr: SpqrState,
 }
 
 /// What a planned decryption would change, before the MAC is checked. A DH
@@ -179,6 +183,7 @@ impl SessionState {
             local_registration_id,
             remote_registration_id,
             alice_base_key,
+            spqr: SpqrState::default(),
         }
     }
 
@@ -228,6 +233,11 @@ impl SessionState {
         self.receiver_chains.iter().map(|c| c.skipped.len()).sum()
     }
 
+    /// The session's SPQR state (inactive when SPQR is off).
+    pub fn spqr(&self) -> &SpqrState {
+        &self.spqr
+    }
+
     /// True while this side has not yet received any message in this session
     /// (so it still sends prekey messages).
     pub fn has_unacknowledged_prekey_message(&self) -> bool {
@@ -243,17 +253,44 @@ impl SessionState {
         plaintext: &[u8],
         sink: impl FnOnce(CiphertextMessage) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
+        self.encrypt_with_then(
+            plaintext,
+            &mut RngRandom(&mut rand::rngs::OsRng),
+            None,
+            sink,
+        )
+    }
+
+    /// [`encrypt_then`](Self::encrypt_then) with SPQR's randomness from
+    /// `spqr_rng`, and `addresses` (SignalMessage field 6, see
+    /// [`addresses_field`](crate::wire::addresses_field)) written into
+    /// prekey messages. The SPQR state and the sending chain advance
+    /// together, only when everything (and `sink`) succeeded.
+    pub(crate) fn encrypt_with_then<T, E: From<Error>>(
+        &mut self,
+        plaintext: &[u8],
+        spqr_rng: &mut dyn SpqrRandom,
+        addresses: Option<&[u8]>,
+        sink: impl FnOnce(CiphertextMessage) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         if self.sender_chain.chain_key.index == u32::MAX {
             return Err(Error::LimitExceeded("sending chain exhausted").into());
         }
+        let mut spqr = self.spqr.clone();
+        let (pq_ratchet, pq_key) = spqr.send(spqr_rng).map_err(Error::from)?;
         let (seed, next) = self.sender_chain.chain_key.step();
-        let message = SignalMessage::encrypt(
+        let extras = Extras {
+            pq_ratchet: &pq_ratchet,
+            addresses: addresses.filter(|_| self.pending_prekey.is_some()),
+        };
+        let message = SignalMessage::encrypt_with(
             self.version,
-            &seed.derive(),
+            &seed.derive_salted(pq_key.as_deref()),
             self.sender_chain.ratchet_key.public_key,
             self.sender_chain.chain_key.index,
             self.previous_counter,
             plaintext,
+            extras,
             &self.local_identity,
             &self.remote_identity,
         )?;
@@ -271,6 +308,7 @@ impl SessionState {
         };
         let out = sink(message)?;
         self.sender_chain.chain_key = next;
+        self.spqr = spqr;
         Ok(out)
     }
 
@@ -369,7 +407,8 @@ impl SessionState {
         })
     }
 
-    fn commit(&mut self, update: ChainUpdate) {
+    fn commit(&mut self, update: ChainUpdate, spqr: SpqrState) {
+        self.spqr = spqr;
         match update {
             ChainUpdate::UseSkipped { chain, position } => {
                 scrub::remove(&mut self.receiver_chains[chain].skipped, position);
@@ -422,7 +461,7 @@ impl SessionState {
             Some(i) => counter.saturating_sub(u64::from(self.receiver_chains[i].chain_key.index)),
             None => KEY_AGREEMENT_COST + counter + 1,
         };
-        steps + mac_cost(message.serialized.len())
+        steps + self.spqr.recv_cost(message.pq_ratchet) + mac_cost(message.serialized.len())
     }
 
     /// Decrypts `message` and hands the plaintext to `sink`; the state
@@ -437,24 +476,28 @@ impl SessionState {
         R: RngCore + CryptoRng,
         E: From<Error>,
     {
-        let (plaintext, update) = self.open(message, rng)?;
+        let (plaintext, update, spqr) = self.open(message, rng)?;
         let out = sink(plaintext)?;
-        self.commit(update);
+        self.commit(update, spqr);
         Ok(out)
     }
 
     /// Decrypts `message` without changing the state: the plaintext and the
-    /// change that [`decrypt_then`](Self::decrypt_then) commits.
+    /// changes that [`decrypt_then`](Self::decrypt_then) commits. The Double
+    /// Ratchet step comes first (its errors, a duplicate for one, before
+    /// SPQR runs), then SPQR (SPQR.md §2.5), whose key salts the message
+    /// keys, then the MAC.
     fn open<R: RngCore + CryptoRng>(
         &self,
         message: &SignalMessageRef<'_>,
         rng: &mut R,
-    ) -> Result<(Vec<u8>, ChainUpdate)> {
+    ) -> Result<(Vec<u8>, ChainUpdate, SpqrState)> {
         let (seed, plan) = self.plan(message)?;
-        let keys = seed.derive();
+        let (spqr, pq_key) = self.spqr.recv(message.pq_ratchet)?;
+        let keys = seed.derive_salted(pq_key.as_deref());
         let plaintext = message.decrypt(&keys, &self.remote_identity, &self.local_identity)?;
         match self.finish(plan, rng) {
-            Ok(update) => Ok((plaintext, update)),
+            Ok(update) => Ok((plaintext, update, spqr)),
             Err(e) => {
                 drop(Zeroizing::new(plaintext));
                 Err(e)
@@ -582,13 +625,13 @@ impl SessionRecord {
             .iter()
             .position(|s| s.chain_index(key).is_some())
         {
-            let (plaintext, update) = self.open_previous(i, message, rng, &trust)?;
-            return self.commit_previous(i, update, plaintext, sink);
+            let opened = self.open_previous(i, message, rng, &trust)?;
+            return self.commit_previous(i, opened, sink);
         }
         let first_error = match current.open(message, rng) {
-            Ok((plaintext, update)) => {
+            Ok((plaintext, update, spqr)) => {
                 let out = sink(plaintext)?;
-                current.commit(update);
+                current.commit(update, spqr);
                 return Ok(out);
             }
             Err(e) if !Self::try_older(&e) => return Err(e.into()),
@@ -597,6 +640,7 @@ impl SessionRecord {
         let mut budget = u64::from(MAX_FORWARD_JUMPS)
             + 1
             + KEY_AGREEMENT_COST
+            + spqr::MAX_RECV_COST
             + mac_cost(message.serialized.len());
         for i in 0..self.previous.len() {
             let cost = self.previous[i].attempt_cost(message);
@@ -605,7 +649,7 @@ impl SessionRecord {
             }
             budget -= cost;
             match self.open_previous(i, message, rng, &trust) {
-                Ok((plaintext, update)) => return self.commit_previous(i, update, plaintext, sink),
+                Ok(opened) => return self.commit_previous(i, opened, sink),
                 Err(e) if !Self::try_older(&e) => return Err(e.into()),
                 Err(Error::UntrustedIdentity(name)) => {
                     return Err(Error::UntrustedIdentity(name).into())
@@ -624,7 +668,7 @@ impl SessionRecord {
         message: &SignalMessageRef<'_>,
         rng: &mut R,
         trust: &impl Fn(&PublicKey) -> Result<()>,
-    ) -> Result<(Vec<u8>, ChainUpdate)> {
+    ) -> Result<(Vec<u8>, ChainUpdate, SpqrState)> {
         let state = &self.previous[i];
         let opened = state.open(message, rng)?;
         if let Err(untrusted) = trust(&state.remote_identity) {
@@ -639,12 +683,11 @@ impl SessionRecord {
     fn commit_previous<T, E: From<Error>>(
         &mut self,
         i: usize,
-        update: ChainUpdate,
-        plaintext: Vec<u8>,
+        (plaintext, update, spqr): (Vec<u8>, ChainUpdate, SpqrState),
         sink: impl FnOnce(Vec<u8>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let out = sink(plaintext)?;
-        self.previous[i].commit(update);
+        self.previous[i].commit(update, spqr);
         if let Some(state) = scrub::remove(&mut self.previous, i) {
             self.promote_state(state);
         }
@@ -655,6 +698,10 @@ impl SessionRecord {
         !matches!(e, Error::DuplicateMessage { .. })
     }
 }
+
+#[cfg(test)]
+#[path = "session_spqr_tests.rs"]
+mod spqr_tests;
 
 #[cfg(test)]
 mod counter_limit_tests {

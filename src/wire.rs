@@ -85,6 +85,10 @@ struct SignalMessageProto {
     previous_counter: Option<u32>,
     #[prost(bytes = "vec", optional, tag = "4")]
     ciphertext: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pq_ratchet: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "6")]
+    addresses: Option<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -133,7 +137,17 @@ pub struct SignalMessage {
     previous_counter: u32,
     /// Where the ciphertext sits in `serialized`.
     ciphertext: Range<usize>,
+    /// Where field 5 (SPQR) sits in `serialized` (empty when absent).
+    pq_ratchet: Range<usize>,
+    /// Where field 6 (addresses) sits in `serialized`, if present.
+    addresses: Option<Range<usize>>,
     serialized: Vec<u8>,
+}
+
+/// Where `inner`, a subslice of `outer`, lies in it.
+fn range_in(outer: &[u8], inner: &[u8]) -> Range<usize> {
+    let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
+    start..start + inner.len()
 }
 
 /// A parsed `SignalMessage` borrowing the bytes it was parsed from: the
@@ -150,6 +164,10 @@ pub(crate) struct SignalMessageRef<'a> {
     pub(crate) ciphertext_start: usize,
     /// The whole message as received (version byte, protobuf, MAC).
     pub(crate) serialized: &'a [u8],
+    /// Field 5, the SPQR message (empty when absent).
+    pub(crate) pq_ratchet: &'a [u8],
+    /// Field 6, the addresses, if present.
+    pub(crate) addresses: Option<&'a [u8]>,
 }
 
 /// Takes a length-delimited field's payload off `buf`.
@@ -183,6 +201,7 @@ impl<'a> SignalMessageRef<'a> {
         let mut buf = &bytes[1..body_len];
         let (mut ratchet_key, mut counter, mut previous_counter, mut ciphertext) =
             (None, None, None, None);
+        let (mut pq_ratchet, mut addresses) = (&[][..], None);
         while !buf.is_empty() {
             let (tag, wire_type) = decode_key(&mut buf).map_err(|_| BAD)?;
             match (tag, wire_type) {
@@ -198,7 +217,9 @@ impl<'a> SignalMessageRef<'a> {
                     // The field ends where the unread rest begins.
                     ciphertext = Some((field, body_len - buf.len() - field.len()));
                 }
-                (1..=4, _) => return Err(BAD),
+                (5, WireType::LengthDelimited) => pq_ratchet = take_bytes(&mut buf)?,
+                (6, WireType::LengthDelimited) => addresses = Some(take_bytes(&mut buf)?),
+                (1..=6, _) => return Err(BAD),
                 _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default())
                     .map_err(|_| BAD)?,
             }
@@ -218,6 +239,8 @@ impl<'a> SignalMessageRef<'a> {
             ciphertext,
             ciphertext_start,
             serialized: bytes,
+            pq_ratchet,
+            addresses,
         })
     }
 
@@ -306,11 +329,92 @@ pub(crate) fn padded_len(plaintext_len: usize) -> usize {
     (plaintext_len / 16 + 1) * 16
 }
 
+/// `SignalMessage` field 6 (libsignal ≥ 0.91, prekey messages only):
+/// `ServiceId(17) ‖ device(1) ‖ ServiceId(17) ‖ device(1)`, sender first.
+/// A ServiceId is a type byte (0 for an ACI, written as a bare UUID; 1 for
+/// a PNI, written `PNI:<uuid>`) and the 16 UUID bytes. `None` unless both
+/// names are ServiceIds and both device ids fit in a byte (then the field
+/// is not sent).
+pub fn addresses_field(
+    sender_name: &str,
+    sender_device: u32,
+    recipient_name: &str,
+    recipient_device: u32,
+) -> Option<[u8; 36]> {
+    fn service_id(name: &str) -> Option<[u8; 17]> {
+        let (kind, uuid) = match name.strip_prefix("PNI:") {
+            Some(rest) => (1u8, rest),
+            None => (0u8, name),
+        };
+        let bytes = uuid.as_bytes();
+        if bytes.len() != 36 {
+            return None;
+        }
+        let mut out = [0u8; 17];
+        out[0] = kind;
+        let mut n = 0;
+        let mut nibbles = [0u8; 32];
+        for (i, &c) in bytes.iter().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                if c != b'-' {
+                    return None;
+                }
+                continue;
+            }
+            *nibbles.get_mut(n)? = (c as char).to_digit(16)? as u8;
+            n += 1;
+        }
+        for (k, pair) in nibbles.chunks(2).enumerate() {
+            out[1 + k] = (pair[0] << 4) | pair[1];
+        }
+        Some(out)
+    }
+    let mut out = [0u8; 36];
+    out[..17].copy_from_slice(&service_id(sender_name)?);
+    out[17] = u8::try_from(sender_device).ok()?;
+    out[18..35].copy_from_slice(&service_id(recipient_name)?);
+    out[35] = u8::try_from(recipient_device).ok()?;
+    Some(out)
+}
+
+/// The optional fields of a `SignalMessage` after the ciphertext.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Extras<'a> {
+    /// Field 5: the SPQR message (omitted when empty).
+    pub(crate) pq_ratchet: &'a [u8],
+    /// Field 6: the sender and recipient addresses (prekey messages).
+    pub(crate) addresses: Option<&'a [u8]>,
+}
+
+impl Extras<'_> {
+    fn fields(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        (!self.pq_ratchet.is_empty())
+            .then_some((5, self.pq_ratchet))
+            .into_iter()
+            .chain(self.addresses.map(|a| (6, a)))
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.fields()
+            .map(|(tag, b)| key_len(tag) + encoded_len_varint(b.len() as u64) + b.len())
+            .sum()
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        for (tag, bytes) in self.fields() {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(bytes.len() as u64, out);
+            out.extend_from_slice(bytes);
+        }
+    }
+}
+
 impl SignalMessage {
     /// Builds, encrypts and MACs a message of `version` in one buffer: the
     /// protobuf header is written with prost's encoders, the plaintext is
     /// AES-256-CBC encrypted in place, and the MAC appended. The only
     /// allocation is the message itself.
+    #[cfg(test)]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn encrypt(
         version: u8,
@@ -319,6 +423,34 @@ impl SignalMessage {
         counter: u32,
         previous_counter: u32,
         plaintext: &[u8],
+        sender_identity: &PublicKey,
+        receiver_identity: &PublicKey,
+    ) -> Result<Self> {
+        Self::encrypt_with(
+            version,
+            keys,
+            ratchet_key,
+            counter,
+            previous_counter,
+            plaintext,
+            Extras::default(),
+            sender_identity,
+            receiver_identity,
+        )
+    }
+
+    /// [`encrypt`](Self::encrypt) with the optional fields 5 (`pq_ratchet`,
+    /// omitted when empty) and 6 (`addresses`), written after the
+    /// ciphertext and covered by the MAC.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encrypt_with(
+        version: u8,
+        keys: &MessageKeys,
+        ratchet_key: PublicKey,
+        counter: u32,
+        previous_counter: u32,
+        plaintext: &[u8],
+        extras: Extras<'_>,
         sender_identity: &PublicKey,
         receiver_identity: &PublicKey,
     ) -> Result<Self> {
@@ -333,7 +465,8 @@ impl SignalMessage {
             + encoded_len_varint(u64::from(previous_counter))
             + key_len(4)
             + encoded_len_varint(ct_len as u64);
-        let mut out = Vec::with_capacity(header_len + ct_len + MAC_LEN);
+        let extras_len = extras.encoded_len();
+        let mut out = Vec::with_capacity(header_len + ct_len + extras_len + MAC_LEN);
         out.push(version_byte(version));
         encode_key(1, WireType::LengthDelimited, &mut out);
         encode_varint(PUBLIC_KEY_LEN as u64, &mut out);
@@ -364,6 +497,16 @@ impl SignalMessage {
             }
             mac.update(chunk);
         }
+        let extras_start = out.len();
+        extras.encode(&mut out);
+        mac.update(&out[extras_start..]);
+        // Field 5 ends where field 6 (if any) begins.
+        let addresses_len = extras.addresses.map_or(0, |a| {
+            key_len(6) + encoded_len_varint(a.len() as u64) + a.len()
+        });
+        let pq_end = out.len() - addresses_len;
+        let pq_ratchet = pq_end - extras.pq_ratchet.len()..pq_end;
+        let addresses = extras.addresses.map(|a| out.len() - a.len()..out.len());
         out.extend_from_slice(&mac_finish(mac));
         Ok(SignalMessage {
             version,
@@ -371,6 +514,8 @@ impl SignalMessage {
             counter,
             previous_counter,
             ciphertext: ct_start..ct_start + ct_len,
+            pq_ratchet,
+            addresses,
             serialized: out,
         })
     }
@@ -386,6 +531,8 @@ impl SignalMessage {
             counter: parsed.counter,
             previous_counter: parsed.previous_counter,
             ciphertext: start..start + parsed.ciphertext.len(),
+            pq_ratchet: range_in(bytes, parsed.pq_ratchet),
+            addresses: parsed.addresses.map(|a| range_in(bytes, a)),
             serialized: bytes.to_vec(),
         })
     }
@@ -400,7 +547,24 @@ impl SignalMessage {
             ciphertext: &self.serialized[self.ciphertext.clone()],
             ciphertext_start: self.ciphertext.start,
             serialized: &self.serialized,
+            pq_ratchet: self
+                .serialized
+                .get(self.pq_ratchet.clone())
+                .unwrap_or_default(),
+            addresses: self.addresses.clone().and_then(|r| self.serialized.get(r)),
         }
+    }
+
+    /// Field 5: the SPQR message (empty when absent).
+    pub fn pq_ratchet(&self) -> &[u8] {
+        self.serialized
+            .get(self.pq_ratchet.clone())
+            .unwrap_or_default()
+    }
+
+    /// Field 6: the sender and recipient addresses, if present.
+    pub fn addresses(&self) -> Option<&[u8]> {
+        self.addresses.clone().and_then(|r| self.serialized.get(r))
     }
 
     /// The message version (3 or 4, the version byte's high nibble).
@@ -736,6 +900,8 @@ mod tests {
                 counter: Some(counter),
                 previous_counter: Some(prev),
                 ciphertext: Some(m.ciphertext().to_vec()),
+                pq_ratchet: None,
+                addresses: None,
             };
             let mut expected = vec![VERSION_BYTE];
             prost::Message::encode(&proto, &mut expected).unwrap();
@@ -788,6 +954,8 @@ mod tests {
                     assert_eq!(Some(o.counter), t.counter);
                     assert_eq!(o.previous_counter, t.previous_counter.unwrap_or(0));
                     assert_eq!(Some(o.ciphertext.to_vec()), t.ciphertext);
+                    assert_eq!(o.pq_ratchet, t.pq_ratchet.as_deref().unwrap_or_default());
+                    assert_eq!(o.addresses, t.addresses.as_deref());
                 }
                 (Ok(_), Err(e)) => panic!("we accept what prost rejects ({e}): {bytes:02x?}"),
                 (Err(_), Ok(t)) => {

@@ -413,7 +413,13 @@ impl ProtocolStore {
         }
         self.check_trust(&address.name, &bundle.identity_key)?;
         self.check_session_limit(address)?;
-        let state = x3dh::initiate(&self.identity, self.registration_id, bundle, rng)?;
+        let state = x3dh::initiate(
+            &self.identity,
+            self.registration_id,
+            bundle,
+            crate::spqr::SpqrPolicy::Off,
+            rng,
+        )?;
         self.sessions
             .entry(address.clone())
             .or_default()
@@ -709,6 +715,7 @@ impl ProtocolStore {
                     &identity_key,
                     message.base_key(),
                     message.registration_id(),
+                    crate::spqr::SpqrPolicy::Off,
                 )?;
                 // A base key with a small-order component gives the same
                 // key agreement as the key without it, under other bytes:
