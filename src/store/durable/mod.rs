@@ -52,6 +52,8 @@ use crate::store::{Address, BaseKeyUse, ProtocolStore, SessionCell};
 use crate::wire::{PreKeySignalMessage, PREKEY_TYPE, WHISPER_TYPE};
 
 mod api;
+#[cfg(test)]
+mod review_tests;
 mod rows;
 pub(crate) mod schema;
 mod seal;
