@@ -34,7 +34,8 @@
 //! until [`PendingDecrypt::commit`], which checks that every row the
 //! decrypt read is unchanged ([`Error::StoreConflict`] otherwise) and
 //! writes in one transaction (and that the sessions and the prekey's
-//! base-key uses are still within their limits, counted again). Dropping
+//! base-key uses are still within their limits, counted again:
+//! [`Error::LimitExceeded`] otherwise). Dropping
 //! it discards the change: the message can be decrypted again.
 //!
 //! # What encryption at rest does not cover
@@ -225,7 +226,9 @@ impl Load {
     pub(crate) fn decrypt(address: &Address, message_type: u8, bytes: &[u8]) -> Self {
         let mut load = Load::session(address);
         if message_type == PREKEY_TYPE {
-            load.count_sessions = true;
+            // The sessions are not counted here (a scan of the table, for
+            // any message anyone sends): the limit is checked when a
+            // session row is added, after the message decrypted.
             // A message that does not parse fails in the call itself.
             if let Ok(m) = PreKeySignalMessage::deserialize(bytes) {
                 load.prekeys = PreKeyLoad::Ids {
@@ -323,8 +326,8 @@ impl PendingDecrypt {
                 conn.forget(*table, k);
             }
             conn.apply(&shared.sealer, &self.writes)?;
-            // The counts the decrypt checked its limits against are not
-            // rows: another commit since may have used the room it saw.
+            // The counts the decrypt checked its limits against (if any)
+            // are not rows: another commit since may have used the room.
             conn.check_new_rows_within_limits(&self.reads, &self.writes)?;
             Ok(())
         })
@@ -536,10 +539,11 @@ impl Conn {
         Ok(n.max(0) as usize)
     }
 
-    /// After `writes` (a two-phase decrypt's): fails with
-    /// [`Error::StoreConflict`] if a row they add (one `reads` saw absent)
-    /// takes the sessions past [`MAX_SESSIONS`] or a reusable prekey's
-    /// base-key uses past its share.
+    /// After `writes`: fails with [`Error::LimitExceeded`] if a row they
+    /// add (one `reads` saw absent) takes the sessions past
+    /// [`MAX_SESSIONS`] or a reusable prekey's base-key uses past its
+    /// share. (A decrypt's view does not count the sessions; a two-phase
+    /// decrypt's counts may be out of date when it commits.)
     fn check_new_rows_within_limits(
         &self,
         reads: &[(Table, [u8; 32], Option<i64>)],
@@ -558,8 +562,12 @@ impl Conn {
             if !added {
                 continue;
             }
-            let over = match table {
-                Table::Sessions => self.count("SELECT COUNT(*) FROM sessions", [])? > MAX_SESSIONS,
+            match table {
+                Table::Sessions => {
+                    if self.count("SELECT COUNT(*) FROM sessions", [])? > MAX_SESSIONS {
+                        return Err(Error::LimitExceeded("too many sessions in one store"));
+                    }
+                }
                 Table::BaseKeyUses => {
                     let kyber = columns.first().copied().unwrap_or(0);
                     let signed = columns.get(1).copied().unwrap_or(0);
@@ -574,12 +582,14 @@ impl Conn {
                             params![signed],
                         )?
                     };
-                    n > MAX_BASE_KEY_USES_PER_PREKEY
+                    if n > MAX_BASE_KEY_USES_PER_PREKEY {
+                        return Err(Error::LimitExceeded(
+                            "this prekey started the most sessions it may: rotate the \
+                             last-resort Kyber prekey (or the signed prekey)",
+                        ));
+                    }
                 }
-                _ => false,
-            };
-            if over {
-                return Err(Error::StoreConflict);
+                _ => {}
             }
         }
         Ok(())
@@ -1213,6 +1223,7 @@ impl DurableStore {
             }
             let writes = diff(&shared.sealer, &view, &loaded);
             let written = conn.apply(&shared.sealer, &writes)?;
+            conn.check_new_rows_within_limits(&loaded.reads, &writes)?;
             // Each session's row version as committed, for the cache.
             let versions: Vec<Option<i64>> = view
                 .sessions
