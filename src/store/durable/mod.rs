@@ -563,10 +563,10 @@ impl Conn {
                 continue;
             }
             match table {
-                Table::Sessions => {
-                    if self.count("SELECT COUNT(*) FROM sessions", [])? > MAX_SESSIONS {
-                        return Err(Error::LimitExceeded("too many sessions in one store"));
-                    }
+                Table::Sessions
+                    if self.count("SELECT COUNT(*) FROM sessions", [])? > MAX_SESSIONS =>
+                {
+                    return Err(Error::LimitExceeded("too many sessions in one store"));
                 }
                 Table::BaseKeyUses => {
                     let kyber = columns.first().copied().unwrap_or(0);
