@@ -33,8 +33,19 @@
 //! returns the plaintext with a [`PendingDecrypt`]; nothing is written
 //! until [`PendingDecrypt::commit`], which checks that every row the
 //! decrypt read is unchanged ([`Error::StoreConflict`] otherwise) and
-//! writes in one transaction. Dropping it discards the change: the message
-//! can be decrypted again.
+//! writes in one transaction (and that the sessions and the prekey's
+//! base-key uses are still within their limits, counted again:
+//! [`Error::LimitExceeded`] otherwise). Dropping
+//! it discards the change: the message can be decrypted again.
+//!
+//! # What encryption at rest does not cover
+//! A row's value opens only in its own row and table, but the file itself
+//! is not protected against being rolled back or having rows removed:
+//! restoring an older copy of the file (or an older value of one row)
+//! makes the next encrypt reuse message keys already used, and deleting a
+//! base-key use or restoring a used one-time prekey lets a captured first
+//! message start a session again. Only the application can keep an older
+//! copy from being opened.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -48,10 +59,14 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::keys::{IdentityKeyPair, PublicKey};
-use crate::store::{Address, BaseKeyUse, ProtocolStore, SessionCell};
+use crate::store::{
+    Address, BaseKeyUse, ProtocolStore, SessionCell, MAX_BASE_KEY_USES_PER_PREKEY, MAX_SESSIONS,
+};
 use crate::wire::{PreKeySignalMessage, PREKEY_TYPE, WHISPER_TYPE};
 
 mod api;
+#[cfg(test)]
+mod review_tests;
 mod rows;
 pub(crate) mod schema;
 mod seal;
@@ -211,7 +226,9 @@ impl Load {
     pub(crate) fn decrypt(address: &Address, message_type: u8, bytes: &[u8]) -> Self {
         let mut load = Load::session(address);
         if message_type == PREKEY_TYPE {
-            load.count_sessions = true;
+            // The sessions are not counted here (a scan of the table, for
+            // any message anyone sends): the limit is checked when a
+            // session row is added, after the message decrypted.
             // A message that does not parse fails in the call itself.
             if let Ok(m) = PreKeySignalMessage::deserialize(bytes) {
                 load.prekeys = PreKeyLoad::Ids {
@@ -309,6 +326,9 @@ impl PendingDecrypt {
                 conn.forget(*table, k);
             }
             conn.apply(&shared.sealer, &self.writes)?;
+            // The counts the decrypt checked its limits against (if any)
+            // are not rows: another commit since may have used the room.
+            conn.check_new_rows_within_limits(&self.reads, &self.writes)?;
             Ok(())
         })
         .inspect_err(|_| conn.sessions.clear())
@@ -321,11 +341,15 @@ fn poisoned<T>(e: PoisonError<T>) -> T {
 
 impl Shared {
     fn lock(&self) -> Result<MutexGuard<'_, Conn>> {
-        // A panic while the connection was held rolled back (the
-        // transaction is dropped) and left the cache possibly stale, so the
-        // cache is cleared.
+        // A panic while the connection was held rolled back its
+        // transaction (see `unwinding_rolls_back`) and may have left the
+        // cache stale, so the cache is cleared; a transaction still open
+        // (a panic outside one) is rolled back.
         Ok(self.conn.lock().unwrap_or_else(|e| {
             let mut c = poisoned(e);
+            if !c.db.is_autocommit() {
+                let _ = c.db.execute_batch("ROLLBACK");
+            }
             c.sessions.clear();
             c.meta = None;
             c
@@ -375,7 +399,7 @@ impl Conn {
         self.db
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(sql_error)?;
-        match f(self) {
+        match self.unwinding_rolls_back(f) {
             Ok(out) => match self.db.execute_batch("COMMIT") {
                 Ok(()) => Ok(out),
                 Err(e) => {
@@ -395,9 +419,25 @@ impl Conn {
     /// Runs `f` in a read transaction (two-phase decrypt's first phase).
     fn read_transaction<T>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
         self.db.execute_batch("BEGIN").map_err(sql_error)?;
-        let out = f(self);
+        let out = self.unwinding_rolls_back(f);
         let _ = self.db.execute_batch("ROLLBACK");
         out
+    }
+
+    /// Runs `f` inside the open transaction; if it panics, rolls the
+    /// transaction back (releasing the database's lock: the transaction is
+    /// SQL, not a guard that a panic would drop) and clears the cache
+    /// before the panic goes on.
+    fn unwinding_rolls_back<T>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(out) => out,
+            Err(panic) => {
+                let _ = self.db.execute_batch("ROLLBACK");
+                self.sessions.clear();
+                self.meta = None;
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
     fn read_row(&self, table: Table, k: &[u8; 32]) -> Result<Option<Row>> {
@@ -497,6 +537,62 @@ impl Conn {
         let mut stmt = self.db.prepare_cached(sql).map_err(sql_error)?;
         let n: i64 = stmt.query_row(args, |r| r.get(0)).map_err(sql_error)?;
         Ok(n.max(0) as usize)
+    }
+
+    /// After `writes`: fails with [`Error::LimitExceeded`] if a row they
+    /// add (one `reads` saw absent) takes the sessions past
+    /// [`MAX_SESSIONS`] or a reusable prekey's base-key uses past its
+    /// share. (A decrypt's view does not count the sessions; a two-phase
+    /// decrypt's counts may be out of date when it commits.)
+    fn check_new_rows_within_limits(
+        &self,
+        reads: &[(Table, [u8; 32], Option<i64>)],
+        writes: &[Write],
+    ) -> Result<()> {
+        for w in writes {
+            let Write::Upsert {
+                table, k, columns, ..
+            } = w
+            else {
+                continue;
+            };
+            let added = reads
+                .iter()
+                .any(|(t, rk, v)| t == table && rk == k && v.is_none());
+            if !added {
+                continue;
+            }
+            match table {
+                Table::Sessions
+                    if self.count("SELECT COUNT(*) FROM sessions", [])? > MAX_SESSIONS =>
+                {
+                    return Err(Error::LimitExceeded("too many sessions in one store"));
+                }
+                Table::BaseKeyUses => {
+                    let kyber = columns.first().copied().unwrap_or(0);
+                    let signed = columns.get(1).copied().unwrap_or(0);
+                    let n = if kyber != 0 {
+                        self.count(
+                            "SELECT COUNT(*) FROM base_key_uses WHERE kyber_id = ?1",
+                            params![kyber],
+                        )?
+                    } else {
+                        self.count(
+                            "SELECT COUNT(*) FROM base_key_uses WHERE kyber_id = 0 AND signed_id = ?1",
+                            params![signed],
+                        )?
+                    };
+                    if n > MAX_BASE_KEY_USES_PER_PREKEY {
+                        return Err(Error::LimitExceeded(
+                            "this prekey started the most sessions it may: rotate the \
+                             last-resort Kyber prekey (or the signed prekey)",
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Drops whatever the cache holds for a row.
@@ -1024,6 +1120,11 @@ impl DurableStore {
                     ));
                 }
             }
+            if version > 0 && !has_key {
+                // Created with its key row in one transaction: a store
+                // without one was altered. Never a new identity over it.
+                return Err(Error::StoreCorrupt("the store-key row is missing"));
+            }
             if !has_key {
                 let device_id = options.create_device_id.ok_or_else(|| {
                     Error::Storage("the database holds no store, and creating one is off".into())
@@ -1122,6 +1223,7 @@ impl DurableStore {
             }
             let writes = diff(&shared.sealer, &view, &loaded);
             let written = conn.apply(&shared.sealer, &writes)?;
+            conn.check_new_rows_within_limits(&loaded.reads, &writes)?;
             // Each session's row version as committed, for the cache.
             let versions: Vec<Option<i64>> = view
                 .sessions

@@ -1,0 +1,224 @@
+//! Adversarial review of the durable store: reproducers that need the
+//! store's internals (its connection, its sealer).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rand::rngs::OsRng;
+use rand::RngCore;
+use rusqlite::params;
+
+use super::{rows, DurableOptions, DurableStore, Load, Table, Write};
+use crate::error::{Error, Result};
+use crate::store::{
+    Address, BaseKeyUse, ProtocolStore, SessionPolicy, MAX_BASE_KEY_USES_PER_PREKEY, MAX_SESSIONS,
+};
+use crate::wire::CiphertextMessage;
+
+const KEY: [u8; 32] = [0x5a; 32];
+
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        let mut n = [0u8; 8];
+        OsRng.fill_bytes(&mut n);
+        let name: String = n.iter().map(|b| format!("{b:02x}")).collect();
+        TempDb(std::env::temp_dir().join(format!("rk-review-{name}.sqlite")))
+    }
+    fn open(&self) -> DurableStore {
+        DurableStore::open(&self.0, &KEY, &DurableOptions::default()).unwrap()
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+/// A first (prekey) message to `bob` from a new sender, made from a bundle
+/// without a one-time prekey: it uses Bob's last-resort Kyber prekey, a
+/// reusable prekey whose uses are counted.
+fn first_message(bob: &DurableStore) -> CiphertextMessage {
+    let bundle = bob.create_bundle(false, 0, &mut OsRng).unwrap();
+    let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let b = Address::new("bob", 1);
+    alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
+    alice.encrypt(&b, b"hi").unwrap()
+}
+
+/// A valid, distinct base key for filler rows.
+fn filler_base_key(n: u32) -> [u8; 32] {
+    let mut u = [0x11u8; 32];
+    u[..4].copy_from_slice(&n.to_le_bytes());
+    u[31] = 0x22;
+    u
+}
+
+/// Review finding: two-phase commit checks the rows a decrypt read, but
+/// not the counts it read (the base-key uses of the prekey's share). Two
+/// pending decrypts that each saw one free place both commit: the share is
+/// exceeded, and the store then saves bytes that `restore` refuses.
+#[test]
+fn pending_commits_can_exceed_the_base_key_use_cap() {
+    let db = TempDb::new();
+    let bob = db.open();
+    let m1 = first_message(&bob);
+    let m2 = first_message(&bob);
+    let kyber_id = bob.last_resort_kyber_prekey_id().unwrap().unwrap();
+    let signed_id = m1_signed_id(&m1);
+    // Fill the last-resort key's share but one, with genuine sealed rows.
+    {
+        let shared = &*bob.shared;
+        let mut conn = shared.lock().unwrap();
+        let writes: Vec<Write> = (0..MAX_BASE_KEY_USES_PER_PREKEY as u32 - 1)
+            .map(|n| {
+                let u = BaseKeyUse {
+                    kyber_pre_key_id: kyber_id,
+                    signed_pre_key_id: signed_id,
+                    base_key: filler_base_key(n),
+                };
+                Write::Upsert {
+                    table: Table::BaseKeyUses,
+                    k: shared.sealer.lookup(Table::BaseKeyUses, &u.base_key),
+                    columns: vec![i64::from(kyber_id), i64::from(signed_id)],
+                    value: rows::encode_base_key_use(&u),
+                }
+            })
+            .collect();
+        conn.transaction(true, |c| c.apply(&shared.sealer, &writes).map(|_| ()))
+            .unwrap();
+    }
+    let a1 = Address::new("alice1", 1);
+    let a2 = Address::new("alice2", 1);
+    let p1 = bob
+        .decrypt_pending(&a1, m1.message_type(), m1.serialize(), &mut OsRng)
+        .unwrap();
+    let p2 = bob
+        .decrypt_pending(&a2, m2.message_type(), m2.serialize(), &mut OsRng)
+        .unwrap();
+    p1.commit().unwrap();
+    let second = p2.commit();
+    let uses: i64 = {
+        let conn = bob.shared.lock().unwrap();
+        conn.db
+            .query_row(
+                "SELECT COUNT(*) FROM base_key_uses WHERE kyber_id = ?1",
+                params![kyber_id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let saved = bob.save().unwrap();
+    assert!(
+        second.is_err() && uses as usize <= MAX_BASE_KEY_USES_PER_PREKEY,
+        "the second pending commit went through ({second:?}): {uses} uses of one prekey, \
+         cap {MAX_BASE_KEY_USES_PER_PREKEY}; restore of the saved bytes: {:?}",
+        ProtocolStore::restore(&saved).err()
+    );
+    ProtocolStore::restore(&saved).unwrap();
+}
+
+fn m1_signed_id(m: &CiphertextMessage) -> u32 {
+    crate::wire::PreKeySignalMessage::deserialize(m.serialize())
+        .unwrap()
+        .signed_pre_key_id()
+}
+
+/// Review finding: as above for the session limit: two pending decrypts
+/// from new addresses, each seeing room for one more session, both commit.
+#[test]
+fn pending_commits_can_exceed_max_sessions() {
+    let db = TempDb::new();
+    let bob = db.open();
+    let m1 = first_message(&bob);
+    let m2 = first_message(&bob);
+    // MAX_SESSIONS - 1 other sessions (only counted, never opened here).
+    {
+        let conn = bob.shared.lock().unwrap();
+        conn.db.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut stmt = conn
+            .db
+            .prepare("INSERT INTO sessions (k, version, value) VALUES (?1, 1, x'00')")
+            .unwrap();
+        for _ in 0..MAX_SESSIONS - 1 {
+            let mut k = [0u8; 32];
+            OsRng.fill_bytes(&mut k);
+            stmt.execute(params![&k[..]]).unwrap();
+        }
+        drop(stmt);
+        conn.db.execute_batch("COMMIT").unwrap();
+    }
+    let a1 = Address::new("alice1", 1);
+    let a2 = Address::new("alice2", 1);
+    let p1 = bob
+        .decrypt_pending(&a1, m1.message_type(), m1.serialize(), &mut OsRng)
+        .unwrap();
+    let p2 = bob
+        .decrypt_pending(&a2, m2.message_type(), m2.serialize(), &mut OsRng)
+        .unwrap();
+    p1.commit().unwrap();
+    let second = p2.commit();
+    let n = bob.session_count().unwrap();
+    assert!(
+        second.is_err() && n <= MAX_SESSIONS,
+        "the second pending commit went through ({second:?}): {n} sessions, limit {MAX_SESSIONS}"
+    );
+    // Decrypting it again now fails on the limit.
+    assert!(matches!(
+        bob.decrypt(&a2, m2.message_type(), m2.serialize(), &mut OsRng),
+        Err(Error::LimitExceeded(_))
+    ));
+}
+
+fn v3() -> SessionPolicy {
+    SessionPolicy {
+        allow_v3_initiation: true,
+        accept_v3_prekey_messages: true,
+    }
+}
+
+/// Review finding: the transaction is begun with `BEGIN IMMEDIATE` as SQL,
+/// not a guard: a panic inside a call unwinds past the ROLLBACK. The
+/// connection stays inside the transaction holding the database's write
+/// lock: every later call on it fails ("cannot start a transaction within
+/// a transaction"), every other connection gets StoreBusy, and the
+/// half-made change would be committed by the next COMMIT on it.
+#[test]
+fn a_panic_inside_a_call_leaves_the_write_transaction_open() {
+    let db = TempDb::new();
+    let bob = db.open();
+    let options = DurableOptions {
+        busy_timeout: Duration::from_millis(200),
+        ..DurableOptions::default()
+    };
+    let other = DurableStore::open(&db.0, &KEY, &options).unwrap();
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        let _: Result<()> = bob.with(&Load::meta(), true, |_s| panic!("a bug in a call"));
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(
+        other.set_policy(v3()),
+        Ok(()),
+        "another connection is locked out"
+    );
+    assert_eq!(bob.policy(), Ok(v3()), "the panicking handle is stuck");
+}
+
+/// As above for two-phase decrypt's read transaction.
+#[test]
+fn a_panic_inside_decrypt_pending_leaves_the_read_transaction_open() {
+    let db = TempDb::new();
+    let bob = db.open();
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        let mut conn = bob.shared.lock().unwrap();
+        let _: Result<()> = conn.read_transaction(|_c| panic!("a bug in a decrypt"));
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(bob.policy(), Ok(SessionPolicy::default()));
+}
