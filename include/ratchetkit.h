@@ -1181,7 +1181,9 @@ rk_status rk_pending_decrypt_plaintext(const struct rk_pending_decrypt *pending,
  *
  * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
  * `RK_STATUS_INVALID_ARGUMENT` (committed already), `RK_STATUS_CONFLICT`,
- * `RK_STATUS_STORE_BUSY`, `RK_STATUS_STORAGE`.
+ * `RK_STATUS_LIMIT_EXCEEDED` (other commits since filled the store's
+ * sessions or the prekey's base-key uses), `RK_STATUS_STORE_BUSY`,
+ * `RK_STATUS_STORAGE`.
  * Thread safety: any thread.
  *
  * # Safety

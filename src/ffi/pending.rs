@@ -121,7 +121,9 @@ pub unsafe extern "C" fn rk_pending_decrypt_plaintext(
 ///
 /// Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
 /// `RK_STATUS_INVALID_ARGUMENT` (committed already), `RK_STATUS_CONFLICT`,
-/// `RK_STATUS_STORE_BUSY`, `RK_STATUS_STORAGE`.
+/// `RK_STATUS_LIMIT_EXCEEDED` (other commits since filled the store's
+/// sessions or the prekey's base-key uses), `RK_STATUS_STORE_BUSY`,
+/// `RK_STATUS_STORAGE`.
 /// Thread safety: any thread.
 ///
 /// # Safety
