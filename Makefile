@@ -141,8 +141,8 @@ interop: interop-deps
 #                           operations each, against both live peers (part of make test)
 # tests/interop/README.md describes what each checks.
 .PHONY: crash-test crash-test-full two-process-test
-CRASH_KILLS ?= 40
-CRASH_KILLS_FULL ?= 200
+CRASH_KILLS ?= 100
+CRASH_KILLS_FULL ?= 1000
 TWO_PROCESS_OPS ?= 5000
 DURABLE_LIVE = --live "$(PEER_RK)" --live "$(PEER_LS090)"
 

@@ -14,11 +14,11 @@ checks the invariants below; then the storm goes on.
     python3 tests/interop/crash_test.py --child CMD --live CMD [--live CMD ...]
         [--kills N] [--seed N] [--timeout SECONDS] [--verbose]
 
-`--kills` is the total, split evenly over the `--live` peers (one run,
-with its own store, per live peer). Every session is version 4 (PQXDH):
-the first live peer's run has the child start the session (the child
-processes the live peer's bundle), the second has the live peer start it
-(the child's first decrypts are prekey messages), and so on alternately.
+Each live peer gets two runs, each with a new store: in the first the
+child starts the session (it processes the live peer's bundle), in the
+second the live peer does (the child's first decrypts are prekey
+messages). `--kills` is the total, split evenly over all runs. Every
+session is version 4 (PQXDH).
 
 Invariants ("reported" = the answer line was read; a complete answer line
 the child wrote before it was killed counts as reported: the protocol says
@@ -312,7 +312,7 @@ class Run:
         duplicates, and make sure the conversation goes on."""
         n = self.kills
         self.stats[f"integrity checks ({integrity_check(self.path, self.scratch, n % 2 == 0)})"] += 1
-        while self.rng.random() < 0.1:
+        while self.kills < self.target_kills and self.rng.random() < 0.1:
             c = self.start_child()
             c.send("open", path=self.path, key=self.key.hex())
             time.sleep(self.rng.uniform(0, 1.5 * self.latency["open"]))
@@ -452,13 +452,16 @@ def main(argv=None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     print(f"seed {seed}", flush=True)
     passed = failed = 0
-    n = len(args.live)
-    for i, live in enumerate(args.live):
+    runs = [(live, child_initiates) for live in args.live for child_initiates in (True, False)]
+    n = len(runs)
+    t0 = time.monotonic()
+    for i, (live, child_initiates) in enumerate(runs):
         kills = args.kills // n + (1 if i < args.kills % n else 0)
         label = f"crash run {i + 1}/{n}: live {live!r}"
-        ok = run_one(label, args, live, kills, child_initiates=(i % 2 == 0), seed=seed * 1000 + i)
+        ok = run_one(label, args, live, kills, child_initiates, seed=seed * 1000 + i)
         passed += ok
         failed += not ok
+    print(f"{time.monotonic() - t0:.1f} s in all")
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
