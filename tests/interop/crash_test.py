@@ -177,7 +177,8 @@ class Run:
                 time.sleep(self.rng.uniform(0, 2 * self.latency[op]))
                 self.kill(mode)
             return result
-        time.sleep(self.rng.uniform(0, 1.5 * self.latency[op]))
+        # Up to 1.5 times the request's recent duration, more often early.
+        time.sleep(1.5 * self.latency[op] * self.rng.random() ** 2)
         lines = self.kill(mode)
         written = "answer written" if lines else "no answer"
         self.stats[f"{mode} kill, {written}"] += 1
