@@ -110,6 +110,8 @@ INTEROP_V4_LS_TO_090 := --session-version 4 --scenarios classic,kyber,v3_refused
 INTEROP_V4_LS_LS := --session-version 4 --scenarios classic,kyber,v3_refused,v3_accepted
 
 # Session version 3: the four pairs, each must pass every classic scenario.
+# The ratchetkit peer also runs in durable mode (--durable: init with a
+# store file) against 0.90.0 both ways and against itself.
 # Session version 4: ratchetkit against both official versions and itself,
 # and the libsignal pairs (they prove the driver and the peers). The v3
 # policy scenarios run where the initiator can start version 3 (0.90.0
@@ -128,6 +130,9 @@ interop: interop-deps
 	$(call interop_pair,v4: libsignal 0.90.0 -> 0.72.1,$(PEER_LS090),$(PEER_LS),$(INTEROP_V4))
 	$(call interop_pair,v4: libsignal 0.90.0 <-> 0.90.0,$(PEER_LS090),$(PEER_LS090),$(INTEROP_V4))
 	$(call interop_pair,v4: libsignal 0.72.1 <-> 0.72.1,$(PEER_LS),$(PEER_LS),$(INTEROP_V4_LS_LS))
+	$(call interop_pair,v4: ratchetkit (durable) -> libsignal 0.90.0,$(PEER_RK),$(PEER_LS090),$(INTEROP_V4_LS_TO_090) --durable alice)
+	$(call interop_pair,v4: libsignal 0.90.0 -> ratchetkit (durable),$(PEER_LS090),$(PEER_RK),$(INTEROP_V4) --durable bob)
+	$(call interop_pair,v4: ratchetkit (durable) <-> ratchetkit (durable),$(PEER_RK),$(PEER_RK),$(INTEROP_V4_LS_LS) --durable both)
 	@echo "== interop: the PQXDH fixture still verifies with 0.90.0"
 	cd tests/interop/libsignal-peer-090 && node make-v4-fixture.js
 
