@@ -24,7 +24,7 @@ demo:
 	@$(MAKE) --no-print-directory demo-c
 	@$(MAKE) --no-print-directory demo-py
 
-test: lint rust-test fuzz-short c-test interop py-test py-interop bench-test
+test: lint rust-test fuzz-short c-test interop crash-test two-process-test py-test py-interop bench-test
 	@echo "== all tests passed"
 
 # Benchmarks (criterion) and the report: `make bench` writes BENCHMARKS.md.
@@ -110,6 +110,8 @@ INTEROP_V4_LS_TO_090 := --session-version 4 --scenarios classic,kyber,v3_refused
 INTEROP_V4_LS_LS := --session-version 4 --scenarios classic,kyber,v3_refused,v3_accepted
 
 # Session version 3: the four pairs, each must pass every classic scenario.
+# The ratchetkit peer also runs in durable mode (--durable: init with a
+# store file) against 0.90.0 both ways and against itself.
 # Session version 4: ratchetkit against both official versions and itself,
 # and the libsignal pairs (they prove the driver and the peers). The v3
 # policy scenarios run where the initiator can start version 3 (0.90.0
@@ -128,8 +130,41 @@ interop: interop-deps
 	$(call interop_pair,v4: libsignal 0.90.0 -> 0.72.1,$(PEER_LS090),$(PEER_LS),$(INTEROP_V4))
 	$(call interop_pair,v4: libsignal 0.90.0 <-> 0.90.0,$(PEER_LS090),$(PEER_LS090),$(INTEROP_V4))
 	$(call interop_pair,v4: libsignal 0.72.1 <-> 0.72.1,$(PEER_LS),$(PEER_LS),$(INTEROP_V4_LS_LS))
+	$(call interop_pair,v4: ratchetkit (durable) -> libsignal 0.90.0,$(PEER_RK),$(PEER_LS090),$(INTEROP_V4_LS_TO_090) --durable alice)
+	$(call interop_pair,v4: libsignal 0.90.0 -> ratchetkit (durable),$(PEER_LS090),$(PEER_RK),$(INTEROP_V4) --durable bob)
+	$(call interop_pair,v4: ratchetkit (durable) <-> ratchetkit (durable),$(PEER_RK),$(PEER_RK),$(INTEROP_V4_LS_LS) --durable both)
 	@echo "== interop: the PQXDH fixture still verifies with 0.90.0"
 	cd tests/interop/libsignal-peer-090 && node make-v4-fixture.js
+
+# ---- Durable store (issue 10): SIGKILL crash test, two processes on one file ----
+#   make crash-test         a ratchetkit peer in durable mode killed with SIGKILL
+#                           CRASH_KILLS times (split over a ratchetkit and a
+#                           libsignal 0.90.0 live peer), checked after each kill
+#                           (part of `make test`)
+#   make crash-test-full    the same with CRASH_KILLS_FULL kills (not in make test)
+#   make two-process-test   two durable peers on one database file, TWO_PROCESS_OPS
+#                           operations each, against both live peers (part of make test)
+# tests/interop/README.md describes what each checks.
+.PHONY: crash-test crash-test-full two-process-test
+CRASH_KILLS ?= 100
+CRASH_KILLS_FULL ?= 1000
+TWO_PROCESS_OPS ?= 5000
+DURABLE_LIVE = --live "$(PEER_RK)" --live "$(PEER_LS090)"
+
+crash-test: interop-deps
+	@echo "== crash test: $(CRASH_KILLS) SIGKILLs"
+	$(PYTHON) tests/interop/crash_test.py --seed $(SEED) --kills $(CRASH_KILLS) \
+		--child "$(PEER_RK)" $(DURABLE_LIVE)
+
+crash-test-full: interop-deps
+	@echo "== crash test: $(CRASH_KILLS_FULL) SIGKILLs"
+	$(PYTHON) tests/interop/crash_test.py --seed $(SEED) --kills $(CRASH_KILLS_FULL) \
+		--child "$(PEER_RK)" $(DURABLE_LIVE)
+
+two-process-test: interop-deps
+	@echo "== two processes on one durable store: $(TWO_PROCESS_OPS) operations each"
+	$(PYTHON) tests/interop/two_process_test.py --seed $(SEED) --ops $(TWO_PROCESS_OPS) \
+		--child "$(PEER_RK)" $(DURABLE_LIVE)
 
 # ---- C ABI: shared/static library, header, C and C++ tests and examples ----
 #   make c-test                  everything below (part of `make test`)

@@ -28,9 +28,11 @@ import os
 import queue
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -710,6 +712,7 @@ class World:
         self.needs = needs or {}
         self.refuses_v3 = refuses_v3 or set()
         self.peers: list[Peer] = []
+        self.store_dir: "str | None" = None  # --durable: where the stores go
 
     def spawn(self, role: str, name: "str | None" = None, cmd: "str | None" = None, **init_opts) -> Peer:
         """Start a fresh peer; roles other than alice use the --bob command
@@ -732,6 +735,11 @@ class World:
             # version-3 sessions need a responder that accepts version-3
             # prekey messages; a protocol-2 peer may refuse them by default
             init_opts["accept_v3"] = True
+        if self.args.durable in ("both", "alice" if cmd == self.args.alice else "bob"):
+            if self.store_dir is None:
+                self.store_dir = tempfile.mkdtemp(prefix="rk-driver-")
+            init_opts["path"] = os.path.join(self.store_dir, f"{role}-{len(self.peers)}.db")
+            init_opts["key"] = self.rng.randbytes(32).hex()
         p.init(**init_opts)
         return p
 
@@ -753,6 +761,8 @@ class World:
                 p.close()
             except Exception:  # noqa: BLE001 - cleanup must not mask results
                 p.kill()
+        if self.store_dir is not None:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
@@ -1551,6 +1561,9 @@ def main(argv=None) -> int:
                     help="comma-separated scenario names and groups (classic, kyber, v3policy, all); "
                          "default classic")
     ap.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
+    ap.add_argument("--durable", choices=("none", "alice", "bob", "both"), default="none",
+                    help="peers started from that command get init with a new store file "
+                         "(path, key): durable mode, peer protocol 2")
     ap.add_argument("--stderr-lines", type=int, default=30, help="peer stderr lines shown on failure")
     ap.add_argument("--verbose", "-v", action="store_true", help="trace requests on stderr")
     ap.add_argument("--list", action="store_true", help="list scenarios and groups, then exit")

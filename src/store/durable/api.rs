@@ -10,7 +10,7 @@ use crate::kem::KemPublicKey;
 use crate::keys::{IdentityKeyPair, PublicKey};
 use crate::prekey::{KyberPreKeyRecord, PreKeyBundle, PreKeyRecord, SignedPreKeyRecord};
 use crate::session::SessionRecord;
-use crate::store::{Address, ProtocolStore, SessionPolicy};
+use crate::store::{Address, BundleRequest, ProtocolStore, SessionPolicy};
 use crate::wire::CiphertextMessage;
 
 impl DurableStore {
@@ -227,6 +227,17 @@ impl DurableStore {
     ) -> Result<PreKeyBundle> {
         self.with(&Load::prekeys(), true, |s| {
             s.create_bundle(with_prekey, timestamp, rng)
+        })
+    }
+
+    /// As [`ProtocolStore::create_bundle_with`].
+    pub fn create_bundle_with<R: RngCore + CryptoRng>(
+        &self,
+        request: BundleRequest,
+        rng: &mut R,
+    ) -> Result<PreKeyBundle> {
+        self.with(&Load::prekeys(), true, |s| {
+            s.create_bundle_with(request, rng)
         })
     }
 

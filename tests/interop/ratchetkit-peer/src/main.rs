@@ -5,26 +5,179 @@
 //! one without a version-3 (X3DH) session, as the protocol says (so this
 //! program allows starting version-3 sessions); whether an incoming
 //! version-3 prekey message may start a session is `init`'s `accept_v3`,
-//! by default the library's: no. SPQR is not spoken (`spqr` "off" only);
-//! durable stores (`open`, `init` with `path`) are not implemented yet.
+//! by default the library's: no. SPQR is not spoken (`spqr` "off" only).
+//!
+//! Durable mode: `init` with `path` and `key` creates a
+//! [`DurableStore`] (SQLite) at `path`, which must not exist yet; `open`
+//! makes this peer the user kept in an existing one, as an application
+//! starting again (possibly after being killed). Every operation then
+//! commits before its answer is written. `save` closes the database and
+//! opens it again. What is not in the store: the device id of each name's
+//! last processed bundle (this process's memory; after `open`, device 1
+//! until a bundle is processed again). `bundle` with `new_signed_prekey`
+//! is two transactions (rotate, then the bundle): if the second fails, the
+//! new signed prekey stays.
 //!
 //! Reads one JSON request per line on stdin and answers each with one JSON
 //! line on stdout. Diagnostics go to stderr.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ratchetkit::fingerprint::DEFAULT_ITERATIONS;
 use ratchetkit::kem::KemPublicKey;
 use ratchetkit::store::{BundleRequest, KyberPreKeyKind, SessionPolicy};
-use ratchetkit::{Address, Error, ErrorKind, PreKeyBundle, ProtocolStore, PublicKey};
+use ratchetkit::{
+    Address, CiphertextMessage, DurableOptions, DurableStore, Error, ErrorKind, Fingerprint,
+    PreKeyBundle, ProtocolStore, PublicKey,
+};
 use serde_json::{json, Map, Value};
 
 type Reply = Result<Value, (&'static str, String)>;
 
+/// Where this peer's user is kept.
+enum Store {
+    /// In memory (`init` without `path`).
+    Memory(Box<ProtocolStore>),
+    /// In a durable store; the path and key are kept to open it again
+    /// (`save`).
+    Durable {
+        store: DurableStore,
+        path: PathBuf,
+        key: Vec<u8>,
+    },
+}
+
+/// A message type on the wire: 3 prekey, 2 whisper.
+const PREKEY_TYPE: u8 = 3;
+const WHISPER_TYPE: u8 = 2;
+
+impl Store {
+    fn identity_key(&self) -> PublicKey {
+        match self {
+            Store::Memory(s) => *s.identity_key(),
+            Store::Durable { store, .. } => *store.identity_key(),
+        }
+    }
+
+    fn registration_id(&self) -> u32 {
+        match self {
+            Store::Memory(s) => s.registration_id(),
+            Store::Durable { store, .. } => store.registration_id(),
+        }
+    }
+
+    fn bundle(&mut self, new_signed: bool, request: BundleRequest) -> Result<PreKeyBundle, Error> {
+        let rng = &mut rand::rngs::OsRng;
+        match self {
+            Store::Memory(store) => {
+                // All or nothing: rotate on a copy only if the bundle follows.
+                let mut next = (**store).clone();
+                if new_signed {
+                    next.generate_signed_prekey(request.timestamp, rng)?;
+                }
+                let b = next.create_bundle_with(request, rng)?;
+                **store = next;
+                Ok(b)
+            }
+            Store::Durable { store, .. } => {
+                if new_signed {
+                    store.generate_signed_prekey(request.timestamp, rng)?;
+                }
+                store.create_bundle_with(request, rng)
+            }
+        }
+    }
+
+    fn process_bundle(&mut self, address: &Address, bundle: &PreKeyBundle) -> Result<(), Error> {
+        let rng = &mut rand::rngs::OsRng;
+        match self {
+            Store::Memory(s) => s.process_bundle(address, bundle, rng),
+            Store::Durable { store, .. } => store.process_bundle(address, bundle, rng),
+        }
+    }
+
+    fn encrypt(&mut self, address: &Address, plaintext: &[u8]) -> Result<CiphertextMessage, Error> {
+        match self {
+            Store::Memory(s) => s.encrypt(address, plaintext),
+            Store::Durable { store, .. } => store.encrypt(address, plaintext),
+        }
+    }
+
+    fn decrypt(
+        &mut self,
+        address: &Address,
+        message_type: u8,
+        body: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let rng = &mut rand::rngs::OsRng;
+        match self {
+            Store::Memory(s) => s.decrypt(address, message_type, body, rng),
+            Store::Durable { store, .. } => store.decrypt(address, message_type, body, rng),
+        }
+    }
+
+    fn safety_number(
+        &self,
+        name: &str,
+        local_id: &[u8],
+        remote_id: &[u8],
+        iterations: u32,
+        version: u32,
+    ) -> Result<Fingerprint, Error> {
+        match self {
+            Store::Memory(s) => s.safety_number(name, local_id, remote_id, iterations, version),
+            Store::Durable { store, .. } => {
+                store.safety_number(name, local_id, remote_id, iterations, version)
+            }
+        }
+    }
+
+    fn approve_identity(&mut self, name: &str, key: PublicKey) -> Result<(), Error> {
+        match self {
+            Store::Memory(s) => {
+                s.approve_identity(name, key);
+            }
+            Store::Durable { store, .. } => {
+                store.approve_identity(name, key)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn has_session(&self, address: &Address) -> Result<bool, Error> {
+        match self {
+            Store::Memory(s) => Ok(s.has_session(address)),
+            Store::Durable { store, .. } => store.has_session(address),
+        }
+    }
+
+    /// Rebuilds from what is saved alone: the saved bytes, or the database.
+    fn reload(&self) -> Result<Store, Error> {
+        match self {
+            Store::Memory(s) => Ok(Store::Memory(Box::new(ProtocolStore::restore(&s.save())?))),
+            Store::Durable { path, key, .. } => Ok(Store::Durable {
+                store: open_existing(path, key)?,
+                path: path.clone(),
+                key: key.clone(),
+            }),
+        }
+    }
+}
+
+/// Opens the durable store at `path`, which must hold one.
+fn open_existing(path: &Path, key: &[u8]) -> Result<DurableStore, Error> {
+    let options = DurableOptions {
+        create_device_id: None,
+        ..DurableOptions::default()
+    };
+    DurableStore::open(path, key, &options)
+}
+
 struct Peer {
-    store: Option<ProtocolStore>,
+    store: Option<Store>,
     /// Device id of each name's last processed bundle.
     device_ids: BTreeMap<String, u32>,
 }
@@ -110,7 +263,7 @@ fn now_ms() -> u64 {
 }
 
 impl Peer {
-    fn store(&mut self) -> Result<&mut ProtocolStore, (&'static str, String)> {
+    fn store(&mut self) -> Result<&mut Store, (&'static str, String)> {
         self.store
             .as_mut()
             .ok_or_else(|| bad("init must come first"))
@@ -137,18 +290,32 @@ impl Peer {
                         return Err(("unsupported", format!("spqr {other:?}: not spoken yet")))
                     }
                 }
-                if req.contains_key("path") || req.contains_key("key") {
-                    return Err((
-                        "unsupported",
-                        "durable stores are not implemented yet".into(),
-                    ));
-                }
                 let accept_v3 = bool_arg(req, "accept_v3", false)?;
-                let mut store = ProtocolStore::generate(device_id, rng).map_err(lib)?;
-                store.set_policy(SessionPolicy {
+                let policy = SessionPolicy {
                     allow_v3_initiation: true,
                     accept_v3_prekey_messages: accept_v3,
-                });
+                };
+                let store = if req.contains_key("path") || req.contains_key("key") {
+                    let path = PathBuf::from(str_arg(req, "path")?);
+                    let key = hex_arg(req, "key")?;
+                    if path.exists() {
+                        return Err(bad(format!(
+                            "{} exists: init creates a new store (open opens one)",
+                            path.display()
+                        )));
+                    }
+                    let options = DurableOptions {
+                        create_device_id: Some(device_id),
+                        ..DurableOptions::default()
+                    };
+                    let store = DurableStore::open(&path, &key, &options).map_err(lib)?;
+                    store.set_policy(policy).map_err(lib)?;
+                    Store::Durable { store, path, key }
+                } else {
+                    let mut store = ProtocolStore::generate(device_id, rng).map_err(lib)?;
+                    store.set_policy(policy);
+                    Store::Memory(Box::new(store))
+                };
                 let reply = json!({
                     "identity_key": hex::encode(store.identity_key().serialize()),
                     "registration_id": store.registration_id(),
@@ -166,19 +333,12 @@ impl Peer {
                     Some("last_resort") => KyberPreKeyKind::LastResort,
                     Some(other) => return Err(bad(format!("unknown kyber kind {other:?}"))),
                 };
-                let store = self.store()?;
-                // All or nothing: rotate on a copy only if the bundle follows.
-                let mut next = store.clone();
-                if new_signed {
-                    next.generate_signed_prekey(now_ms(), rng).map_err(lib)?;
-                }
                 let request = BundleRequest {
                     one_time_prekey: one_time,
                     kyber,
                     timestamp: now_ms(),
                 };
-                let b = next.create_bundle_with(request, rng).map_err(lib)?;
-                *store = next;
+                let b = self.store()?.bundle(new_signed, request).map_err(lib)?;
                 let mut out = json!({
                     "registration_id": b.registration_id,
                     "device_id": b.device_id,
@@ -238,7 +398,7 @@ impl Peer {
                 };
                 let address = Address::new(name.clone(), bundle.device_id);
                 self.store()?
-                    .process_bundle(&address, &bundle, rng)
+                    .process_bundle(&address, &bundle)
                     .map_err(lib)?;
                 self.device_ids.insert(name, bundle.device_id);
                 Ok(json!({}))
@@ -257,13 +417,15 @@ impl Peer {
             "decrypt" => {
                 let address = self.address(str_arg(req, "peer")?);
                 let body = hex_arg(req, "body")?;
-                let store = self.store()?;
-                let pt = match str_arg(req, "type")? {
-                    "prekey" => store.decrypt_prekey_message(&address, &body, rng),
-                    "whisper" => store.decrypt_message(&address, &body, rng),
+                let message_type = match str_arg(req, "type")? {
+                    "prekey" => PREKEY_TYPE,
+                    "whisper" => WHISPER_TYPE,
                     other => return Err(bad(format!("unknown message type {other:?}"))),
-                }
-                .map_err(lib)?;
+                };
+                let pt = self
+                    .store()?
+                    .decrypt(&address, message_type, &body)
+                    .map_err(lib)?;
                 Ok(json!({"plaintext": hex::encode(pt)}))
             }
             "fingerprint" | "compare_scannable" => {
@@ -288,24 +450,37 @@ impl Peer {
             "trust" => {
                 let name = str_arg(req, "peer")?.to_owned();
                 let key = key_arg(req, "identity_key")?;
-                self.store()?.approve_identity(&name, key);
+                self.store()?.approve_identity(&name, key).map_err(lib)?;
                 Ok(json!({}))
             }
             "has_session" => {
                 let address = self.address(str_arg(req, "peer")?);
-                Ok(json!({"session": self.store()?.has_session(&address)}))
+                let session = self.store()?.has_session(&address).map_err(lib)?;
+                Ok(json!({ "session": session }))
             }
             "save" => {
-                let bytes = self.store()?.save();
-                // Discard every live object and rebuild from the bytes alone.
-                self.store = None;
-                self.store = Some(ProtocolStore::restore(&bytes).map_err(lib)?);
+                // Rebuild from what is saved alone; the old objects (and
+                // the database connection) go when it is replaced.
+                let next = self.store()?.reload().map_err(lib)?;
+                self.store = Some(next);
                 Ok(json!({}))
             }
-            "open" => Err((
-                "unsupported",
-                "durable stores are not implemented yet".into(),
-            )),
+            "open" => {
+                let path = PathBuf::from(str_arg(req, "path")?);
+                let key = hex_arg(req, "key")?;
+                if !path.is_file() {
+                    return Err(bad(format!("no store at {}", path.display())));
+                }
+                let store = open_existing(&path, &key).map_err(lib)?;
+                let store = Store::Durable { store, path, key };
+                let reply = json!({
+                    "identity_key": hex::encode(store.identity_key().serialize()),
+                    "registration_id": store.registration_id(),
+                });
+                self.store = Some(store);
+                self.device_ids.clear();
+                Ok(reply)
+            }
             "quit" => Ok(json!({})),
             other => Err(("unsupported", format!("unknown op {other:?}"))),
         }
