@@ -10,6 +10,10 @@
 // - Thread safety is the C API's: a Store may be used from several threads
 //   (calls serialize inside the library); the other classes are immutable
 //   and may be read concurrently.
+// - Durable stores: Store::open(path, key, options) keeps the store in a
+//   SQLite file (every call commits before it returns); decrypt_pending
+//   gives a PendingDecrypt (two-phase decrypt) that discards its change
+//   unless commit() is called.
 #ifndef RATCHETKIT_HPP
 #define RATCHETKIT_HPP
 
@@ -406,6 +410,73 @@ struct Message {
     Buffer bytes;
 };
 
+/// The application key of a durable store (from the platform's keystore).
+using StoreKey = std::array<uint8_t, RK_STORE_KEY_LEN>;
+
+/// How long a durable store's changes take to reach the disk.
+enum class Durability : uint32_t {
+    /// Every change is on disk when the call returns (the default).
+    Full = RK_DURABILITY_FULL,
+    /// Decrypts do not wait for the disk: a power loss (not a crash) may
+    /// undo the last ones, and those messages decrypt again. Encrypt and
+    /// every other call stay at full durability.
+    Normal = RK_DURABILITY_NORMAL,
+};
+
+/// Options for Store::open and Store::import_from.
+struct StoreOptions {
+    /// The local device id of a new store, when the file holds none yet;
+    /// std::nullopt: opening a file without a store fails (RK_STATUS_STORAGE).
+    std::optional<uint32_t> create_device_id = 1;
+    Durability durability = Durability::Full;
+    /// How long a call waits for another connection's write lock before
+    /// failing with RK_STATUS_STORE_BUSY.
+    uint32_t busy_timeout_ms = 5000;
+
+    rk_store_options to_c() const {
+        rk_store_options o = rk_store_options_default();
+        o.create_device_id = create_device_id.value_or(0);
+        o.durability = static_cast<uint32_t>(durability);
+        o.busy_timeout_ms = busy_timeout_ms;
+        return o;
+    }
+};
+
+/// A message decrypted by Store::decrypt_pending whose changes to the
+/// durable store are not written yet. Keep the plaintext, then commit();
+/// destroying it (or discard()) without a commit drops the change, and the
+/// message can be decrypted again.
+class PendingDecrypt {
+public:
+    explicit PendingDecrypt(rk_pending_decrypt *raw) : h_(raw) {}
+
+    /// A copy of the plaintext; throws once committed (RK_STATUS_INVALID_ARGUMENT).
+    Buffer plaintext() const {
+        rk_bytes b;
+        detail::check(rk_pending_decrypt_plaintext(get(), &b), "rk_pending_decrypt_plaintext");
+        return Buffer(b);
+    }
+    /// Writes the change. Throws Error with RK_STATUS_CONFLICT if another
+    /// handle or process changed the session since (nothing written: decrypt
+    /// the message again). Either way the object is spent.
+    void commit() {
+        if (!h_) {
+            throw Error(RK_STATUS_INVALID_ARGUMENT, "PendingDecrypt::commit: discarded");
+        }
+        detail::check(rk_pending_decrypt_commit(h_.get()), "rk_pending_decrypt_commit");
+        committed_ = true;
+    }
+    /// Drops the change now (as the destructor does).
+    void discard() noexcept { h_.reset(); }
+    bool committed() const noexcept { return committed_; }
+
+    const rk_pending_decrypt *get() const noexcept { return h_.get(); }
+
+private:
+    detail::Owned<rk_pending_decrypt, rk_pending_decrypt_free> h_;
+    bool committed_ = false;
+};
+
 /// The protocol store of one local device. Safe to share between threads.
 class Store {
 public:
@@ -436,6 +507,50 @@ public:
             rk_store_restore_encrypted(saved.data(), saved.size(), key.data(), key.size(), &raw),
             "rk_store_restore_encrypted");
         return Store(raw);
+    }
+    /// Opens the durable store in the SQLite file at `path`, creating it
+    /// (fresh identity, device options.create_device_id) when the file holds
+    /// none. A wrong key throws RK_STATUS_WRONG_STORE_KEY.
+    static Store open(const std::string &path, const StoreKey &key,
+                      const StoreOptions &options = StoreOptions()) {
+        rk_store_options o = options.to_c();
+        rk_store *raw = nullptr;
+        detail::check(rk_store_open(path.c_str(), key.data(), key.size(), &o, &raw),
+                      "rk_store_open");
+        return Store(raw);
+    }
+    /// Creates a durable store at `path` holding everything the in-memory
+    /// store `from` holds (for example one restored from saved bytes).
+    static Store import_from(const std::string &path, const StoreKey &key, const Store &from,
+                             const StoreOptions &options = StoreOptions()) {
+        rk_store_options o = options.to_c();
+        rk_store *raw = nullptr;
+        detail::check(
+            rk_store_import(path.c_str(), key.data(), key.size(), &o, from.get(), &raw),
+            "rk_store_import");
+        return Store(raw);
+    }
+    /// Replaces a durable store's key (`old_key` must be the current one).
+    void rekey(const StoreKey &old_key, const StoreKey &new_key) {
+        detail::check(rk_store_rekey(get(), old_key.data(), old_key.size(), new_key.data(),
+                                     new_key.size()),
+                      "rk_store_rekey");
+    }
+    /// Whether the store lives in a database file.
+    bool is_durable() const {
+        bool durable = false;
+        detail::check(rk_store_is_durable(get(), &durable), "rk_store_is_durable");
+        return durable;
+    }
+    /// Decrypts with a durable store without writing anything; commit the
+    /// returned PendingDecrypt once the plaintext is kept.
+    PendingDecrypt decrypt_pending(const std::string &name, uint32_t device_id,
+                                   const Message &message) {
+        rk_pending_decrypt *raw = nullptr;
+        detail::check(rk_store_decrypt_pending(h_.get(), name.c_str(), device_id, message.type,
+                                               message.bytes.data(), message.bytes.size(), &raw),
+                      "rk_store_decrypt_pending");
+        return PendingDecrypt(raw);
     }
 
     PublicKey identity_key() const {

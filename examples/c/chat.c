@@ -3,16 +3,24 @@
  * Bob publishes a prekey bundle (handed over as bytes, as a server would)
  * with a one-time prekey and a Kyber prekey, Alice starts a session from it
  * (PQXDH: message version 4, the default), and they exchange messages both
- * ways, some delivered out of order. Midway Alice saves her store encrypted
- * under a 32-byte key, frees it, and restores it. Finally both compute the
- * safety number, shown as digits and as a QR code for the terminal.
+ * ways, some delivered out of order. Both keep their state in durable
+ * stores: SQLite files (here in a temporary directory) sealed under a
+ * 32-byte application key, where every call commits before it returns.
+ * Midway Alice's app restarts: her store is closed and reopened from the
+ * same file with the same key, and the conversation carries on. Bob takes
+ * one message in two phases (decrypt, keep the plaintext, commit). Finally
+ * both compute the safety number, shown as digits and as a QR code for the
+ * terminal.
  *
  * Build: cc chat.c $(pkg-config --cflags --libs ratchetkit) -o chat */
+
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ratchetkit.h"
 
@@ -65,6 +73,16 @@ static void deliver(rk_store *to, const char *who, const char *from_name, uint32
     e->bytes = (rk_bytes){NULL, 0};
 }
 
+/* Removes a store's database file and SQLite's side files, if any. */
+static void remove_store_files(const char *path) {
+    static const char *suffixes[] = {"", "-wal", "-shm", "-journal"};
+    char p[600];
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
+        unlink(p); /* a missing file is fine */
+    }
+}
+
 int main(void) {
     printf("ratchetkit %s (ABI %u), C example\n\n", rk_version(), rk_abi_version());
     if (rk_abi_version() != RK_ABI_VERSION) {
@@ -73,10 +91,34 @@ int main(void) {
         return 1;
     }
 
-    /* Two devices: Alice (device 1) and Bob (device 1). */
+    /* Where the stores live: a temporary directory for this demo (an app
+     * uses its data directory). */
+    const char *tmp = getenv("TMPDIR");
+    char dir[256], alice_path[300], bob_path[300];
+    snprintf(dir, sizeof dir, "%s/ratchetkit-chat-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    snprintf(alice_path, sizeof alice_path, "%s/alice.db", dir);
+    snprintf(bob_path, sizeof bob_path, "%s/bob.db", dir);
+
+    /* Each app's store key: 32 bytes from the platform's keystore in a real
+     * app; fixed here. */
+    uint8_t alice_key[RK_STORE_KEY_LEN], bob_key[RK_STORE_KEY_LEN];
+    for (size_t i = 0; i < RK_STORE_KEY_LEN; i++) {
+        alice_key[i] = (uint8_t)(0xA5 ^ (i * 29));
+        bob_key[i] = (uint8_t)(0x3C ^ (i * 17));
+    }
+
+    /* Two devices: Alice (device 1) and Bob (device 1), each a durable
+     * store created on first open (the default options: device id 1, full
+     * durability, 5 s busy timeout). */
     rk_store *alice = NULL, *bob = NULL;
-    TRY(rk_store_new(1, &alice));
-    TRY(rk_store_new(1, &bob));
+    rk_store_options options = rk_store_options_default();
+    TRY(rk_store_open(alice_path, alice_key, sizeof alice_key, &options, &alice));
+    TRY(rk_store_open(bob_path, bob_key, sizeof bob_key, &options, &bob));
+    printf("Alice and Bob keep their stores in %s (alice.db, bob.db).\n", dir);
 
     /* Bob publishes a bundle with a one-time prekey and a one-time Kyber
      * prekey; it travels as bytes. */
@@ -117,33 +159,45 @@ int main(void) {
     deliver(alice, "alice", "bob", 1, &b3);
     deliver(alice, "alice", "bob", 1, &b1);
 
-    /* Midway: Alice saves her whole store encrypted under an app key (in a
-     * real app, from the platform keystore), frees it, and restores it. */
-    uint8_t key[RK_PICKLE_KEY_LEN];
-    for (size_t i = 0; i < sizeof key; i++) {
-        key[i] = (uint8_t)(0xA5 ^ (i * 29));
-    }
-    rk_bytes saved;
-    TRY(rk_store_save_encrypted(alice, key, sizeof key, &saved));
+    /* Midway: Alice's app restarts. Closing the store loses nothing: every
+     * call committed its changes to alice.db before it returned. */
     rk_store_free(alice);
     alice = NULL;
-    printf("\nAlice saved her store encrypted (%zu bytes) and closed it.\n", saved.len);
-    uint8_t wrong_key[RK_PICKLE_KEY_LEN] = {0};
+    printf("\nAlice's app restarts: her store is closed.\n");
+    uint8_t wrong_key[RK_STORE_KEY_LEN] = {0};
     rk_store *nope = NULL;
-    rk_status st = rk_store_restore_encrypted(saved.ptr, saved.len, wrong_key, sizeof wrong_key,
-                                              &nope);
-    printf("Restoring with a wrong key: %s.\n", rk_status_str(st));
-    TRY(rk_store_restore_encrypted(saved.ptr, saved.len, key, sizeof key, &alice));
-    rk_bytes_free(saved);
-    memset(key, 0, sizeof key);
-    printf("Alice restored her store with the right key.\n\n");
+    rk_status st = rk_store_open(alice_path, wrong_key, sizeof wrong_key, NULL, &nope);
+    printf("Opening alice.db with a wrong key: %s.\n", rk_status_str(st));
+    if (st != RK_STATUS_WRONG_STORE_KEY) {
+        return 1;
+    }
+    TRY(rk_store_open(alice_path, alice_key, sizeof alice_key, &options, &alice));
+    bool durable = false;
+    TRY(rk_store_is_durable(alice, &durable));
+    printf("Alice reopened her store from alice.db with her key (durable: %s).\n\n",
+           durable ? "yes" : "no");
 
     /* The conversation carries on, again partly out of order. */
     envelope a3 = send_text(alice, "alice", "bob", 1, "Back after a restart.");
     envelope a4 = send_text(alice, "alice", "bob", 1, "Did you get that?");
     printf("  (delivered out of order: 2, 1)\n");
     deliver(bob, "bob", "alice", 1, &a4);
-    deliver(bob, "bob", "alice", 1, &a3);
+
+    /* Bob takes the next message in two phases: decrypt without writing,
+     * keep the plaintext (an app stores it in its message database), then
+     * commit. Had his app died before the commit, the message would simply
+     * decrypt again. */
+    rk_pending_decrypt *pending = NULL;
+    rk_bytes kept;
+    TRY(rk_store_decrypt_pending(bob, "alice", 1, a3.type, a3.bytes.ptr, a3.bytes.len,
+                                 &pending));
+    TRY(rk_pending_decrypt_plaintext(pending, &kept));
+    printf("  %-5s <- %-5s  %.*s  [two-phase: kept, then committed]\n", "bob", "alice",
+           (int)kept.len, (const char *)kept.ptr);
+    rk_bytes_free(kept);
+    TRY(rk_pending_decrypt_commit(pending)); /* RK_STATUS_CONFLICT: decrypt again */
+    rk_pending_decrypt_free(pending);
+    rk_bytes_free(a3.bytes);
     envelope b4 = send_text(bob, "bob", "alice", 1, "Yes, both. Bye!");
     deliver(alice, "alice", "bob", 1, &b4);
 
@@ -180,6 +234,12 @@ int main(void) {
     rk_fingerprint_free(fb);
     rk_store_free(alice);
     rk_store_free(bob);
+    remove_store_files(alice_path);
+    remove_store_files(bob_path);
+    if (rmdir(dir) != 0) {
+        perror("rmdir");
+        return 1;
+    }
     if (strcmp(digits_a, digits_b) != 0 || !match) {
         return 1;
     }

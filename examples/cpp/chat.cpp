@@ -1,9 +1,13 @@
 // ratchetkit from C++17 through the RAII wrapper (bindings/cpp/ratchetkit.hpp):
-// the same conversation as examples/c/chat.c. Handles free themselves;
-// failures throw ratchetkit::Error with the status and the detail message.
+// the same conversation as examples/c/chat.c, with both stores kept in
+// durable SQLite files and a restart of Alice's app midway. Handles free
+// themselves; failures throw ratchetkit::Error with the status and the
+// detail message.
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -29,11 +33,26 @@ void deliver(rk::Store &to, const char *who, const std::string &from, const rk::
                 plaintext.view().data());
 }
 
-int run() {
+rk::StoreKey demo_key(uint8_t seed) {
+    // In a real app: 32 bytes from the platform's keystore.
+    rk::StoreKey key{};
+    for (size_t i = 0; i < key.size(); i++) {
+        key[i] = static_cast<uint8_t>(seed ^ (i * 31));
+    }
+    return key;
+}
+
+int run(const std::filesystem::path &dir) {
     std::cout << "ratchetkit " << rk::version() << ", C++ example\n\n";
 
-    rk::Store alice(1);
-    rk::Store bob(1);
+    // Durable stores, created on first open (device id 1, full durability).
+    const std::string alice_path = (dir / "alice.db").string();
+    const std::string bob_path = (dir / "bob.db").string();
+    const rk::StoreKey alice_key = demo_key(0x5A), bob_key = demo_key(0xC3);
+    std::optional<rk::Store> alice = rk::Store::open(alice_path, alice_key);
+    rk::Store bob = rk::Store::open(bob_path, bob_key);
+    std::cout << "Alice and Bob keep their stores in " << dir.string() << " (durable: "
+              << (alice->is_durable() && bob.is_durable() ? "yes" : "NO") << ").\n";
 
     // Bob's bundle (with a one-time prekey and a one-time Kyber prekey)
     // travels as bytes.
@@ -47,8 +66,8 @@ int run() {
     }
     std::cout << "It carries Kyber prekey " << kyber->id << " (" << kyber->key.size()
               << "-byte Kyber1024 key).\n";
-    alice.process_bundle("bob", 1, fetched);
-    uint32_t version = alice.session_version("bob", 1);
+    alice->process_bundle("bob", 1, fetched);
+    uint32_t version = alice->session_version("bob", 1);
     std::cout << "Alice processed Bob's bundle: session established ("
               << (version == RK_SESSION_VERSION_PQXDH ? "PQXDH" : "X3DH") << ", version "
               << version << ").\n\n";
@@ -56,8 +75,8 @@ int run() {
         return 1;
     }
 
-    rk::Message a1 = send(alice, "alice", "bob", "Hi Bob!");
-    rk::Message a2 = send(alice, "alice", "bob", "Are you there?");
+    rk::Message a1 = send(*alice, "alice", "bob", "Hi Bob!");
+    rk::Message a2 = send(*alice, "alice", "bob", "Are you there?");
     deliver(bob, "bob", "alice", a1);
     deliver(bob, "bob", "alice", a2);
 
@@ -65,42 +84,49 @@ int run() {
     rk::Message b2 = send(bob, "bob", "alice", "This one arrives first.");
     rk::Message b3 = send(bob, "bob", "alice", "And this one second.");
     std::cout << "  (delivered out of order: 2, 3, 1)\n";
-    deliver(alice, "alice", "bob", b2);
-    deliver(alice, "alice", "bob", b3);
-    deliver(alice, "alice", "bob", b1);
+    deliver(*alice, "alice", "bob", b2);
+    deliver(*alice, "alice", "bob", b3);
+    deliver(*alice, "alice", "bob", b1);
 
     // A duplicate delivery is an error the app can handle.
     try {
-        deliver(alice, "alice", "bob", b1);
+        deliver(*alice, "alice", "bob", b1);
     } catch (const rk::Error &e) {
         std::cout << "  (a second delivery of message 1 is refused: status " << e.status()
                   << ")\n";
     }
 
-    // Save encrypted midway, drop the store, restore it.
-    std::array<uint8_t, RK_PICKLE_KEY_LEN> key{};
-    for (size_t i = 0; i < key.size(); i++) {
-        key[i] = static_cast<uint8_t>(0x5A ^ (i * 31));
-    }
-    rk::Buffer saved = alice.save_encrypted(key);
-    std::cout << "\nAlice saved her store encrypted (" << saved.size() << " bytes).\n";
+    // Alice's app restarts midway: the store is closed (every call already
+    // committed to alice.db) and reopened from the same file and key.
+    alice.reset();  // closes the durable store
+    std::cout << "\nAlice's app restarts: her store is closed.\n";
     try {
-        std::array<uint8_t, RK_PICKLE_KEY_LEN> wrong{};
-        rk::Store::restore_encrypted(saved, wrong);
+        rk::Store::open(alice_path, demo_key(0));
     } catch (const rk::Error &e) {
-        std::cout << "Restoring with a wrong key fails: " << e.what() << "\n";
+        std::cout << "Opening alice.db with a wrong key fails: status " << e.status() << " ("
+                  << (e.status() == RK_STATUS_WRONG_STORE_KEY ? "wrong store key" : "?")
+                  << ")\n";
     }
-    alice = rk::Store::restore_encrypted(saved, key);
-    std::cout << "Alice restored her store with the right key.\n\n";
+    alice.emplace(rk::Store::open(alice_path, alice_key));
+    std::cout << "Alice reopened her store from alice.db with her key.\n\n";
 
-    rk::Message a3 = send(alice, "alice", "bob", "Back after a restart.");
-    rk::Message a4 = send(alice, "alice", "bob", "Did you get that?");
+    rk::Message a3 = send(*alice, "alice", "bob", "Back after a restart.");
+    rk::Message a4 = send(*alice, "alice", "bob", "Did you get that?");
     std::cout << "  (delivered out of order: 2, 1)\n";
     deliver(bob, "bob", "alice", a4);
-    deliver(bob, "bob", "alice", a3);
-    deliver(alice, "alice", "bob", send(bob, "bob", "alice", "Yes, both. Bye!"));
+    {
+        // Two-phase decrypt: keep the plaintext, then commit. Leaving the
+        // scope without commit() would discard the change (the message
+        // would decrypt again).
+        rk::PendingDecrypt pending = bob.decrypt_pending("alice", 1, a3);
+        rk::Buffer kept = pending.plaintext();
+        std::printf("  %-5s <- %-5s  %.*s  [two-phase: kept, then committed]\n", "bob", "alice",
+                    static_cast<int>(kept.size()), kept.view().data());
+        pending.commit();
+    }
+    deliver(*alice, "alice", "bob", send(bob, "bob", "alice", "Yes, both. Bye!"));
 
-    rk::Fingerprint fa = alice.safety_number("bob", "alice", "bob");
+    rk::Fingerprint fa = alice->safety_number("bob", "alice", "bob");
     rk::Fingerprint fb = bob.safety_number("alice", "bob", "alice");
     std::string digits = fa.displayable();
     std::cout << "\nSafety number: ";
@@ -118,17 +144,36 @@ int run() {
     bool removed = bob.remove_session("alice", 1);
     std::cout << "\nBob removed his session with Alice: " << (removed ? "yes" : "NO")
               << " (sessions left: " << bob.session_count() << ")\n";
+
+    // Bob rotates his store key (one row changes); from now on the file
+    // opens with the new key only.
+    const rk::StoreKey new_bob_key = demo_key(0x77);
+    bob.rekey(bob_key, new_bob_key);
+    bool rekeyed = rk::Store::open(bob_path, new_bob_key).identity_key() == bob.identity_key();
+    std::cout << "Bob rekeyed his store: it opens with the new key: " << (rekeyed ? "yes" : "NO")
+              << "\n";
     std::cout << "\nDone.\n";
-    return same && verified && removed && bob.session_count() == 0 ? 0 : 1;
+    return same && verified && removed && rekeyed && bob.session_count() == 0 ? 0 : 1;
 }
 
 }  // namespace
 
 int main() {
-    try {
-        return run();
-    } catch (const rk::Error &e) {
-        std::cerr << "error (status " << e.status() << "): " << e.what() << "\n";
+    // A temporary directory for the demo's database files (an app uses its
+    // data directory).
+    std::string tmpl = (std::filesystem::temp_directory_path() / "ratchetkit-cpp-XXXXXX").string();
+    if (mkdtemp(&tmpl[0]) == nullptr) {
+        std::perror("mkdtemp");
         return 1;
     }
+    const std::filesystem::path dir(tmpl);
+    int rc = 1;
+    try {
+        rc = run(dir);
+    } catch (const rk::Error &e) {
+        std::cerr << "error (status " << e.status() << "): " << e.what() << "\n";
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    return ec ? 1 : rc;
 }

@@ -4,9 +4,13 @@
 Bob publishes a prekey bundle (handed over as bytes, as a server would)
 with a signed Kyber1024 prekey, Alice starts a session from it (PQXDH:
 message version 4, the default), and they exchange messages both ways,
-some delivered out of order. Midway Alice saves her store encrypted under a
-32-byte key, closes it, and restores it. Finally both compute the safety
-number, shown as digits and as a QR code in the terminal.
+some delivered out of order. Both keep their state in durable stores:
+SQLite files (here in a temporary directory) sealed under a 32-byte
+application key, where every call commits before it returns. Midway Alice's
+app restarts: her store is closed and reopened from the same file with the
+same key, and the conversation carries on. Bob takes one message in two
+phases (decrypt, keep the plaintext, commit). Finally both compute the
+safety number, shown as digits and as a QR code in the terminal.
 
 Run it with the package installed (make demo-py, or pip install
 ./bindings/python first):
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import ratchetkit as rk
 
@@ -36,10 +42,22 @@ def deliver(receiver: rk.Store, who: str, sender: str, message: rk.Message) -> N
 
 def main() -> int:
     print(f"ratchetkit {rk.__version__} (library {rk.library_version()}), Python example\n")
+    # A temporary directory for the demo (an app uses its data directory).
+    with tempfile.TemporaryDirectory(prefix="ratchetkit-py-") as tmp:
+        return chat(Path(tmp))
 
-    # Two devices; `with` frees the handles at the end (GC would too).
-    with rk.Store() as bob:
-        alice = rk.Store()
+
+def chat(data_dir: Path) -> int:
+    # Each app's store key: 32 bytes from the platform's keystore in a real
+    # app (random here).
+    alice_key = os.urandom(rk.STORE_KEY_LEN)
+    bob_key = os.urandom(rk.STORE_KEY_LEN)
+
+    # Two devices, each a durable store created on first open (device id 1,
+    # full durability); `with` closes the handles at the end (GC would too).
+    with rk.Store.open(data_dir / "bob.db", key=bob_key) as bob:
+        alice = rk.Store.open(data_dir / "alice.db", key=alice_key)
+        print(f"Alice and Bob keep their stores in {data_dir} (durable: {alice.is_durable}).")
 
         # Bob publishes a bundle with a one-time prekey and a one-time Kyber
         # prekey (the default); it travels as bytes.
@@ -67,25 +85,31 @@ def main() -> int:
         for m in (b2, b3, b1):
             deliver(alice, "alice", "bob", m)
 
-        # Midway: Alice saves her whole store encrypted under an app key (in a
-        # real app, from the platform keystore), closes it, and restores it.
-        key = os.urandom(rk.PICKLE_KEY_LEN)
-        saved = alice.save(key=key)
+        # Midway: Alice's app restarts. Closing the store loses nothing: every
+        # call committed its changes to alice.db before it returned.
         alice.close()
-        print(f"\nAlice saved her store encrypted ({len(saved)} bytes) and closed it.")
+        print("\nAlice's app restarts: her store is closed.")
         try:
-            rk.Store.restore(saved, key=bytes(rk.PICKLE_KEY_LEN))
-        except rk.WrongPickleKeyError as e:
-            print(f"Restoring with a wrong key: {type(e).__name__} ({e}).")
-        alice = rk.Store.restore(saved, key=key)
-        print("Alice restored her store with the right key.\n")
+            rk.Store.open(data_dir / "alice.db", key=bytes(rk.STORE_KEY_LEN))
+        except rk.WrongStoreKeyError as e:
+            print(f"Opening alice.db with a wrong key: {type(e).__name__} ({e}).")
+        alice = rk.Store.open(data_dir / "alice.db", key=alice_key, create=False)
+        print("Alice reopened her store from alice.db with her key.\n")
 
         # The conversation carries on, again partly out of order.
         a3 = send(alice, "alice", "bob", "Back after a restart.")
         a4 = send(alice, "alice", "bob", "Did you get that?")
         print("  (delivered out of order: 2, 1)")
         deliver(bob, "bob", "alice", a4)
-        deliver(bob, "bob", "alice", a3)
+        # Two-phase decrypt: keep the plaintext (an app writes it to its
+        # message database), then commit. Leaving the block without a commit
+        # (or the process dying first) writes nothing: the message would
+        # decrypt again. rk.ConflictError from commit() means another
+        # process decrypted from the session meanwhile: decrypt again.
+        with bob.decrypt_pending("alice", 1, a3.type, a3.body) as pending:
+            kept = pending.plaintext
+            print(f"  {'bob':<5} <- {'alice':<5}  {kept.decode()}  [two-phase: kept, then committed]")
+            pending.commit()
         deliver(alice, "alice", "bob", send(bob, "bob", "alice", "Yes, both. Bye!"))
 
         # A replayed message is refused.

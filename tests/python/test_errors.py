@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 from ctypes import byref, c_uint32, create_string_buffer
+from pathlib import Path
 from typing import Set, Type
 
 import pytest
@@ -363,6 +364,68 @@ def test_unsupported_state_version() -> None:
     with expect(rk.UnsupportedStateVersionError) as info:
         rk.Store.restore(bytes(saved))
     check_error(info, rk.UnsupportedStateVersionError, 402)
+
+
+# -- 4xx: durable stores ------------------------------------------------------------
+
+
+def test_wrong_store_key(tmp_path: Path) -> None:
+    rk.Store.open(tmp_path / "s.db", key=bytes(range(32))).close()
+    with expect(rk.WrongStoreKeyError) as info:
+        rk.Store.open(tmp_path / "s.db", key=bytes(32))
+    check_error(info, rk.WrongStoreKeyError, 403)
+
+
+def test_store_corrupt(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database " * 600)
+    with expect(rk.StoreCorruptError) as info:
+        rk.Store.open(junk, key=bytes(32))
+    check_error(info, rk.StoreCorruptError, 404)
+
+
+def test_store_busy(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.db"
+    rk.Store.open(path, key=bytes(32)).close()
+    # The write lock is held by another process (two SQLite copies in one
+    # process do not exclude each other).
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], "
+         "isolation_level=None); c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); "
+         "sys.stdin.readline()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with expect(rk.StoreBusyError) as info:
+            rk.Store.open(path, key=bytes(32), busy_timeout=0.05)
+        check_error(info, rk.StoreBusyError, 405)
+    finally:
+        holder.communicate("done\n", timeout=30)
+    rk.Store.open(path, key=bytes(32), busy_timeout=0.05).close()
+
+
+def test_conflict(tmp_path: Path) -> None:
+    h1 = rk.Store.open(tmp_path / "s.db", key=bytes(32))
+    h2 = rk.Store.open(tmp_path / "s.db", key=bytes(32))
+    alice = rk.Store()
+    alice.process_bundle("bob", rk.Bundle.from_bytes(h1.create_bundle().serialize()))
+    m1, m2 = alice.encrypt("bob", b"1"), alice.encrypt("bob", b"2")
+    pending = h1.decrypt_pending("alice", 1, m1.type, m1.body)
+    assert h2.decrypt("alice", m2) == b"2"
+    with expect(rk.ConflictError) as info:
+        pending.commit()
+    check_error(info, rk.ConflictError, 406)
+
+
+def test_storage(tmp_path: Path) -> None:
+    with expect(rk.StorageError) as info:
+        rk.Store.open(tmp_path / "new.db", key=bytes(32), create=False)
+    check_error(info, rk.StorageError, 407)
+    assert "creating one is off" in info.value.detail
 
 
 # -- the rest ------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def c_to_ctypes(decl: str) -> object:
 def header_prototypes() -> List[Tuple[str, str, List[str]]]:
     protos = []
     for ret, name, params in re.findall(
-        r"^(?:RK_MUST_USE\s+)?((?:const\s+)?[a-z_0-9]+\s*\**)\s*(rk_[a-z0-9_]+)\(([^)]*)\);",
+        r"^(?:RK_MUST_USE\s+)?((?:const\s+)?(?:struct\s+)?[a-z_0-9]+\s*\**)\s*(rk_[a-z0-9_]+)\(([^)]*)\);",
         TEXT,
         re.M | re.S,
     ):
@@ -120,6 +120,8 @@ def test_every_header_function_is_declared_with_its_types() -> None:
             assert check is _lib._check or name == "rk_last_error_message", name
         elif ret == "const char *":
             assert restype is ctypes.c_char_p, name
+        elif ret.startswith("struct rk_"):  # a struct returned by value
+            assert restype is getattr(_lib, ret.split()[1]) and check is None, name
         else:
             assert restype is _SCALARS[ret], name
         func = getattr(_lib.lib, name)
@@ -147,6 +149,9 @@ CONSTANTS = [
     ("RK_DEFAULT_ITERATIONS", rk.DEFAULT_ITERATIONS),
     ("RK_FINGERPRINT_VERSION", rk.FINGERPRINT_VERSION),
     ("RK_ABI_VERSION", rk.ABI_VERSION),
+    ("RK_STORE_KEY_LEN", rk.STORE_KEY_LEN),
+    ("RK_DURABILITY_FULL", store._DURABILITY["full"]),
+    ("RK_DURABILITY_NORMAL", store._DURABILITY["normal"]),
 ]
 
 

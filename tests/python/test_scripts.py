@@ -21,9 +21,10 @@ def test_example_chat() -> None:
     out = run("examples/python/chat.py")
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert "out of order" in text and "restored her store" in text
+    assert "out of order" in text and "reopened her store" in text
+    assert "(durable: True)" in text and "two-phase: kept, then committed" in text
     assert text.count("message version") == 1 and "(message version 4)" in text
-    assert "WrongPickleKeyError" in text and "DuplicateMessageError" in text
+    assert "WrongStoreKeyError" in text and "DuplicateMessageError" in text
     assert "Bob sees the same digits: yes" in text
     assert "Bob scans Alice's code: verified" in text
     assert "█" in text and text.rstrip().endswith("Done.")

@@ -62,10 +62,15 @@ from ._errors import (
     PanicError,
     PoisonedError,
     RatchetkitError,
+    ConflictError,
+    StorageError,
+    StoreBusyError,
+    StoreCorruptError,
     UnsupportedStateVersionError,
     UntrustedIdentityError,
     VersionRefusedError,
     WrongPickleKeyError,
+    WrongStoreKeyError,
 )
 from ._lib import ABI_VERSION, LIBRARY_PATH, LIBRARY_SOURCE
 from ._lib import lib as _clib
@@ -90,9 +95,11 @@ from .store import (
     PICKLE_KEY_LEN,
     SESSION_VERSION_PQXDH,
     SESSION_VERSION_X3DH,
+    STORE_KEY_LEN,
     KyberPreKeyKind,
     Message,
     MessageType,
+    PendingDecrypt,
     SessionPolicy,
     Store,
 )
@@ -112,6 +119,7 @@ def library_path() -> str:
 
 __all__ = [
     "Store",
+    "PendingDecrypt",
     "Bundle",
     "PreKey",
     "KyberPreKey",
@@ -133,6 +141,7 @@ __all__ = [
     "DEFAULT_ITERATIONS",
     "FINGERPRINT_VERSION",
     "PICKLE_KEY_LEN",
+    "STORE_KEY_LEN",
     "MAX_PREKEYS_PER_CALL",
     "KEM_PUBLIC_KEY_LEN",
     "KYBER_PREKEY_RECORD_LEN",
@@ -161,6 +170,11 @@ __all__ = [
     "InvalidStateError",
     "WrongPickleKeyError",
     "UnsupportedStateVersionError",
+    "WrongStoreKeyError",
+    "StoreCorruptError",
+    "StoreBusyError",
+    "ConflictError",
+    "StorageError",
     "InternalError",
     "PanicError",
     "PoisonedError",

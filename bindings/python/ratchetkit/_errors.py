@@ -34,6 +34,11 @@ __all__ = [
     "InvalidStateError",
     "WrongPickleKeyError",
     "UnsupportedStateVersionError",
+    "WrongStoreKeyError",
+    "StoreCorruptError",
+    "StoreBusyError",
+    "ConflictError",
+    "StorageError",
     "InternalError",
     "PanicError",
     "PoisonedError",
@@ -64,6 +69,11 @@ STATUS_CODES: Dict[str, int] = {
     "RK_STATUS_INVALID_STATE": 400,
     "RK_STATUS_WRONG_PICKLE_KEY": 401,
     "RK_STATUS_UNSUPPORTED_STATE_VERSION": 402,
+    "RK_STATUS_WRONG_STORE_KEY": 403,
+    "RK_STATUS_STORE_CORRUPT": 404,
+    "RK_STATUS_STORE_BUSY": 405,
+    "RK_STATUS_CONFLICT": 406,
+    "RK_STATUS_STORAGE": 407,
     "RK_STATUS_INTERNAL": 900,
     "RK_STATUS_PANIC": 901,
     "RK_STATUS_POISONED": 902,
@@ -259,6 +269,51 @@ class UnsupportedStateVersionError(RatchetkitError):
     status_name = "RK_STATUS_UNSUPPORTED_STATE_VERSION"
 
 
+class WrongStoreKeyError(RatchetkitError):
+    """``RK_STATUS_WRONG_STORE_KEY``: a durable store opened (or rekeyed) with the wrong key."""
+
+    status = 403
+    status_name = "RK_STATUS_WRONG_STORE_KEY"
+
+
+class StoreCorruptError(RatchetkitError):
+    """``RK_STATUS_STORE_CORRUPT``: a durable store's file or a row in it is damaged.
+
+    Rows are sealed: one that does not open under the store's key, or a
+    file SQLite reports as corrupt (or not a database), raises this.
+    """
+
+    status = 404
+    status_name = "RK_STATUS_STORE_CORRUPT"
+
+
+class StoreBusyError(RatchetkitError):
+    """``RK_STATUS_STORE_BUSY``: another connection held the database's
+    write lock for longer than the busy timeout. Nothing was written; the
+    call may be retried."""
+
+    status = 405
+    status_name = "RK_STATUS_STORE_BUSY"
+
+
+class ConflictError(RatchetkitError):
+    """``RK_STATUS_CONFLICT``: a pending decrypt's records changed before
+    its commit (another handle or process wrote them). Nothing was
+    written; decrypt the message again."""
+
+    status = 406
+    status_name = "RK_STATUS_CONFLICT"
+
+
+class StorageError(RatchetkitError):
+    """``RK_STATUS_STORAGE``: the database cannot be opened, created or
+    written (a missing directory, not a ratchetkit database, a newer
+    schema, no store while creating is off, a full disk)."""
+
+    status = 407
+    status_name = "RK_STATUS_STORAGE"
+
+
 class InternalError(RatchetkitError):
     """``RK_STATUS_INTERNAL``: an internal error (for example out of memory)."""
 
@@ -307,6 +362,11 @@ ERRORS: Dict[int, Type[RatchetkitError]] = {
         InvalidStateError,
         WrongPickleKeyError,
         UnsupportedStateVersionError,
+        WrongStoreKeyError,
+        StoreCorruptError,
+        StoreBusyError,
+        ConflictError,
+        StorageError,
         InternalError,
         PanicError,
         PoisonedError,

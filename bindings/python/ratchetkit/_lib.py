@@ -87,11 +87,27 @@ class rk_fingerprint(Structure):
     """Opaque ``struct rk_fingerprint``."""
 
 
+class rk_pending_decrypt(Structure):
+    """Opaque ``struct rk_pending_decrypt``."""
+
+
+class rk_store_options(Structure):
+    """``struct rk_store_options``: how ``rk_store_open`` opens a durable store."""
+
+    _fields_ = [
+        ("create_device_id", c_uint32),
+        ("durability", c_uint32),
+        ("busy_timeout_ms", c_uint32),
+    ]
+
+
 StoreP = POINTER(rk_store)
 BundleP = POINTER(rk_bundle)
 PublicKeyP = POINTER(rk_public_key)
 IdentityKeyPairP = POINTER(rk_identity_keypair)
 FingerprintP = POINTER(rk_fingerprint)
+PendingDecryptP = POINTER(rk_pending_decrypt)
+StoreOptionsP = POINTER(rk_store_options)
 
 rk_status = c_uint32
 _in_bytes = c_char_p  # const uint8_t * / const char * (borrowed input)
@@ -310,6 +326,16 @@ FUNCTIONS: Tuple[_Decl, ...] = (
         _check,
     ),
     ("rk_identity_keypair_free", None, (IdentityKeyPairP,), None),
+    # two-phase decrypt (durable stores)
+    (
+        "rk_store_decrypt_pending",
+        rk_status,
+        (StoreP, _in_bytes, c_uint32, c_uint32, _in_bytes, c_size_t, POINTER(PendingDecryptP)),
+        _check,
+    ),
+    ("rk_pending_decrypt_plaintext", rk_status, (PendingDecryptP, _out_bytes), _check),
+    ("rk_pending_decrypt_commit", rk_status, (PendingDecryptP,), _check),
+    ("rk_pending_decrypt_free", None, (PendingDecryptP,), None),
     ("rk_status_str", c_char_p, (c_uint32,), _utf8),
     # store
     ("rk_store_new", rk_status, (c_uint32, POINTER(StoreP)), _check),
@@ -360,7 +386,29 @@ FUNCTIONS: Tuple[_Decl, ...] = (
         rk_status,
         (_in_bytes, c_size_t, _in_bytes, c_size_t, POINTER(StoreP)),
         _check,
-    ),    (
+    ),
+    # durable stores
+    ("rk_store_options_default", rk_store_options, (), None),
+    (
+        "rk_store_open",
+        rk_status,
+        (_in_bytes, _in_bytes, c_size_t, StoreOptionsP, POINTER(StoreP)),
+        _check,
+    ),
+    (
+        "rk_store_import",
+        rk_status,
+        (_in_bytes, _in_bytes, c_size_t, StoreOptionsP, StoreP, POINTER(StoreP)),
+        _check,
+    ),
+    (
+        "rk_store_rekey",
+        rk_status,
+        (StoreP, _in_bytes, c_size_t, _in_bytes, c_size_t),
+        _check,
+    ),
+    ("rk_store_is_durable", rk_status, (StoreP, POINTER(c_bool)), _check),
+    (
         "rk_store_generate_signed_prekey",
         rk_status,
         (StoreP, c_uint64, POINTER(c_uint32)),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from ctypes import byref, c_bool, c_size_t, c_uint32, create_string_buffer
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from ._lib import (
     BundleP,
     FingerprintP,
     IdentityKeyPairP,
+    PendingDecryptP,
     PublicKeyP,
     StoreP,
     as_bytes,
@@ -21,6 +24,7 @@ from ._lib import (
     lib,
     raise_status,
     rk_bytes,
+    rk_store_options,
     take_bytes,
     unchecked,
 )
@@ -30,11 +34,13 @@ from .identity import PUBLIC_KEY_LEN, SIGNATURE_LEN, IdentityKeyPair, PublicKey
 
 __all__ = [
     "Store",
+    "PendingDecrypt",
     "Message",
     "MessageType",
     "KyberPreKeyKind",
     "SessionPolicy",
     "PICKLE_KEY_LEN",
+    "STORE_KEY_LEN",
     "MAX_PREKEYS_PER_CALL",
     "MAX_KYBER_PREKEYS_PER_CALL",
     "KYBER_PREKEY_RECORD_LEN",
@@ -44,6 +50,11 @@ __all__ = [
 
 #: Length of the application key that encrypts saved state.
 PICKLE_KEY_LEN = 32
+#: Length of the application key that opens a durable store (:meth:`Store.open`).
+STORE_KEY_LEN = 32
+#: ``durability=`` of :meth:`Store.open` and :meth:`Store.import_store`, as
+#: the C API's ``RK_DURABILITY_*`` values.
+_DURABILITY = {"full": 0, "normal": 1}
 #: The most prekeys one :meth:`Store.generate_prekeys` call makes.
 MAX_PREKEYS_PER_CALL = 10000
 #: The most Kyber prekeys one :meth:`Store.generate_kyber_prekeys` call makes.
@@ -160,6 +171,97 @@ def _timestamp(value: Optional[int]) -> int:
     return value
 
 
+def _store_options(
+    device_id: int, create: bool, durability: str, busy_timeout: float
+) -> rk_store_options:
+    """The C options for :meth:`Store.open` and :meth:`Store.import_store`."""
+    if not isinstance(create, bool):
+        raise TypeError(f"create must be a bool, not {create!r}")
+    device_id = _u32(device_id, "device_id")
+    if create and device_id == 0:
+        raise ValueError("device_id must be at least 1")
+    mode = _DURABILITY.get(durability) if isinstance(durability, str) else None
+    if mode is None:
+        raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+    if (
+        not isinstance(busy_timeout, (int, float))
+        or isinstance(busy_timeout, bool)
+        or not math.isfinite(busy_timeout)
+        or not 0 <= busy_timeout * 1000 <= _U32_MAX
+    ):
+        raise ValueError(
+            f"busy_timeout must be a number of seconds in 0..{_U32_MAX // 1000}, "
+            f"not {busy_timeout!r}"
+        )
+    return rk_store_options(
+        create_device_id=device_id if create else 0,
+        durability=mode,
+        busy_timeout_ms=round(busy_timeout * 1000),
+    )
+
+
+def _path(path: "Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]") -> bytes:
+    """A file path as the NUL-terminated bytes the C API takes (UTF-8)."""
+    encoded = os.fsencode(path)
+    if b"\0" in encoded:
+        raise ValueError("path must not contain NUL characters")
+    return encoded
+
+
+class PendingDecrypt(Handle):
+    """A message decrypted by :meth:`Store.decrypt_pending` whose changes to
+    the durable store are not written yet (two-phase decrypt).
+
+    Keep :attr:`plaintext` where the application keeps messages, then call
+    :meth:`commit`. Without a commit nothing is written: :meth:`discard`,
+    :meth:`close`, the end of a ``with`` block or garbage collection drop
+    the change, and the message can be decrypted again (also after a crash
+    between the two steps).
+
+    >>> with store.decrypt_pending("alice", 1, message.type, message.body) as p:  # doctest: +SKIP
+    ...     inbox.append(p.plaintext)
+    ...     p.commit()
+    """
+
+    __slots__ = ("_plaintext", "_committed")
+    _free = lib.rk_pending_decrypt_free
+
+    @property
+    def plaintext(self) -> bytes:
+        """The decrypted message (immutable ``bytes``; kept after the commit)."""
+        return self._plaintext
+
+    @property
+    def committed(self) -> bool:
+        """Whether :meth:`commit` wrote the change."""
+        return self._committed
+
+    def commit(self) -> None:
+        """Writes the decrypt's change in one transaction.
+
+        Raises :class:`ConflictError` if the records the decrypt read
+        changed since (another handle or process decrypted from the same
+        session): nothing is written then; decrypt the message again. Also
+        :class:`StoreBusyError` and :class:`StorageError`. Either way the
+        object is spent and closed: a second commit raises
+        :class:`ValueError`.
+        """
+        try:
+            with self._h as ptr:
+                lib.rk_pending_decrypt_commit(ptr)
+            self._committed = True
+        finally:
+            self.close()
+
+    def discard(self) -> None:
+        """Drops the change (as :meth:`close`): the message can be decrypted again."""
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "committed" if self._committed else "closed" if self.closed else "pending"
+        return f"<PendingDecrypt {state}, {len(self._plaintext)} bytes>"
+
+
 # Prebound for the per-message path: declared in _lib.FUNCTIONS, bound
 # without errcheck, status tested inline.
 _encrypt = unchecked("rk_store_encrypt")
@@ -235,6 +337,98 @@ class Store(Handle):
             key = as_bytes(key, "key")
             lib.rk_store_restore_encrypted(data, len(data), key, len(key), byref(ptr))
         return cls._wrap(ptr)
+
+    @classmethod
+    def open(
+        cls,
+        path: "Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]",
+        key: bytes,
+        *,
+        device_id: int = 1,
+        create: bool = True,
+        durability: str = "full",
+        busy_timeout: float = 5.0,
+    ) -> "Store":
+        """Opens the durable store in the SQLite database file at ``path``.
+
+        ``key`` is the application's 32-byte key (from the platform's
+        keystore) that seals every row. When the file holds no store yet
+        and ``create`` is true, a store with a fresh identity for local
+        device ``device_id`` is created in it; with ``create=False`` that
+        raises :class:`StorageError`. Every call on the returned store
+        commits its changes to the file before it returns.
+
+        ``durability``: ``"full"`` (default): every change is on disk when
+        the call returns. ``"normal"``: decrypts do not wait for the disk, so
+        a power loss (not a process crash) may undo the last ones and those
+        messages decrypt again; encrypt and every other call stay at full
+        durability.
+
+        Several handles, in one or several processes, may open one file:
+        every call takes the database's write lock for its whole
+        read-modify-write, waiting up to ``busy_timeout`` seconds
+        (:class:`StoreBusyError` after that).
+
+        Raises :class:`WrongStoreKeyError`, :class:`InvalidKeyError` (not
+        32 bytes), :class:`StoreCorruptError` (not a database, damaged
+        rows), :class:`StoreBusyError`, :class:`StorageError`.
+        """
+        options = _store_options(device_id, create, durability, busy_timeout)
+        encoded = _path(path)
+        key = as_bytes(key, "key")
+        ptr = StoreP()
+        lib.rk_store_open(encoded, key, len(key), byref(options), byref(ptr))
+        return cls._wrap(ptr)
+
+    @classmethod
+    def import_store(
+        cls,
+        path: "Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]",
+        key: bytes,
+        store: "Store",
+        *,
+        durability: str = "full",
+        busy_timeout: float = 5.0,
+    ) -> "Store":
+        """Creates a durable store at ``path`` holding everything the
+        in-memory ``store`` holds, and opens it (as :meth:`open`).
+
+        To move state kept as saved bytes into a file:
+        ``Store.import_store(path, key=k, store=Store.restore(saved, key=pk))``.
+        ``store`` is unchanged. Raises :class:`StorageError` if the file
+        holds a store already, :class:`InvalidArgumentError` if ``store`` is
+        a durable store, and what :meth:`open` raises.
+        """
+        options = _store_options(1, True, durability, busy_timeout)
+        encoded = _path(path)
+        key = as_bytes(key, "key")
+        ptr = StoreP()
+        with store._h as source:
+            lib.rk_store_import(encoded, key, len(key), byref(options), source, byref(ptr))
+        return cls._wrap(ptr)
+
+    def rekey(self, old_key: bytes, new_key: bytes) -> None:
+        """Replaces the key of a durable store: ``old_key`` (the key it was
+        opened with) by ``new_key``. One row changes; handles open on the
+        file keep working, and later opens need ``new_key``.
+
+        Raises :class:`WrongStoreKeyError` (``old_key`` is wrong),
+        :class:`InvalidKeyError` (lengths), :class:`InvalidArgumentError`
+        (an in-memory store).
+        """
+        old_key = as_bytes(old_key, "old_key")
+        new_key = as_bytes(new_key, "new_key")
+        with self._h as store:
+            lib.rk_store_rekey(store, old_key, len(old_key), new_key, len(new_key))
+
+    @property
+    def is_durable(self) -> bool:
+        """Whether the store lives in a database file (:meth:`open`,
+        :meth:`import_store`) rather than in memory."""
+        value = c_bool()
+        with self._h as store:
+            lib.rk_store_is_durable(store, byref(value))
+        return value.value
 
     def save(self, key: Optional[bytes] = None) -> bytes:
         """The whole store (identity, prekeys, sessions, trust) as bytes.
@@ -633,6 +827,40 @@ class Store(Handle):
     def decrypt_whisper_message(self, name: str, body: bytes, device_id: int = 1) -> bytes:
         """As :meth:`decrypt` for the bytes of a whisper message."""
         return self._decrypt_typed(_decrypt_whisper, name, body, device_id)
+
+    def decrypt_pending(
+        self, name: str, device_id: int, message_type: int, data: bytes
+    ) -> PendingDecrypt:
+        """Decrypts a message of ``message_type`` (:class:`MessageType`)
+        from (``name``, ``device_id``) with a durable store, writing nothing.
+
+        Returns a :class:`PendingDecrypt`: keep its ``plaintext``, then
+        ``commit()`` it; until then (and forever, if it is discarded or the
+        process dies first) the message can be decrypted again. Raises what
+        :meth:`decrypt` raises, and :class:`InvalidArgumentError` for an
+        in-memory store.
+        """
+        encoded = encode_name(name)
+        device_id = _u32(device_id, "device_id")
+        message_type = _u32(message_type, "message_type")
+        data = as_bytes(data, "message body")
+        ptr = PendingDecryptP()
+        with self._h as store:
+            lib.rk_store_decrypt_pending(
+                store, encoded, device_id, message_type, data, len(data), byref(ptr)
+            )
+        pending = PendingDecrypt._wrap(ptr)
+        pending._committed = False
+        pending._plaintext = b""
+        try:
+            out = rk_bytes()
+            with pending._h as p:
+                lib.rk_pending_decrypt_plaintext(p, byref(out))
+            pending._plaintext = take_bytes(out)
+        except BaseException:
+            pending.close()
+            raise
+        return pending
 
     # -- trust --------------------------------------------------------------
 
