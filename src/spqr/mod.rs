@@ -207,9 +207,9 @@ pub type MessageKey = Zeroizing<[u8; 32]>;
 /// The SPQR state of one session. Empty (version 0) when SPQR is off.
 #[derive(Clone, Default)]
 pub struct SpqrState {
-    pub(crate) braid: Option<Braid>,
-    pub(crate) chain: Option<Chain>,
-    pub(crate) negotiation: Option<Negotiation>,
+    pub(crate) braid: Option<Box<Braid>>,
+    pub(crate) chain: Option<Box<Chain>>,
+    pub(crate) negotiation: Option<Box<Negotiation>>,
 }
 
 impl std::fmt::Debug for SpqrState {
@@ -253,9 +253,9 @@ impl SpqrState {
             Direction::B2A => Braid::responder(auth_key),
         };
         SpqrState {
-            braid: Some(braid),
+            braid: Some(Box::new(braid)),
             chain: None,
-            negotiation: Some(Negotiation {
+            negotiation: Some(Box::new(Negotiation {
                 auth_key: Zeroizing::new(*auth_key),
                 direction,
                 min_version,
@@ -265,7 +265,7 @@ impl SpqrState {
                     MAX_JUMP
                 },
                 max_ooo_keys: MAX_OOO_KEYS,
-            }),
+            })),
         }
     }
 
@@ -290,12 +290,12 @@ impl SpqrState {
         if self.chain.is_none() {
             match &self.negotiation {
                 Some(n) if n.min_version >= 1 => {
-                    self.chain = Some(Chain::new(
+                    self.chain = Some(Box::new(Chain::new(
                         &n.auth_key,
                         n.direction,
                         n.max_jump,
                         n.max_ooo_keys,
-                    ))
+                    )))
                 }
                 Some(_) => {}
                 None => return Err(SpqrError::ChainNotAvailable),
@@ -357,12 +357,12 @@ impl SpqrState {
                 .negotiation
                 .as_ref()
                 .ok_or(SpqrError::ChainNotAvailable)?;
-            next.chain = Some(Chain::new(
+            next.chain = Some(Box::new(Chain::new(
                 &n.auth_key,
                 n.direction,
                 n.max_jump,
                 n.max_ooo_keys,
-            ));
+            )));
         }
         let chain = next.chain.as_mut().ok_or(SpqrError::ChainNotAvailable)?;
         if let Some((e, secret)) = new_secret {

@@ -451,8 +451,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SpqrState, SpqrError> {
         return Err(BAD);
     }
     Ok(SpqrState {
-        braid,
-        chain,
-        negotiation,
+        braid: braid.map(Box::new),
+        chain: chain.map(Box::new),
+        negotiation: negotiation.map(Box::new),
     })
 }
