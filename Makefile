@@ -190,7 +190,7 @@ STAGE := $(B)/lib
 # Test programs find the staged library next to them, whatever the checkout path.
 RK_LINK := -L$(STAGE) -lratchetkit -Wl,-rpath,'$$ORIGIN/../lib'
 RK_LINK_BENCH := -L$(STAGE) -lratchetkit -Wl,-rpath,'$$ORIGIN/lib'
-C_TESTS := test_api test_threads test_durable
+C_TESTS := test_api test_threads test_durable test_directory
 C_FLAGS := -std=c11 -Wall -Wextra -Werror -g -pthread -Iinclude -DEXPECTED_VERSION='"$(VERSION)"'
 EX_C_FLAGS := -std=c99 -Wall -Wextra -Werror -pedantic -g -Iinclude
 EX_CXX_FLAGS := -std=c++17 -Wall -Wextra -Werror -pedantic -g -Iinclude -Ibindings/cpp
@@ -282,7 +282,7 @@ c-asan: c-build
 
 # valgrind memcheck: 0 errors and nothing definitely lost, or it fails.
 c-valgrind: c-deps c-build
-	@for t in c/test_api c/test_threads c/test_durable c/chat cpp/chat; do \
+	@for t in c/test_api c/test_threads c/test_durable c/test_directory c/chat cpp/chat; do \
 		log=$(B)/$$t.valgrind.log; \
 		echo "== valgrind: $$t"; \
 		$(VALGRIND) --log-file=$$log $(B)/$$t > /dev/null || { cat $$log; exit 1; }; \

@@ -107,6 +107,12 @@
 #define RK_MAX_PREKEYS_PER_CALL 10000
 
 /**
+ * The most one-time prekeys of each kind `rk_store_prepare_upload` puts in
+ * one upload (the reference key server refuses more).
+ */
+#define RK_MAX_UPLOAD_BATCH 200
+
+/**
  * Length of a serialized Kyber1024 public key (`0x08` then 1568 bytes), as
  * a bundle's Kyber prekey.
  */
@@ -171,6 +177,17 @@
  * The scannable safety-number version Signal clients use today.
  */
 #define RK_FINGERPRINT_VERSION 2
+
+/**
+ * `rk_prekey_status` ages when there is no such key.
+ */
+#define RK_NO_AGE UINT64_MAX
+
+/**
+ * `server_count` of `rk_store_prekey_status` when the server's count is
+ * not known (the store's own count decides).
+ */
+#define RK_COUNT_UNKNOWN -1
 
 /**
  * Length of the application key that opens a durable store.
@@ -442,6 +459,62 @@ typedef struct rk_bytes {
    */
   size_t len;
 } rk_bytes;
+
+/**
+ * When the application wants its prekeys refilled and rotated. Start from
+ * `rk_prekey_policy_default()`.
+ */
+typedef struct rk_prekey_policy {
+  /**
+   * Refill when fewer one-time prekeys than this are left. Default 20.
+   */
+  uint32_t refill_below;
+  /**
+   * Rotate the signed and last-resort prekeys at this age, in
+   * milliseconds. Default 7 days.
+   */
+  uint64_t rotate_after_ms;
+  /**
+   * Keep a replaced signed or last-resort prekey this long after its
+   * successor was made, in milliseconds. Default 30 days.
+   */
+  uint64_t grace_ms;
+} rk_prekey_policy;
+
+/**
+ * What a store's prekeys need (`rk_store_prekey_status`).
+ */
+typedef struct rk_prekey_status {
+  /**
+   * One-time EC prekeys held (uploaded and not yet used by a message).
+   */
+  uint64_t prekeys_held;
+  /**
+   * One-time Kyber prekeys held.
+   */
+  uint64_t kyber_prekeys_held;
+  /**
+   * Age of the current signed prekey (ms), `RK_NO_AGE` for none.
+   */
+  uint64_t signed_prekey_age_ms;
+  /**
+   * Age of the current last-resort Kyber prekey (ms), `RK_NO_AGE`.
+   */
+  uint64_t last_resort_age_ms;
+  /**
+   * Replaced prekeys past their grace period (`rk_store_rotate_prekeys`
+   * removes them).
+   */
+  uint64_t expired;
+  /**
+   * Upload a new batch of one-time prekeys.
+   */
+  bool refill;
+  /**
+   * Rotate the signed and last-resort prekeys, then upload.
+   */
+  bool rotate;
+} rk_prekey_status;
 
 /**
  * Options for `rk_store_open`. Start from `rk_store_options_default()`.
@@ -1459,6 +1532,145 @@ rk_status rk_store_restore_encrypted(const uint8_t *saved,
                                      const uint8_t *key,
                                      size_t key_len,
                                      struct rk_store **store_out);
+
+/**
+ * The default prekey policy: refill below 20, rotate weekly, grace of 30
+ * days.
+ *
+ * Thread safety: any thread.
+ */
+struct rk_prekey_policy rk_prekey_policy_default(void);
+
+/**
+ * Makes an upload for the key server: the current signed prekey and
+ * last-resort Kyber prekey (made first when the store has none) and
+ * `count` (at most `RK_MAX_UPLOAD_BATCH`) new one-time EC and Kyber
+ * prekeys, which the store keeps. `timestamp_ms` dates the keys made.
+ * The upload, JSON in the server's format (keyserver/README.md), goes to
+ * a new `rk_bytes` at `*json_out` (free it with `rk_bytes_free`). `count`
+ * 0 re-uploads the signed keys only (after a rotation).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_LIMIT_EXCEEDED` (`count` too large, or too many prekeys
+ * held), `RK_STATUS_POISONED`, and a durable store's statuses.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `json_out` must be writable.
+ */
+RK_MUST_USE
+rk_status rk_store_prepare_upload(struct rk_store *store,
+                                  uint32_t count,
+                                  uint64_t timestamp_ms,
+                                  struct rk_bytes *json_out);
+
+/**
+ * What the store's prekeys need at `now_ms` under `policy` (NULL:
+ * defaults), at `*status_out`. `server_count` is the number of one-time
+ * prekeys the server says it holds, or `RK_COUNT_UNKNOWN` (the store's
+ * own count decides, an upper bound).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`server_count` negative but not
+ * `RK_COUNT_UNKNOWN`), `RK_STATUS_POISONED`, a durable store's statuses.
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `policy` NULL or readable;
+ * `status_out` writable.
+ */
+RK_MUST_USE
+rk_status rk_store_prekey_status(const struct rk_store *store,
+                                 uint64_t now_ms,
+                                 int64_t server_count,
+                                 const struct rk_prekey_policy *policy,
+                                 struct rk_prekey_status *status_out);
+
+/**
+ * Rotates and prunes at `now_ms` under `policy` (NULL: defaults): when
+ * the current signed or last-resort prekey is `rotate_after_ms` old (or
+ * missing), makes new ones (upload them next: `rk_store_prepare_upload`
+ * with a count of 0); then removes replaced ones whose successor is
+ * `grace_ms` old. `*rotated_out` says whether new keys were made,
+ * `*removed_out` how many old ones went.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_LIMIT_EXCEEDED`, `RK_STATUS_POISONED`, a durable store's
+ * statuses.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `policy` NULL or readable;
+ * `rotated_out` and `removed_out` writable.
+ */
+RK_MUST_USE
+rk_status rk_store_rotate_prekeys(struct rk_store *store,
+                                  uint64_t now_ms,
+                                  const struct rk_prekey_policy *policy,
+                                  bool *rotated_out,
+                                  uint32_t *removed_out);
+
+/**
+ * The number of device bundles in the key server's answer `json` (one
+ * bundle, or `{"devices": [...]}`), at `*count_out`.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_BUNDLE` (not an
+ * answer of the server, a malformed field), `RK_STATUS_INVALID_KEY`.
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `json` must point to `len` readable bytes; `count_out` writable.
+ */
+RK_MUST_USE rk_status rk_bundles_json_count(const uint8_t *json, size_t len, size_t *count_out);
+
+/**
+ * Bundle `index` of the key server's answer `json`, as a new handle at
+ * `*bundle_out` (free it with `rk_bundle_free`). Its signatures are
+ * checked when it is processed (`rk_store_process_bundle`).
+ *
+ * Statuses: as `rk_bundles_json_count`, and `RK_STATUS_INVALID_ARGUMENT`
+ * (`index` out of range).
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `json` must point to `len` readable bytes; `bundle_out` writable.
+ */
+RK_MUST_USE
+rk_status rk_bundle_from_json(const uint8_t *json,
+                              size_t len,
+                              size_t index,
+                              struct rk_bundle **bundle_out);
+
+/**
+ * The `Authorization` header value (after `Authorization: `) for a
+ * request to the key server by this store's device `device_id` of
+ * `name`: `method` (uppercase), `path` (with any query), the `body`
+ * (`body_len` 0 and `body` NULL for none) and `timestamp` (seconds since
+ * the Unix epoch), signed with the store's identity key under a fresh
+ * nonce. A NUL-terminated string in a new `rk_bytes` at `*header_out`
+ * (free it with `rk_bytes_free`).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (a name with ',', '=', spaces or
+ * controls, a lowercase method, a path not starting with '/'),
+ * `RK_STATUS_POISONED`.
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `name`, `method` and `path`
+ * NULL or NUL-terminated; `body` must point to `body_len` readable bytes
+ * (or be NULL with `body_len` 0); `header_out` writable.
+ */
+RK_MUST_USE
+rk_status rk_store_sign_request(const struct rk_store *store,
+                                const char *name,
+                                uint32_t device_id,
+                                const char *method,
+                                const char *path,
+                                const uint8_t *body,
+                                size_t body_len,
+                                uint64_t timestamp,
+                                struct rk_bytes *header_out);
 
 /**
  * The default options: create with device id 1, full durability, 5 s busy

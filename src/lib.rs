@@ -50,6 +50,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod directory;
 pub mod error;
 pub mod ffi;
 pub mod fingerprint;

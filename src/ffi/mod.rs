@@ -56,6 +56,10 @@ pub const RK_PICKLE_KEY_LEN: usize = 32;
 pub const RK_PREKEY_RECORD_LEN: usize = 37;
 /// The most prekeys one `rk_store_generate_prekeys` call makes.
 pub const RK_MAX_PREKEYS_PER_CALL: u32 = 10000;
+/// The most one-time prekeys of each kind `rk_store_prepare_upload` puts in
+/// one upload (the reference key server refuses more).
+pub const RK_MAX_UPLOAD_BATCH: u32 = 200;
+const _: () = assert!(RK_MAX_UPLOAD_BATCH == crate::directory::MAX_UPLOAD_BATCH);
 /// Length of a serialized Kyber1024 public key (`0x08` then 1568 bytes), as
 /// a bundle's Kyber prekey.
 pub const RK_KEM_PUBLIC_KEY_LEN: usize = 1569;

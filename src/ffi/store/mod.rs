@@ -18,10 +18,12 @@ use super::status::rk_status;
 use crate::store::durable::{DurableStore, Load};
 use crate::store::ProtocolStore;
 
+mod directory;
 mod durable;
 mod prekeys;
 mod sessions;
 
+pub use directory::*;
 pub use durable::*;
 pub use prekeys::*;
 pub use sessions::*;

@@ -4,6 +4,7 @@
 use rand::{CryptoRng, RngCore};
 
 use super::{DurableStore, Load};
+use crate::directory::{KeyUpload, PreKeyPolicy, PreKeyStatus, Rotation};
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::kem::KemPublicKey;
@@ -121,6 +122,42 @@ impl DurableStore {
     ) -> Result<Vec<u8>> {
         self.with(&Load::decrypt(address, message_type, bytes), false, |s| {
             s.decrypt(address, message_type, bytes, rng)
+        })
+    }
+
+    /// As [`ProtocolStore::prepare_upload`], in one transaction.
+    pub fn prepare_upload<R: RngCore + CryptoRng>(
+        &self,
+        count: u32,
+        timestamp: u64,
+        rng: &mut R,
+    ) -> Result<KeyUpload> {
+        self.with(&Load::prekeys(), true, |s| {
+            s.prepare_upload(count, timestamp, rng)
+        })
+    }
+
+    /// As [`ProtocolStore::prekey_status`].
+    pub fn prekey_status(
+        &self,
+        now: u64,
+        server_count: Option<u32>,
+        policy: &PreKeyPolicy,
+    ) -> Result<PreKeyStatus> {
+        self.with(&Load::prekeys(), false, |s| {
+            Ok(s.prekey_status(now, server_count, policy))
+        })
+    }
+
+    /// As [`ProtocolStore::rotate_prekeys`], in one transaction.
+    pub fn rotate_prekeys<R: RngCore + CryptoRng>(
+        &self,
+        now: u64,
+        policy: &PreKeyPolicy,
+        rng: &mut R,
+    ) -> Result<Rotation> {
+        self.with(&Load::prekeys(), true, |s| {
+            s.rotate_prekeys(now, policy, rng)
         })
     }
 
