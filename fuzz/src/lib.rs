@@ -110,11 +110,17 @@ struct SignalMessageProto {
     previous_counter: Option<u32>,
     #[prost(bytes = "vec", optional, tag = "4")]
     ciphertext: Option<Vec<u8>>,
+    /// SPQR's message (empty when absent).
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pq_ratchet: Option<Vec<u8>>,
+    /// Sealed-sender addresses (not used by the library, but typed).
+    #[prost(bytes = "vec", optional, tag = "6")]
+    addresses: Option<Vec<u8>>,
 }
 
 /// What prost makes of `data` as a `SignalMessage` (version byte and MAC
 /// around the protobuf), with the library's required fields.
-fn prost_signal_message(data: &[u8]) -> Option<(PublicKey, u32, u32, Vec<u8>)> {
+fn prost_signal_message(data: &[u8]) -> Option<(PublicKey, u32, u32, Vec<u8>, Vec<u8>)> {
     if data.len() < 9
         || data.len() > ratchetkit::wire::MAX_MESSAGE_LEN
         || !(3..=4).contains(&(data[0] >> 4))
@@ -128,6 +134,7 @@ fn prost_signal_message(data: &[u8]) -> Option<(PublicKey, u32, u32, Vec<u8>)> {
         p.counter?,
         p.previous_counter.unwrap_or(0),
         p.ciphertext?,
+        p.pq_ratchet.unwrap_or_default(),
     ))
 }
 
@@ -138,8 +145,9 @@ fn prost_signal_message(data: &[u8]) -> Option<(PublicKey, u32, u32, Vec<u8>)> {
 pub fn parse_message(data: &[u8]) {
     let oracle = prost_signal_message(data);
     match (SignalMessage::deserialize(data), &oracle) {
-        (Ok(m), Some((key, counter, previous, ciphertext))) => {
+        (Ok(m), Some((key, counter, previous, ciphertext, pq_ratchet))) => {
             assert!(m.ratchet_key() == key);
+            assert!(m.pq_ratchet() == pq_ratchet.as_slice());
             assert!(m.counter() == *counter);
             assert!(m.previous_counter() == *previous);
             assert!(m.ciphertext() == ciphertext.as_slice());
