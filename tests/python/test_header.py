@@ -57,6 +57,7 @@ def test_descriptions_come_from_the_library() -> None:
 _SCALARS = {
     "uint32_t": ctypes.c_uint32,
     "uint64_t": ctypes.c_uint64,
+    "int64_t": ctypes.c_int64,
     "size_t": ctypes.c_size_t,
     "rk_status": ctypes.c_uint32,
 }
@@ -152,6 +153,7 @@ CONSTANTS = [
     ("RK_STORE_KEY_LEN", rk.STORE_KEY_LEN),
     ("RK_DURABILITY_FULL", store._DURABILITY["full"]),
     ("RK_DURABILITY_NORMAL", store._DURABILITY["normal"]),
+    ("RK_MAX_UPLOAD_BATCH", rk.MAX_UPLOAD_BATCH),
 ]
 
 

@@ -75,6 +75,13 @@ from ._errors import (
 from ._lib import ABI_VERSION, LIBRARY_PATH, LIBRARY_SOURCE
 from ._lib import lib as _clib
 from .bundle import KEM_PUBLIC_KEY_LEN, Bundle, KyberPreKey, PreKey
+from .directory import (
+    MAX_UPLOAD_BATCH,
+    UPLOAD_FORMAT_VERSION,
+    PreKeyPolicy,
+    PreKeyStatus,
+    bundles_from_json,
+)
 from .fingerprint import (
     DEFAULT_ITERATIONS,
     FINGERPRINT_VERSION,
@@ -125,6 +132,11 @@ __all__ = [
     "KyberPreKey",
     "KyberPreKeyKind",
     "SessionPolicy",
+    "PreKeyPolicy",
+    "PreKeyStatus",
+    "bundles_from_json",
+    "MAX_UPLOAD_BATCH",
+    "UPLOAD_FORMAT_VERSION",
     "PublicKey",
     "IdentityKeyPair",
     "Fingerprint",

@@ -101,6 +101,30 @@ class rk_store_options(Structure):
     ]
 
 
+class rk_prekey_policy(Structure):
+    """``struct rk_prekey_policy``: when to refill and rotate prekeys."""
+
+    _fields_ = [
+        ("refill_below", c_uint32),
+        ("rotate_after_ms", c_uint64),
+        ("grace_ms", c_uint64),
+    ]
+
+
+class rk_prekey_status(Structure):
+    """``struct rk_prekey_status``: what a store's prekeys need."""
+
+    _fields_ = [
+        ("prekeys_held", c_uint64),
+        ("kyber_prekeys_held", c_uint64),
+        ("signed_prekey_age_ms", c_uint64),
+        ("last_resort_age_ms", c_uint64),
+        ("expired", c_uint64),
+        ("refill", c_bool),
+        ("rotate", c_bool),
+    ]
+
+
 StoreP = POINTER(rk_store)
 BundleP = POINTER(rk_bundle)
 PublicKeyP = POINTER(rk_public_key)
@@ -408,6 +432,50 @@ FUNCTIONS: Tuple[_Decl, ...] = (
         _check,
     ),
     ("rk_store_is_durable", rk_status, (StoreP, POINTER(c_bool)), _check),
+    # key directory
+    ("rk_prekey_policy_default", rk_prekey_policy, (), None),
+    ("rk_store_prepare_upload", rk_status, (StoreP, c_uint32, c_uint64, _out_bytes), _check),
+    (
+        "rk_store_prekey_status",
+        rk_status,
+        (
+            StoreP,
+            c_uint64,
+            ctypes.c_int64,
+            POINTER(rk_prekey_policy),
+            POINTER(rk_prekey_status),
+        ),
+        _check,
+    ),
+    (
+        "rk_store_rotate_prekeys",
+        rk_status,
+        (StoreP, c_uint64, POINTER(rk_prekey_policy), POINTER(c_bool), POINTER(c_uint32)),
+        _check,
+    ),
+    ("rk_bundles_json_count", rk_status, (_in_bytes, c_size_t, POINTER(c_size_t)), _check),
+    (
+        "rk_bundle_from_json",
+        rk_status,
+        (_in_bytes, c_size_t, c_size_t, POINTER(BundleP)),
+        _check,
+    ),
+    (
+        "rk_store_sign_request",
+        rk_status,
+        (
+            StoreP,
+            _in_bytes,
+            c_uint32,
+            _in_bytes,
+            _in_bytes,
+            _in_bytes,
+            c_size_t,
+            c_uint64,
+            _out_bytes,
+        ),
+        _check,
+    ),
     (
         "rk_store_generate_signed_prekey",
         rk_status,

@@ -24,11 +24,13 @@ from ._lib import (
     lib,
     raise_status,
     rk_bytes,
+    rk_prekey_status,
     rk_store_options,
     take_bytes,
     unchecked,
 )
 from .bundle import KEM_PUBLIC_KEY_LEN, Bundle, KyberPreKey, PreKey
+from .directory import PreKeyPolicy, PreKeyStatus
 from .fingerprint import DEFAULT_ITERATIONS, FINGERPRINT_VERSION, Fingerprint
 from .identity import PUBLIC_KEY_LEN, SIGNATURE_LEN, IdentityKeyPair, PublicKey
 
@@ -597,6 +599,103 @@ class Store(Handle):
         prekey_id = _u32(prekey_id, "prekey_id")
         with self._h as store:
             lib.rk_store_remove_kyber_prekey(store, prekey_id)
+
+    # -- key directory (see ratchetkit.directory) ---------------------------
+
+    def prepare_upload(self, count: int, timestamp_ms: Optional[int] = None) -> bytes:
+        """An upload for the key server, as JSON bytes (format version 1,
+        keyserver/README.md): the identity key, registration and device id,
+        the current signed prekey and last-resort Kyber prekey (made first
+        if missing) and ``count`` (at most 200) new one-time EC and Kyber
+        prekeys, which the store keeps. ``timestamp_ms`` dates the keys made
+        (now by default). A ``count`` above 200 raises
+        :class:`LimitExceededError` and nothing is made.
+        """
+        count = _u32(count, "count")
+        timestamp = _timestamp(timestamp_ms)
+        out = rk_bytes()
+        with self._h as store:
+            lib.rk_store_prepare_upload(store, count, timestamp, byref(out))
+        return take_bytes(out)
+
+    def prekey_status(
+        self,
+        now_ms: Optional[int] = None,
+        server_count: Optional[int] = None,
+        policy: Optional[PreKeyPolicy] = None,
+    ) -> PreKeyStatus:
+        """What the store's prekeys need at ``now_ms`` (now by default)
+        under ``policy`` (the defaults by default). ``server_count`` is the
+        number of one-time prekeys the server says it still holds; without
+        it the store's own count (an upper bound) decides.
+        """
+        now = _timestamp(now_ms)
+        if server_count is None:
+            count = -1
+        else:
+            count = _u32(server_count, "server_count")
+        c_policy = (policy or PreKeyPolicy())._c()
+        out = rk_prekey_status()
+        with self._h as store:
+            lib.rk_store_prekey_status(store, now, count, byref(c_policy), byref(out))
+        return PreKeyStatus._from_c(out)
+
+    def rotate_prekeys(
+        self, now_ms: Optional[int] = None, policy: Optional[PreKeyPolicy] = None
+    ) -> Tuple[bool, int]:
+        """Rotates the signed and last-resort prekeys when ``policy`` says
+        they are due (or missing), then removes replaced ones whose
+        successor is older than the grace period. Returns ``(rotated,
+        removed)``; after a rotation, upload with ``prepare_upload(0)``.
+        """
+        now = _timestamp(now_ms)
+        c_policy = (policy or PreKeyPolicy())._c()
+        rotated = c_bool()
+        removed = c_uint32()
+        with self._h as store:
+            lib.rk_store_rotate_prekeys(store, now, byref(c_policy), byref(rotated), byref(removed))
+        return rotated.value, int(removed.value)
+
+    def sign_request(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        device_id: Optional[int] = None,
+        timestamp: Optional[int] = None,
+    ) -> str:
+        """The ``Authorization`` header value for a request to the key
+        server by this store's device of ``name``: the uppercase
+        ``method``, the ``path`` (with any query) and the ``body``, at
+        ``timestamp`` (seconds since the Unix epoch, now by default),
+        signed with the identity key under a fresh nonce. ``device_id``
+        defaults to the store's. Raises :class:`InvalidArgumentError` for a
+        name with ',', '=', spaces or controls, a lowercase method or a
+        path not starting with '/'.
+        """
+        body = as_bytes(body, "body")
+        for what, text in (("method", method), ("path", path)):
+            if not isinstance(text, str):
+                raise TypeError(f"{what} must be str, not {type(text).__name__}")
+            if "\0" in text:
+                raise ValueError(f"{what} must not contain NUL characters")
+        device = self.device_id if device_id is None else _u32(device_id, "device_id")
+        seconds = int(time.time()) if timestamp is None else _timestamp(timestamp)
+        out = rk_bytes()
+        with self._h as store:
+            lib.rk_store_sign_request(
+                store,
+                encode_name(name),
+                device,
+                method.encode("utf-8"),
+                path.encode("utf-8"),
+                body,
+                len(body),
+                seconds,
+                byref(out),
+            )
+        return take_bytes(out).rstrip(b"\0").decode("ascii")
 
     def create_bundle(
         self,
