@@ -12,7 +12,7 @@ PEER_LS := node tests/interop/libsignal-peer/peer.js
 PEER_LS090 := node tests/interop/libsignal-peer-090/peer.js
 DRIVER := $(PYTHON) tests/interop/driver.py
 
-.PHONY: all build demo test lint rust-test interop interop-deps bench bench-test
+.PHONY: all build demo test lint rust-test interop interop-deps bench bench-test keyserver-test keyserver-bench
 
 all: build
 
@@ -24,14 +24,14 @@ demo:
 	@$(MAKE) --no-print-directory demo-c
 	@$(MAKE) --no-print-directory demo-py
 
-test: lint rust-test fuzz-short c-test interop crash-test two-process-test py-test py-interop bench-test
+test: lint rust-test fuzz-short c-test interop crash-test two-process-test py-test py-interop bench-test keyserver-test
 	@echo "== all tests passed"
 
 # Benchmarks (criterion) and the report: `make bench` writes BENCHMARKS.md.
 # `make bench-test` (part of `make test`) only checks that everything runs:
 # a few milliseconds per benchmark, results in a separate directory.
 BENCH_OUT = $(TARGET_DIR)/bench-results
-bench: lib py-venv
+bench: lib py-venv keyserver-bench
 	@mkdir -p $(BENCH_OUT)
 	$(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3 --noplot
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_roundtrip.c \
@@ -57,7 +57,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
 rust-test:
-	$(CARGO) test --workspace --release
+	$(CARGO) test --workspace --exclude ratchetkit-keyserver --release
 
 # Fuzzing (fuzz/ is its own cargo workspace). cargo-fuzz needs nightly
 # flags: RUSTC_BOOTSTRAP=1 allows them on the stable toolchain. Each target
@@ -385,3 +385,13 @@ demo-py: py-venv
 # The binding's round trip (100 B) against the native one (cargo bench).
 py-bench: py-venv
 	$(VENV_PY) benches/python_roundtrip.py
+
+# The reference key server (keyserver/): its suite on SQLite and on a
+# throwaway PostgreSQL cluster, then the OpenAPI-driven fuzz run.
+keyserver-test:
+	CARGO="$(CARGO)" keyserver/scripts/test.sh
+
+# Bundle fetches/s and latency on SQLite and PostgreSQL beside the floor;
+# writes keyserver/BENCHMARKS.md.
+keyserver-bench:
+	CARGO="$(CARGO)" keyserver/scripts/bench.sh

@@ -37,9 +37,26 @@ pub struct AuthRequest<'a> {
     pub timestamp: u64,
 }
 
+/// The bytes a request's signature covers: `AUTH_CONTEXT \n name \n
+/// device_id \n METHOD \n path \n hex(SHA-256(body)) \n timestamp \n
+/// nonce` (decimal numbers, lowercase hex). The requester's name and device
+/// id are covered so that a signed request cannot be passed off as another
+/// device's (devices may share an identity key). The server rebuilds this
+/// from the request and the header to verify the signature.
+pub fn signed_message(request: &AuthRequest<'_>, nonce: &str) -> String {
+    format!(
+        "{AUTH_CONTEXT}\n{}\n{}\n{}\n{}\n{}\n{}\n{nonce}",
+        request.name,
+        request.device_id,
+        request.method,
+        request.path,
+        hex(&Sha256::digest(request.body)),
+        request.timestamp
+    )
+}
+
 /// The `Authorization` header value for `request`: an XEdDSA signature by
-/// `identity` over `AUTH_CONTEXT \n METHOD \n path \n hex(SHA-256(body)) \n
-/// timestamp \n nonce`, with a fresh random 16-byte nonce (the server
+/// `identity` over [`signed_message`], with a fresh random 16-byte nonce (the server
 /// refuses every nonce it has seen).
 pub fn sign_request<R: RngCore + CryptoRng>(
     identity: &IdentityKeyPair,
@@ -51,7 +68,7 @@ pub fn sign_request<R: RngCore + CryptoRng>(
         device_id,
         method,
         path,
-        body,
+        body: _,
         timestamp,
     } = *request;
     if name.is_empty()
@@ -77,10 +94,7 @@ pub fn sign_request<R: RngCore + CryptoRng>(
     let mut nonce = [0u8; 16];
     rng.fill_bytes(&mut nonce);
     let nonce = hex(&nonce);
-    let message = format!(
-        "{AUTH_CONTEXT}\n{method}\n{path}\n{}\n{timestamp}\n{nonce}",
-        hex(&Sha256::digest(body))
-    );
+    let message = signed_message(request, &nonce);
     let sig = identity.private_key().sign(message.as_bytes(), rng);
     Ok(format!(
         "Ratchetkit name={name},device={device_id},ts={timestamp},nonce={nonce},sig={}",

@@ -22,7 +22,7 @@ mod json;
 
 use rand::{CryptoRng, RngCore};
 
-pub use auth::{sign_request, AuthRequest, AUTH_CONTEXT};
+pub use auth::{sign_request, signed_message, AuthRequest, AUTH_CONTEXT};
 pub use json::{parse_bundles, DirectoryBundle};
 
 use crate::error::{Error, Result};

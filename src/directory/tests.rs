@@ -287,12 +287,27 @@ fn signed_requests_verify_under_the_identity() {
         .map(|b| format!("{b:02x}"))
         .collect();
     let message = format!(
-        "{AUTH_CONTEXT}\nPUT\n/v1/keys/bob/1\n{digest}\n1700000000\n{}",
+        "{AUTH_CONTEXT}\nbob\n1\nPUT\n/v1/keys/bob/1\n{digest}\n1700000000\n{}",
         fields["nonce"]
     );
     assert!(bob
         .identity_key()
         .verify_signature(message.as_bytes(), &sig));
+    assert_eq!(signed_message(&request, fields["nonce"]), message);
+    // The requester's name and device id are covered.
+    for other in [
+        AuthRequest {
+            name: "bobby",
+            ..request
+        },
+        AuthRequest {
+            device_id: 2,
+            ..request
+        },
+    ] {
+        let m = signed_message(&other, fields["nonce"]);
+        assert!(!bob.identity_key().verify_signature(m.as_bytes(), &sig));
+    }
     let other = header.clone();
     assert_ne!(
         sign_request(bob.identity(), &request, &mut OsRng).unwrap(),
