@@ -197,6 +197,8 @@ def test_sign_request_verifies_under_the_identity_key() -> None:
     signed = "\n".join(
         [
             "ratchetkit-keyserver-auth-v1",
+            "alice",
+            "3",
             "PUT",
             "/v1/keys/alice/3",
             hashlib.sha256(body).hexdigest(),
