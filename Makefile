@@ -34,16 +34,19 @@ BENCH_OUT = $(TARGET_DIR)/bench-results
 bench: lib py-venv
 	@mkdir -p $(BENCH_OUT)
 	$(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3 --noplot
+	$(CARGO) bench --bench durable -- --warm-up-time 1 --measurement-time 5 --noplot
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_roundtrip.c \
 		-o $(B)/c_roundtrip $(RK_LINK_BENCH)
 	$(B)/c_roundtrip > $(BENCH_OUT)/c.json
 	$(VENV_PY) benches/python_roundtrip.py --json > $(BENCH_OUT)/python.json
-	$(PYTHON) benches/report.py --bindings $(BENCH_OUT) > BENCHMARKS.md
+	$(PYTHON) benches/report.py --dir $(TARGET_DIR)/criterion --bindings $(BENCH_OUT) > BENCHMARKS.md
 	cat BENCHMARKS.md
 
 bench-test: lib py-venv
 	@mkdir -p $(BENCH_OUT)-quick
 	CRITERION_HOME=$(TARGET_DIR)/criterion-quick $(CARGO) bench --bench protocol -- \
+		--warm-up-time 0.01 --measurement-time 0.05 --sample-size 10 --noplot >/dev/null
+	RK_DURABLE_BENCH_QUICK=1 CRITERION_HOME=$(TARGET_DIR)/criterion-quick $(CARGO) bench --bench durable -- \
 		--warm-up-time 0.01 --measurement-time 0.05 --sample-size 10 --noplot >/dev/null
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_roundtrip.c \
 		-o $(B)/c_roundtrip $(RK_LINK_BENCH)
