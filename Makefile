@@ -34,16 +34,19 @@ BENCH_OUT = $(TARGET_DIR)/bench-results
 bench: lib py-venv keyserver-bench
 	@mkdir -p $(BENCH_OUT)
 	$(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3 --noplot
+	$(CARGO) bench --bench durable -- --warm-up-time 1 --measurement-time 5 --noplot
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_roundtrip.c \
 		-o $(B)/c_roundtrip $(RK_LINK_BENCH)
 	$(B)/c_roundtrip > $(BENCH_OUT)/c.json
 	$(VENV_PY) benches/python_roundtrip.py --json > $(BENCH_OUT)/python.json
-	$(PYTHON) benches/report.py --bindings $(BENCH_OUT) > BENCHMARKS.md
+	$(PYTHON) benches/report.py --dir $(TARGET_DIR)/criterion --bindings $(BENCH_OUT) > BENCHMARKS.md
 	cat BENCHMARKS.md
 
 bench-test: lib py-venv
 	@mkdir -p $(BENCH_OUT)-quick
 	CRITERION_HOME=$(TARGET_DIR)/criterion-quick $(CARGO) bench --bench protocol -- \
+		--warm-up-time 0.01 --measurement-time 0.05 --sample-size 10 --noplot >/dev/null
+	RK_DURABLE_BENCH_QUICK=1 CRITERION_HOME=$(TARGET_DIR)/criterion-quick $(CARGO) bench --bench durable -- \
 		--warm-up-time 0.01 --measurement-time 0.05 --sample-size 10 --noplot >/dev/null
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_roundtrip.c \
 		-o $(B)/c_roundtrip $(RK_LINK_BENCH)
@@ -65,11 +68,11 @@ rust-test:
 # FUZZ_SECONDS in one process (one worker), FUZZ_JOBS targets at a time; new
 # inputs go to fuzz/run/<t> and crashes to fuzz/artifacts/<t> (both ignored
 # by git). A crash, leak or timeout fails. Wall time on a clean clone with
-# two cores: build about 3.5 min, then 4 rounds of about 1 min.
+# two cores: build about 3.5 min, then 5 rounds of about 48 s.
 .PHONY: fuzz-deps fuzz-short
 CARGO_FUZZ_VERSION := 0.13.2
-FUZZ_TARGETS := parse_message decrypt_whisper decrypt_prekey restore bundle fingerprint ffi kem
-FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := parse_message decrypt_whisper decrypt_prekey restore bundle fingerprint ffi kem durable
+FUZZ_SECONDS ?= 48
 FUZZ_JOBS ?= 2
 FUZZ := RUSTC_BOOTSTRAP=1 nice -n 19 $(CARGO) fuzz
 

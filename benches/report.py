@@ -3,6 +3,11 @@
 
     python3 benches/report.py [--dir target/criterion] [--check]
 
+It also has a "Durable store" section (benches/durable.rs): the durable
+store's commit paths beside their floor (one SQLite write transaction with
+the same settings; target: at most 1.2x), open time and resident memory by
+store size (the memory figures from <dir>/durable/memory.json).
+
 Each operation is shown with its median time, its floor (the sum of the
 medians of the primitives it needs, measured in the same run), the ratio to
 the floor, and the official library's reference figure (libsignal 0.72.1,
@@ -166,6 +171,29 @@ FORGED = [
     ("forged prekey message (new base key, counter 24,999)", "op/decrypt_worst_forged_prekey"),
 ]
 
+# The durable store (benches/durable.rs): each path beside its floor, one
+# SQLite write transaction with the same settings, measured in the same run.
+DURABLE_TARGET = 1.2
+# (label, bench id, floor id, in-memory op id)
+DURABLE_ROWS = [
+    ("decrypt + commit, 100 B, Durability::Full (default)", "durable/decrypt_commit/full",
+     "durable/floor_write/full", "op/decrypt_v4/100B"),
+    ("encrypt + commit, 100 B, Durability::Full (default)", "durable/encrypt_commit/full",
+     "durable/floor_write/full", "op/encrypt_v4/100B"),
+    ("decrypt + commit, 100 B, Durability::Normal", "durable/decrypt_commit/normal",
+     "durable/floor_write/normal", "op/decrypt_v4/100B"),
+    # Encrypt commits at full durability in every mode: its floor is FULL's.
+    ("encrypt + commit, 100 B, Durability::Normal (encrypt still commits FULL)",
+     "durable/encrypt_commit/normal", "durable/floor_write/full", "op/encrypt_v4/100B"),
+]
+DURABLE_FLOORS = [
+    ("one write transaction, synchronous = FULL", "durable/floor_write/full"),
+    ("one write transaction, synchronous = NORMAL", "durable/floor_write/normal"),
+]
+# Store sizes of the open and memory rows (the largest is the session cap),
+# unless memory.json lists others (`make bench-test` measures smaller ones).
+DURABLE_SIZES = [100, 10_000, 65_536]
+
 PRIMITIVES: list[tuple[str, str, float | None]] = [
     ("X25519 DH (build's backend)", "floor/x25519", 39.8),
     ("X25519 DH, portable ladder (x25519-dalek)", "floor/x25519_portable_ladder", 39.8),
@@ -195,6 +223,67 @@ def median_us(root: Path, bench_id: str) -> float:
 
 def fmt(x: float) -> str:
     return f"{x:.2f}" if x < 100 else f"{x:.1f}"
+
+
+def durable_section(root: Path, get, missing: list[str]) -> list[str]:
+    """The "Durable store" section: commit paths against their floors, open
+    time and resident memory by store size."""
+    out = ["", "## Durable store", "",
+           "benches/durable.rs: a store file in cargo's temporary folder of the target directory "
+           "(the build's filesystem). Floor: one SQLite write transaction (BEGIN IMMEDIATE, one "
+           "row the size of the session row rewritten with a new random payload, COMMIT) with "
+           "the store's settings (WAL; synchronous FULL resp. NORMAL), same filesystem, same run. "
+           f"Target: at most {DURABLE_TARGET:.1f}x the floor. \"in-memory op\" is the same "
+           "operation on an in-memory store (benches/protocol.rs, version 4), for scale.", "",
+           f"| operation | us | floor us | ratio to floor | target: at most {DURABLE_TARGET:.1f}x | "
+           "in-memory op us | ratio to floor + in-memory op |",
+           "|---|---:|---:|---:|---|---:|---:|"]
+    for label, bid, floor_id, mem_id in DURABLE_ROWS:
+        t, floor = get(bid), get(floor_id)
+        try:
+            mem = median_us(root, mem_id)
+        except (OSError, KeyError, ValueError):
+            mem = None  # from the protocol bench: not required here
+        ratio = t / floor if t and floor else None
+        verdict = "-" if ratio is None else ("met" if ratio <= DURABLE_TARGET else "NOT met")
+        both = f"{t / (floor + mem):.2f}x" if t and floor and mem else "-"
+        out.append(f"| {label} | {fmt(t) if t else '-'} | {fmt(floor) if floor else '-'} | "
+                   f"{f'{ratio:.2f}x' if ratio else '-'} | {verdict} | "
+                   f"{fmt(mem) if mem else '-'} | {both} |")
+    for label, floor_id in DURABLE_FLOORS:
+        t = get(floor_id)
+        out.append(f"| floor: {label} | {fmt(t) if t else '-'} | - | - | - | - | - |")
+    memory_path = root / "durable" / "memory.json"
+    try:
+        memory = json.loads(memory_path.read_text())
+    except (OSError, ValueError):
+        memory = None
+        missing.append(str(memory_path))
+    cap = memory.get("session_cap") if memory else None
+    out.append("")
+    out.append("Open and memory by store size. Sessions are copies of one established version-4 "
+               "session, written in one transaction (import). Resident memory: growth of the "
+               "resident set (/proc/self/statm) of a fresh process across the open, and across "
+               "the open and one encrypt (one session read, decoded, written)."
+               + (f" The store holds at most {cap:,} sessions (MAX_SESSIONS): the largest size "
+                  f"measured is the cap." if cap and memory and str(cap) in memory.get("sessions", {})
+                  else f" The store holds at most {cap:,} sessions (MAX_SESSIONS)." if cap else ""))
+    out.append("")
+    out.append("| sessions held | open us | resident memory after open KiB | "
+               "after open + one encrypt KiB |")
+    out.append("|---:|---:|---:|---:|")
+    sizes = (sorted(int(k) for k in memory.get("sessions", {})) if memory else DURABLE_SIZES)
+    if len(sizes) < 3:
+        missing.append(f"{memory_path}: three store sizes")
+    for n in sizes:
+        t = get(f"durable/open/{n}")
+        row = (memory or {}).get("sessions", {}).get(str(n))
+        if memory is not None and row is None:
+            missing.append(f"{memory_path}: {n}")
+        kib = (lambda key: f"{row[key] / 1024:,.0f}" if row and key in row else "-")
+        out.append(f"| {n:,} | {fmt(t) if t else '-'} | {kib('open_bytes')} | "
+                   f"{kib('open_and_encrypt_bytes')} |")
+    return out
 
 
 def main() -> int:
@@ -310,6 +399,7 @@ def main() -> int:
     out.append("")
     out.append("Before the fix (commit cf565f6, the same benchmarks, 2026-12-01): honest worst case "
                "7.28 ms, forged whisper 295 ms (40.5x), forged prekey message 294 ms (40.4x).")
+    out.extend(durable_section(root, get, missing))
     native = get("op/roundtrip_100B")
     out.append("")
     out.append("| 100 B round trip (encrypt + decrypt, no DH turn) | us | vs native |")

@@ -7,6 +7,11 @@
 //! cargo test --release --test fuzz_seeds -- --ignored
 //! ```
 //!
+//! `write_durable_fuzz_seeds` (ignored) writes the durable target's fixture
+//! (`fuzz/fixtures/durable*`, a database and two held messages) and seeds;
+//! `durable_fuzz_seeds_match_the_fixture` replays them (`ok-*` seeds run
+//! every call, `err-*` seeds fail with the durable store's error).
+//!
 //! `fuzz_seeds_match_the_fixture` replays the committed seeds against the
 //! committed fixture on every test run: seeds named `ok-*` must succeed,
 //! `err-*` must fail and leave the store unchanged, and any other input in
@@ -522,6 +527,206 @@ fn fuzz_seeds_match_the_fixture() {
                 .safety_number("alice", b"bob", b"alice", 5200, v)
                 .unwrap();
             assert_eq!(ours.compare_scannable(&data[1..]), Ok(true), "{name}");
+        }
+    }
+}
+
+// ---- durable store ----------------------------------------------------------
+
+/// The plaintexts of the durable fixture's held messages (as in
+/// `fuzz/src/lib.rs`).
+const DURABLE_HELD_PLAINTEXTS: [&[u8]; 2] = [b"held from alice", b"held from carol"];
+
+fn remove_db(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+/// The offset in `file` of a byte of the sealed value of `table`'s first
+/// row (past its nonce).
+fn value_offset(file: &[u8], db: &Path, table: &str) -> usize {
+    let value: Vec<u8> = rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(&format!("SELECT value FROM {table} LIMIT 1"), [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    // The first 64 bytes (a long value continues on overflow pages).
+    let head = &value[..64];
+    let at = file
+        .windows(head.len())
+        .position(|w| w == head)
+        .unwrap_or_else(|| panic!("{table}: value not found in the file"));
+    at + 40
+}
+
+/// A patch (see `patched_durable_fixture` in fuzz/src/lib.rs) flipping the
+/// low bit of the byte at `offset`.
+fn flip_patch(file: &[u8], offset: usize) -> Vec<u8> {
+    let o = (offset as u32).to_be_bytes();
+    vec![o[1], o[2], o[3], file[offset] ^ 1]
+}
+
+/// Writes the durable fuzz target's fixture (a database, two held
+/// messages) and seeds. Run on purpose, like `write_fuzz_seeds`.
+#[test]
+#[ignore = "writes fuzz/fixtures/durable* and fuzz/corpus/durable"]
+fn write_durable_fuzz_seeds() {
+    let fixtures = fuzz_dir().join("fixtures");
+    let path = fixtures.join("durable.sqlite");
+    remove_db(&path);
+    let bob_addr = Address::new("bob", 1);
+    let bob =
+        ratchetkit::DurableStore::open(&path, &PICKLE_KEY, &ratchetkit::DurableOptions::default())
+            .unwrap();
+    // Alice: a session from a bundle without one-time prekeys (a base-key
+    // use of the last-resort Kyber prekey), a message each way, then one
+    // held.
+    let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let bundle = bob.create_bundle(false, 0, &mut OsRng).unwrap();
+    alice
+        .process_bundle(&bob_addr, &bundle, &mut OsRng)
+        .unwrap();
+    let m = alice.encrypt(&bob_addr, b"first").unwrap();
+    bob.decrypt(
+        &Address::new("alice", 1),
+        m.message_type(),
+        m.serialize(),
+        &mut OsRng,
+    )
+    .unwrap();
+    let r = bob.encrypt(&Address::new("alice", 1), b"back").unwrap();
+    alice
+        .decrypt(&bob_addr, r.message_type(), r.serialize(), &mut OsRng)
+        .unwrap();
+    let held_alice = alice
+        .encrypt(&bob_addr, DURABLE_HELD_PLAINTEXTS[0])
+        .unwrap();
+    assert_eq!(held_alice.message_type(), 2);
+    // Carol: a first message naming a one-time prekey and a one-time
+    // Kyber prekey, held.
+    let mut carol = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let bundle = bob.create_bundle(true, 0, &mut OsRng).unwrap();
+    carol
+        .process_bundle(&bob_addr, &bundle, &mut OsRng)
+        .unwrap();
+    let held_carol = carol
+        .encrypt(&bob_addr, DURABLE_HELD_PLAINTEXTS[1])
+        .unwrap();
+    assert_eq!(held_carol.message_type(), 3);
+    drop(bob);
+    // One self-contained file without free pages.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA journal_mode = DELETE; VACUUM;")
+        .unwrap();
+    fs::write(
+        fixtures.join("durable-held-whisper-alice"),
+        held_alice.serialize(),
+    )
+    .unwrap();
+    fs::write(
+        fixtures.join("durable-held-prekey-carol"),
+        held_carol.serialize(),
+    )
+    .unwrap();
+    let file = fs::read(&path).unwrap();
+    let corpus = fuzz_dir().join("corpus/durable");
+    if corpus.exists() {
+        fs::remove_dir_all(&corpus).unwrap();
+    }
+    fs::create_dir_all(&corpus).unwrap();
+    let mut seeds = vec![
+        ("ok-untouched".to_owned(), Vec::new()),
+        // The SQLite header's magic: not a database.
+        ("err-header".to_owned(), flip_patch(&file, 0)),
+        ("err-store-key".to_owned(), {
+            let wrapped: Vec<u8> = rusqlite::Connection::open(&path)
+                .unwrap()
+                .query_row("SELECT wrapped FROM store_key", [], |r| r.get(0))
+                .unwrap();
+            let at = file
+                .windows(wrapped.len())
+                .position(|w| w == wrapped.as_slice())
+                .unwrap();
+            flip_patch(&file, at + 30)
+        }),
+    ];
+    for table in ["meta", "sessions", "trust", "prekeys", "kyber_prekeys"] {
+        let offset = value_offset(&file, &path, table);
+        seeds.push((format!("err-{table}"), flip_patch(&file, offset)));
+    }
+    for (name, bytes) in seeds {
+        fs::write(corpus.join(name), bytes).unwrap();
+    }
+}
+
+/// What the durable fuzz target runs, on a copy of the fixture patched by
+/// `patches`: the first error, if any.
+fn run_durable_seed(patches: &[u8]) -> ratchetkit::Result<()> {
+    let mut file = fs::read(fuzz_dir().join("fixtures/durable.sqlite")).unwrap();
+    for p in patches.chunks_exact(4) {
+        let offset = u32::from_be_bytes([0, p[0], p[1], p[2]]) as usize % file.len();
+        file[offset] = p[3];
+    }
+    let mut n = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut OsRng, &mut n);
+    let path = std::env::temp_dir().join(format!("rk-fuzz-seed-{}.sqlite", hex::encode(n)));
+    fs::write(&path, &file).unwrap();
+    let options = ratchetkit::DurableOptions {
+        create_device_id: None,
+        ..ratchetkit::DurableOptions::default()
+    };
+    let run = || -> ratchetkit::Result<()> {
+        let store = ratchetkit::DurableStore::open(&path, &PICKLE_KEY, &options)?;
+        let alice = Address::new("alice", 1);
+        store.trusted_identity("alice")?;
+        store.session_count()?;
+        let held = [
+            (
+                Address::new("alice", 1),
+                2,
+                "fixtures/durable-held-whisper-alice",
+            ),
+            (
+                Address::new("carol", 1),
+                3,
+                "fixtures/durable-held-prekey-carol",
+            ),
+        ];
+        for (i, (from, t, file)) in held.iter().enumerate() {
+            let msg = fs::read(fuzz_dir().join(file)).unwrap();
+            let p = store.decrypt(from, *t, &msg, &mut OsRng)?;
+            assert_eq!(p, DURABLE_HELD_PLAINTEXTS[i]);
+        }
+        store.encrypt(&alice, b"reply")?;
+        store.create_bundle(true, 0, &mut OsRng)?;
+        store.generate_prekeys(2, &mut OsRng)?;
+        store.prekey_count()?;
+        store.save()?;
+        Ok(())
+    };
+    let r = run();
+    remove_db(&path);
+    r
+}
+
+#[test]
+fn durable_fuzz_seeds_match_the_fixture() {
+    let seeds = corpus("durable");
+    assert!(seeds.len() >= 8, "durable: seeds missing");
+    for (name, data) in seeds {
+        let r = run_durable_seed(&data);
+        if name.starts_with("ok-") {
+            assert_eq!(r, Ok(()), "{name}");
+        } else if name == "err-store-key" {
+            assert_eq!(r, Err(ratchetkit::Error::WrongStoreKey), "{name}");
+        } else if name.starts_with("err-") {
+            assert!(
+                matches!(r, Err(ratchetkit::Error::StoreCorrupt(_))),
+                "{name}: {r:?}"
+            );
         }
     }
 }

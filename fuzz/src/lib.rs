@@ -400,3 +400,106 @@ pub fn fingerprint(data: &[u8]) {
         s.safety_number(name, id_a, id_b, iterations, version)
     });
 }
+
+// ---- durable store ---------------------------------------------------------------
+
+/// The durable fixture: a SQLite file holding a durable store ("bob", with
+/// a session with "alice", trust, signed, one-time and Kyber prekeys and
+/// a base-key use), opened with [`PICKLE_KEY`]. Written with the seeds by
+/// `cargo test --release --test fuzz_seeds -- --ignored`.
+pub const DURABLE_FIXTURE: &[u8] = include_bytes!("../fixtures/durable.sqlite");
+/// A whisper message from "alice" the durable fixture has not received.
+const DURABLE_HELD_WHISPER: &[u8] = include_bytes!("../fixtures/durable-held-whisper-alice");
+/// A prekey message from "carol" (naming a one-time prekey and a one-time
+/// Kyber prekey) the durable fixture has not received.
+const DURABLE_HELD_PREKEY: &[u8] = include_bytes!("../fixtures/durable-held-prekey-carol");
+/// The plaintexts of the held messages.
+pub const DURABLE_HELD_PLAINTEXTS: [&[u8]; 2] = [b"held from alice", b"held from carol"];
+
+/// The durable fixture with `patches` applied: each 4 bytes are a 24-bit
+/// big-endian offset (modulo the file's length) and the byte written there.
+/// Trailing bytes (fewer than 4) are ignored.
+pub fn patched_durable_fixture(patches: &[u8]) -> Vec<u8> {
+    let mut file = DURABLE_FIXTURE.to_vec();
+    for p in patches.chunks_exact(4) {
+        let offset = u32::from_be_bytes([0, p[0], p[1], p[2]]) as usize % file.len();
+        file[offset] = p[3];
+    }
+    file
+}
+
+/// `durable`: a list of patches (see [`patched_durable_fixture`]) to the
+/// durable fixture's file. The patched file is opened with the right key
+/// and used: read its identity and trust, receive both held messages,
+/// encrypt, manage prekeys, save. Any call may fail (typed errors); none may
+/// panic, and a held message that decrypts gives its own plaintext (the
+/// records are authenticated: no patch makes another plaintext). An
+/// unpatched file must work throughout.
+pub fn durable(data: &[u8]) {
+    use ratchetkit::{Durability, DurableOptions, DurableStore};
+    let file = patched_durable_fixture(data);
+    let untouched = file == DURABLE_FIXTURE;
+    // tmpfs when there is one: commits wait for no disk.
+    let dir = std::path::Path::new("/dev/shm");
+    let dir = if dir.is_dir() {
+        dir.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join(format!("rk-fuzz-durable-{}.sqlite", std::process::id()));
+    let remove = |path: &std::path::Path| {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    };
+    remove(&path);
+    std::fs::write(&path, &file).expect("temp file writes");
+    let options = DurableOptions {
+        create_device_id: None,
+        durability: Durability::Normal,
+        busy_timeout: std::time::Duration::ZERO,
+        cache_sessions: 4,
+    };
+    let run = || -> Result<()> {
+        let store = DurableStore::open(&path, &PICKLE_KEY, &options)?;
+        let alice = Address::new("alice", 1);
+        let carol = Address::new("carol", 1);
+        let _ = store.identity_key();
+        let mut result = Ok(());
+        let mut note = |r: Result<()>| {
+            if result.is_ok() {
+                result = r;
+            }
+        };
+        note(store.trusted_identity("alice").map(drop));
+        note(store.session_count().map(drop));
+        let mut r = rng();
+        for (i, (from, t, msg)) in [
+            (&alice, 2, DURABLE_HELD_WHISPER),
+            (&carol, 3, DURABLE_HELD_PREKEY),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            note(store.decrypt(from, t, msg, &mut r).map(|p| {
+                assert!(
+                    p == DURABLE_HELD_PLAINTEXTS[i],
+                    "a held message decrypted to another plaintext"
+                );
+            }));
+        }
+        note(store.encrypt(&alice, b"reply").map(drop));
+        note(store.create_bundle(true, 0, &mut r).map(drop));
+        note(store.generate_prekeys(2, &mut r).map(drop));
+        note(store.prekey_count().map(drop));
+        note(store.save().map(drop));
+        result
+    };
+    let result = run();
+    remove(&path);
+    if untouched {
+        if let Err(e) = result {
+            panic!("the unpatched durable fixture fails: {e}");
+        }
+    }
+}

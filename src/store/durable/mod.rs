@@ -1102,6 +1102,11 @@ impl DurableStore {
         let store_key = conn.transaction(true, |conn| {
             let db = &conn.db;
             let version = schema::version(db)?;
+            if version < 0 {
+                // Never a store of ours: refused as an unknown version,
+                // not taken for an empty file.
+                return Err(Error::Storage(format!("unknown schema version {version}")));
+            }
             let has_key = version > 0
                 && db
                     .query_row("SELECT wrapped FROM store_key WHERE id = 0", [], |r| {
