@@ -12,7 +12,7 @@ PEER_LS := node tests/interop/libsignal-peer/peer.js
 PEER_LS090 := node tests/interop/libsignal-peer-090/peer.js
 DRIVER := $(PYTHON) tests/interop/driver.py
 
-.PHONY: all build demo test lint rust-test interop interop-deps bench bench-test keyserver-test keyserver-bench
+.PHONY: all build demo test lint rust-test interop interop-deps bench bench-test keyserver-test keyserver-bench demo-directory
 
 all: build
 
@@ -23,8 +23,9 @@ demo:
 	$(CARGO) run --release --quiet --example chat
 	@$(MAKE) --no-print-directory demo-c
 	@$(MAKE) --no-print-directory demo-py
+	@$(MAKE) --no-print-directory demo-directory
 
-test: lint rust-test fuzz-short c-test interop crash-test two-process-test py-test py-interop bench-test keyserver-test
+test: lint rust-test fuzz-short c-test interop crash-test two-process-test py-test py-interop bench-test keyserver-test demo-directory
 	@echo "== all tests passed"
 
 # Benchmarks (criterion) and the report: `make bench` writes BENCHMARKS.md.
@@ -266,6 +267,7 @@ c-build: lib
 	done
 	$(CC) $(EX_C_FLAGS) examples/c/chat.c -o $(B)/c/chat $(RK_LINK)
 	$(CC) $(EX_C_FLAGS) $(SAN) examples/c/chat.c -o $(B)/c-asan/chat $(RK_LINK)
+	$(CC) $(EX_C_FLAGS) examples/c/directory_client.c -o $(B)/c/directory_client $(RK_LINK)
 	$(CXX) $(EX_CXX_FLAGS) examples/cpp/chat.cpp -o $(B)/cpp/chat $(RK_LINK)
 	$(CXX) $(EX_CXX_FLAGS) $(SAN) examples/cpp/chat.cpp -o $(B)/c-asan/chat-cpp $(RK_LINK)
 
@@ -379,6 +381,15 @@ py-interop: py-venv interop-deps
 	$(call interop_pair,v4: python -> libsignal 0.90.0,$(PEER_PY),$(PEER_LS090),$(INTEROP_V4_LS_TO_090))
 	$(call interop_pair,v4: libsignal 0.90.0 -> python,$(PEER_LS090),$(PEER_PY),$(INTEROP_V4))
 	$(call interop_pair,v4: python -> ratchetkit,$(PEER_PY),$(PEER_RK),$(INTEROP_V4_LS_LS))
+
+# The key directory flow: the key server on loopback, a C client and a
+# Python client meet through it (examples/python/directory_chat.py).
+demo-directory: c-build py-venv
+	@echo
+	@echo "== Key directory (examples/python/directory_chat.py, examples/c/directory_client.c)"
+	$(CARGO) build --release --quiet -p ratchetkit-keyserver
+	@$(VENV_PY) examples/python/directory_chat.py \
+		--server $(TARGET_DIR)/release/ratchetkit-keyserver --client $(B)/c/directory_client
 
 demo-py: py-venv
 	@echo
