@@ -234,7 +234,11 @@ def durable_section(root: Path, get, missing: list[str]) -> list[str]:
            "row the size of the session row rewritten with a new random payload, COMMIT) with "
            "the store's settings (WAL; synchronous FULL resp. NORMAL), same filesystem, same run. "
            f"Target: at most {DURABLE_TARGET:.1f}x the floor. \"in-memory op\" is the same "
-           "operation on an in-memory store (benches/protocol.rs, version 4), for scale.", "",
+           "operation on an in-memory store (benches/protocol.rs, version 4), for scale. "
+           "Each benchmark of a mode alternates a store commit and a floor write and times its "
+           "own half. Rows at full durability are bound by the disk's fsync time, which on a "
+           "shared or virtual disk drifts by several times within seconds: their ratio varies "
+           "from run to run, read it as indicative.", "",
            f"| operation | us | floor us | ratio to floor | target: at most {DURABLE_TARGET:.1f}x | "
            "in-memory op us | ratio to floor + in-memory op |",
            "|---|---:|---:|---:|---|---:|---:|"]

@@ -701,7 +701,7 @@ fn run_durable_seed(patches: &[u8]) -> ratchetkit::Result<()> {
             assert_eq!(p, DURABLE_HELD_PLAINTEXTS[i]);
         }
         store.encrypt(&alice, b"reply")?;
-        store.create_bundle(true, 0, &mut OsRng)?;
+        store.create_bundle(false, 0, &mut OsRng)?;
         store.generate_prekeys(2, &mut OsRng)?;
         store.prekey_count()?;
         store.save()?;
