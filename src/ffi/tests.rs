@@ -103,6 +103,7 @@ fn status_numbers_are_stable() {
         (rk_status::FingerprintVersionMismatch, 206),
         (rk_status::LimitExceeded, 207),
         (rk_status::VersionRefused, 208),
+        (rk_status::SpqrRequired, 209),
         (rk_status::UntrustedIdentity, 300),
         (rk_status::NoSession, 301),
         (rk_status::MissingPrekey, 302),
@@ -220,6 +221,12 @@ fn header_agrees_with_the_code() {
         ("RK_STORE_KEY_LEN", RK_STORE_KEY_LEN as u64),
         ("RK_DURABILITY_FULL", u64::from(RK_DURABILITY_FULL)),
         ("RK_DURABILITY_NORMAL", u64::from(RK_DURABILITY_NORMAL)),
+        (
+            "RK_SPQR_POLICY_REQUIRED",
+            u64::from(RK_SPQR_POLICY_REQUIRED),
+        ),
+        ("RK_SPQR_POLICY_OFFERED", u64::from(RK_SPQR_POLICY_OFFERED)),
+        ("RK_SPQR_POLICY_OFF", u64::from(RK_SPQR_POLICY_OFF)),
     ];
     for (name, value) in constants {
         let line = format!("#define {name} {value}");

@@ -69,6 +69,7 @@ from ._errors import (
     UnsupportedStateVersionError,
     UntrustedIdentityError,
     VersionRefusedError,
+    SpqrRequiredError,
     WrongPickleKeyError,
     WrongStoreKeyError,
 )
@@ -101,6 +102,7 @@ from .store import (
     MessageType,
     PendingDecrypt,
     SessionPolicy,
+    SpqrPolicy,
     Store,
 )
 
@@ -125,6 +127,7 @@ __all__ = [
     "KyberPreKey",
     "KyberPreKeyKind",
     "SessionPolicy",
+    "SpqrPolicy",
     "PublicKey",
     "IdentityKeyPair",
     "Fingerprint",
@@ -163,6 +166,7 @@ __all__ = [
     "FingerprintVersionMismatchError",
     "LimitExceededError",
     "VersionRefusedError",
+    "SpqrRequiredError",
     "UntrustedIdentityError",
     "NoSessionError",
     "MissingPrekeyError",
