@@ -1465,7 +1465,7 @@ def sc_v3_accepted(w: World) -> None:
 # --------------------------------------------------------------------------
 # SPQR (the post-quantum ratchet of version 4)
 
-SPQR_TARGET_EPOCH = 4  # both senders past epoch 3
+SPQR_TARGET_EPOCH = 6  # both senders past epoch 5 (so past 3 in both braid roles)
 SPQR_MAX_TURNS = 600
 
 
@@ -1554,6 +1554,7 @@ def sc_spqr_offered(w: World) -> None:
         else:
             b.process_bundle(a, a.bundle())
             deliver_all(send(rng, b, a, 2, "prekey", hi=200))
+            deliver_all(send(rng, a, b, 1, "whisper", hi=200))
             replies = send(rng, b, a, 2, "whisper", hi=200)
         deliver_all(replies)
         bob_speaks = replies[-1].spqr_epoch() is not None
