@@ -114,6 +114,9 @@ INTEROP_V4_LS_LS := --session-version 4 --scenarios classic,kyber,v3_refused,v3_
 # SPQR run (loss, reordering, duplicates, past epoch 3 on both sides).
 INTEROP_V4_TO_0101 := --session-version 4 --scenarios classic,kyber,v3_refused_default,spqr_long
 INTEROP_V4_0101 := --session-version 4 --scenarios classic,kyber,spqr_long
+# (Options with commas go through variables: $(call) splits at commas.)
+INTEROP_SPQR_OFFERED_TO_090 := --session-version 4 --scenarios classic,spqr_offered --alice-spqr offered
+INTEROP_SPQR_RK_RK := --session-version 4 --scenarios spqr_refused,spqr_long,spqr_offered
 
 # Session version 3: the four pairs, each must pass every classic scenario.
 # The ratchetkit peer also runs in durable mode (--durable: init with a
@@ -137,12 +140,12 @@ interop: interop-deps
 	$(call interop_pair,v4: libsignal 0.72.1 -> ratchetkit (spqr offered),$(PEER_LS),$(PEER_RK),$(INTEROP_V4_LS_LS) --bob-spqr offered)
 	$(call interop_pair,spqr: ratchetkit -> libsignal 0.101.0,$(PEER_RK),$(PEER_LS0101),$(INTEROP_V4_TO_0101))
 	$(call interop_pair,spqr: libsignal 0.101.0 -> ratchetkit,$(PEER_LS0101),$(PEER_RK),$(INTEROP_V4_0101))
-	$(call interop_pair,spqr: ratchetkit (offered) <-> libsignal 0.90.0,$(PEER_RK),$(PEER_LS090),--session-version 4 --scenarios classic,spqr_offered --alice-spqr offered)
+	$(call interop_pair,spqr: ratchetkit (offered) <-> libsignal 0.90.0,$(PEER_RK),$(PEER_LS090),$(INTEROP_SPQR_OFFERED_TO_090))
 	$(call interop_pair,spqr: libsignal 0.90.0 -> ratchetkit (offered),$(PEER_LS090),$(PEER_RK),--session-version 4 --scenarios classic --bob-spqr offered)
 	$(call interop_pair,spqr: ratchetkit (offered) <-> libsignal 0.72.1,$(PEER_RK),$(PEER_LS),--session-version 4 --scenarios spqr_offered)
 	$(call interop_pair,spqr: libsignal 0.72.1 (none) -> ratchetkit (required) refused,$(PEER_LS),$(PEER_RK),--session-version 4 --scenarios spqr_refused)
 	$(call interop_pair,spqr: ratchetkit (off) -> libsignal 0.101.0 (required) refused,$(PEER_RK),$(PEER_LS0101),--session-version 4 --scenarios spqr_refused)
-	$(call interop_pair,spqr: ratchetkit (off) -> ratchetkit (required) refused,$(PEER_RK),$(PEER_RK),--session-version 4 --scenarios spqr_refused,spqr_long,spqr_offered)
+	$(call interop_pair,spqr: ratchetkit <-> ratchetkit (required refuses off; long; offered),$(PEER_RK),$(PEER_RK),$(INTEROP_SPQR_RK_RK))
 	$(call interop_pair,spqr: libsignal 0.101.0 <-> 0.101.0 (proves the driver),$(PEER_LS0101),$(PEER_LS0101),--session-version 4 --scenarios spqr_long)
 	$(call interop_pair,v4: ratchetkit <-> ratchetkit,$(PEER_RK),$(PEER_RK),$(INTEROP_V4_LS_LS))
 	$(call interop_pair,v4: libsignal 0.72.1 -> 0.90.0,$(PEER_LS),$(PEER_LS090),$(INTEROP_V4_LS_TO_090))

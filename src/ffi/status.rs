@@ -61,7 +61,9 @@ pub enum rk_status {
     /// version-4 message (prekey or not) without the SPQR field, from a
     /// library without SPQR (before 0.83) or with it turned off. Nothing was
     /// changed. Set the policy to `RK_SPQR_POLICY_OFFERED` to talk to such a
-    /// peer.
+    /// peer. (SPQR is read before the MAC is checked, as in the official
+    /// library: a message altered in transit so that its SPQR field reads
+    /// as absent gets this status too.)
     SpqrRequired = 209,
     /// The remote identity key differs from the trusted one: approve it with
     /// `rk_store_approve_identity` after the user has checked it.
