@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rand::rngs::OsRng;
 use ratchetkit::kem::{KemKeyPair, KemPublicKey};
+use ratchetkit::spqr::SpqrPolicy;
 use ratchetkit::{
     Address, CiphertextMessage, IdentityKeyPair, KeyPair, PreKeyBundle, PreKeySignalMessage,
     ProtocolStore, PublicKey, SignalMessage,
@@ -62,9 +63,14 @@ struct Peer {
 }
 
 impl Peer {
+    /// A peer without SPQR: the classic fixture's sessions do not speak
+    /// it, and Bob accepts new sessions without it (the `decrypt_spqr`
+    /// target has its own fixture).
     fn new(name: &str) -> Self {
+        let mut store = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        store.set_spqr_policy(SpqrPolicy::Off);
         Peer {
-            store: ProtocolStore::generate(1, &mut OsRng).unwrap(),
+            store,
             addr: Address::new(name, 1),
         }
     }
