@@ -69,7 +69,7 @@ rust-test:
 # two cores: build about 3.5 min, then 4 rounds of about 1 min.
 .PHONY: fuzz-deps fuzz-short
 CARGO_FUZZ_VERSION := 0.13.2
-FUZZ_TARGETS := parse_message decrypt_whisper decrypt_prekey restore bundle fingerprint ffi kem
+FUZZ_TARGETS := parse_message decrypt_whisper decrypt_prekey restore bundle fingerprint ffi kem spqr_message decrypt_spqr
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 2
 FUZZ := RUSTC_BOOTSTRAP=1 nice -n 19 $(CARGO) fuzz

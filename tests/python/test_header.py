@@ -152,6 +152,9 @@ CONSTANTS = [
     ("RK_STORE_KEY_LEN", rk.STORE_KEY_LEN),
     ("RK_DURABILITY_FULL", store._DURABILITY["full"]),
     ("RK_DURABILITY_NORMAL", store._DURABILITY["normal"]),
+    ("RK_SPQR_POLICY_REQUIRED", int(rk.SpqrPolicy.REQUIRED)),
+    ("RK_SPQR_POLICY_OFFERED", int(rk.SpqrPolicy.OFFERED)),
+    ("RK_SPQR_POLICY_OFF", int(rk.SpqrPolicy.OFF)),
 ]
 
 
