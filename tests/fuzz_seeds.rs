@@ -562,7 +562,7 @@ fn generate_spqr() -> Vec<(String, Vec<u8>)> {
             .pq_ratchet()
             .to_vec()
     };
-    for i in 0..90u32 {
+    for i in 0..200u32 {
         let m = alice.encrypt(&b, &i.to_le_bytes()).unwrap();
         fields.push(field(&m));
         if i % 5 != 3 {
