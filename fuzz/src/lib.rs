@@ -434,7 +434,10 @@ pub fn spqr_message(data: &[u8]) {
     if let Ok((next, _key)) = state.recv(data) {
         let saved = next.to_bytes();
         let back = SpqrState::from_bytes(&saved).expect("an accepted SPQR state restores");
-        assert!(back.to_bytes() == saved, "SPQR state save/restore is not stable");
+        assert!(
+            back.to_bytes() == saved,
+            "SPQR state save/restore is not stable"
+        );
     }
 }
 
