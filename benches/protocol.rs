@@ -616,7 +616,7 @@ fn spqr(c: &mut Criterion) {
             bench.iter_custom(|n| {
                 let start = Instant::now();
                 for _ in 0..n {
-                    let (from, to, to_addr, from_addr) = if (turn / 4) % 2 == 0 {
+                    let (from, to, to_addr, from_addr) = if (turn / 4).is_multiple_of(2) {
                         (&mut alice, &mut bob, &b, &a)
                     } else {
                         (&mut bob, &mut alice, &a, &b)
@@ -637,7 +637,7 @@ fn spqr(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 let mut found = 0;
                 while found < n {
-                    let (from, to, to_addr, from_addr) = if (turn / 4) % 2 == 0 {
+                    let (from, to, to_addr, from_addr) = if (turn / 4).is_multiple_of(2) {
                         (&mut alice, &mut bob, &b, &a)
                     } else {
                         (&mut bob, &mut alice, &a, &b)

@@ -548,7 +548,7 @@ fn generate_spqr() -> Vec<(String, Vec<u8>)> {
     let bundle = bob.create_bundle(true, 1, rng).unwrap();
     alice.process_bundle(&b, &bundle, rng).unwrap();
     let mut fields: Vec<Vec<u8>> = Vec::new();
-    let mut field = |m: &CiphertextMessage| {
+    let field = |m: &CiphertextMessage| {
         let inner = match m.message_type() {
             3 => PreKeySignalMessage::deserialize(m.serialize())
                 .unwrap()

@@ -11,7 +11,7 @@
 //! - state stays bounded: both stores' saved sizes stay below
 //!   [`SAVED_BOUND`].
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use proptest::prelude::*;
 use rand::rngs::{OsRng, StdRng};
@@ -101,7 +101,7 @@ fn run(seed: u64, loss: f64, dup: f64, max_burst: usize) {
             assert_eq!(&got, pt, "seed {seed}: keys disagree");
             if rng.gen_bool(dup) {
                 duplicates += 1;
-                let before = (duplicates % 16 == 0).then(|| receiver.save());
+                let before = duplicates.is_multiple_of(16).then(|| receiver.save());
                 let err = receiver
                     .decrypt(&sender_addr, m.message_type(), m.serialize(), &mut OsRng)
                     .expect_err("a duplicate decrypted");
