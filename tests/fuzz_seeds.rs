@@ -660,7 +660,9 @@ fn spqr_fuzz_seeds_match_the_fixture() {
         let mut store = fixture.clone();
         expect(&name, &mut store, |s| s.decrypt(&a, t, msg, &mut OsRng));
         if name.starts_with("ok-") {
-            expect("err-replay", &mut store, |s| s.decrypt(&a, t, msg, &mut OsRng));
+            expect("err-replay", &mut store, |s| {
+                s.decrypt(&a, t, msg, &mut OsRng)
+            });
         }
     }
     let seeds = corpus("spqr_message");

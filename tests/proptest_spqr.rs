@@ -110,7 +110,10 @@ fn run(seed: u64, loss: f64, dup: f64, max_burst: usize) {
                     "seed {seed}: duplicate refused as {err}"
                 );
                 if let Some(before) = before {
-                    assert!(receiver.save() == before, "a refused duplicate changed the store");
+                    assert!(
+                        receiver.save() == before,
+                        "a refused duplicate changed the store"
+                    );
                 }
             }
         }

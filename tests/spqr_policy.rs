@@ -48,7 +48,10 @@ fn a_new_store_requires_spqr_and_both_sides_speak_it() {
     talk(&mut alice, &mut bob, 120);
     assert_eq!(bob.store.session_has_spqr(&alice.addr), Some(true));
     let epoch = alice.store.session_spqr_epoch(&bob.addr).unwrap();
-    assert!(epoch >= 3, "the SPQR epoch stays at {epoch} after 120 rounds");
+    assert!(
+        epoch >= 3,
+        "the SPQR epoch stays at {epoch} after 120 rounds"
+    );
     assert_eq!(bob.store.session_spqr_epoch(&alice.addr), Some(epoch));
 }
 

@@ -124,12 +124,7 @@ pub unsafe extern "C" fn rk_store_session_has_spqr(
         let out = out_ptr(has_out, "has_out")?;
         let (has, epoch) = store.shared(
             || Load::session(&address),
-            |s| {
-                Ok((
-                    s.session_has_spqr(&address),
-                    s.session_spqr_epoch(&address),
-                ))
-            },
+            |s| Ok((s.session_has_spqr(&address), s.session_spqr_epoch(&address))),
         )?;
         let has = has.ok_or_else(|| crate::Error::NoSession(address.name.clone()))?;
         out.write(u32::from(has));
