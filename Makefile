@@ -7,9 +7,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 SEED ?= 1
-PEER_RK := target/release/ratchetkit-peer
+PEER_RK := $(or $(CARGO_TARGET_DIR),target)/release/ratchetkit-peer
 PEER_LS := node tests/interop/libsignal-peer/peer.js
 PEER_LS090 := node tests/interop/libsignal-peer-090/peer.js
+PEER_LS0101 := node tests/interop/libsignal-peer-0101/peer.js
 DRIVER := $(PYTHON) tests/interop/driver.py
 
 .PHONY: all build demo test lint rust-test interop interop-deps bench bench-test keyserver-test keyserver-bench demo-directory
@@ -69,11 +70,11 @@ rust-test:
 # FUZZ_SECONDS in one process (one worker), FUZZ_JOBS targets at a time; new
 # inputs go to fuzz/run/<t> and crashes to fuzz/artifacts/<t> (both ignored
 # by git). A crash, leak or timeout fails. Wall time on a clean clone with
-# two cores: build about 3.5 min, then 5 rounds of about 48 s.
+# two cores: build about 3.5 min, then 6 rounds of about 40 s.
 .PHONY: fuzz-deps fuzz-short
 CARGO_FUZZ_VERSION := 0.13.2
-FUZZ_TARGETS := parse_message decrypt_whisper decrypt_prekey restore bundle fingerprint ffi kem durable
-FUZZ_SECONDS ?= 48
+FUZZ_TARGETS := parse_message decrypt_whisper decrypt_prekey restore bundle fingerprint ffi kem durable spqr_message decrypt_spqr
+FUZZ_SECONDS ?= 40
 FUZZ_JOBS ?= 2
 FUZZ := RUSTC_BOOTSTRAP=1 nice -n 19 $(CARGO) fuzz
 
@@ -97,6 +98,7 @@ fuzz-short: fuzz-deps
 interop-deps:
 	cd tests/interop/libsignal-peer && npm ci --no-audit --no-fund
 	cd tests/interop/libsignal-peer-090 && npm ci --no-audit --no-fund
+	cd tests/interop/libsignal-peer-0101 && npm ci --no-audit --no-fund
 	$(CARGO) build --release -p ratchetkit-peer
 
 # One driver run: $(1) the label, $(2) alice's peer command, $(3) bob's,
@@ -112,14 +114,25 @@ endef
 INTEROP_V4 := --session-version 4 --scenarios classic,kyber
 INTEROP_V4_LS_TO_090 := --session-version 4 --scenarios classic,kyber,v3_refused,v3_refused_default
 INTEROP_V4_LS_LS := --session-version 4 --scenarios classic,kyber,v3_refused,v3_accepted
+# SPQR (issue 13): every scenario with 0.101.0 (SPQR required) and the long
+# SPQR run (loss, reordering, duplicates, past epoch 3 on both sides).
+INTEROP_V4_TO_0101 := --session-version 4 --scenarios classic,kyber,v3_refused_default,spqr_long
+INTEROP_V4_0101 := --session-version 4 --scenarios classic,kyber,spqr_long
+# (Options with commas go through variables: $(call) splits at commas.)
+INTEROP_SPQR_OFFERED_TO_090 := --session-version 4 --scenarios classic,spqr_offered --alice-spqr offered
+INTEROP_SPQR_RK_RK := --session-version 4 --scenarios spqr_refused,spqr_long,spqr_offered
 
 # Session version 3: the four pairs, each must pass every classic scenario.
 # The ratchetkit peer also runs in durable mode (--durable: init with a
 # store file) against 0.90.0 both ways and against itself.
-# Session version 4: ratchetkit against both official versions and itself,
+# Session version 4: ratchetkit against the official versions and itself,
 # and the libsignal pairs (they prove the driver and the peers). The v3
 # policy scenarios run where the initiator can start version 3 (0.90.0
-# cannot; ratchetkit and 0.72.1 can).
+# and 0.101.0 cannot; ratchetkit and 0.72.1 can).
+# SPQR: ratchetkit's default policy is "required" (as 0.101.0). 0.90.0
+# offers SPQR, so it talks to it as is; 0.72.1 has no SPQR, so the
+# ratchetkit peer runs with spqr "offered" against it (falls back to none);
+# spqr_refused shows a required peer refusing one without SPQR.
 interop: interop-deps
 	$(call interop_pair,ratchetkit -> libsignal,$(PEER_RK),$(PEER_LS))
 	$(call interop_pair,libsignal -> ratchetkit,$(PEER_LS),$(PEER_RK))
@@ -127,8 +140,17 @@ interop: interop-deps
 	$(call interop_pair,libsignal <-> libsignal (proves the driver),$(PEER_LS),$(PEER_LS))
 	$(call interop_pair,v4: ratchetkit -> libsignal 0.90.0,$(PEER_RK),$(PEER_LS090),$(INTEROP_V4_LS_TO_090))
 	$(call interop_pair,v4: libsignal 0.90.0 -> ratchetkit,$(PEER_LS090),$(PEER_RK),$(INTEROP_V4))
-	$(call interop_pair,v4: ratchetkit -> libsignal 0.72.1,$(PEER_RK),$(PEER_LS),$(INTEROP_V4_LS_LS))
-	$(call interop_pair,v4: libsignal 0.72.1 -> ratchetkit,$(PEER_LS),$(PEER_RK),$(INTEROP_V4_LS_LS))
+	$(call interop_pair,v4: ratchetkit (spqr offered) -> libsignal 0.72.1,$(PEER_RK),$(PEER_LS),$(INTEROP_V4_LS_LS) --alice-spqr offered)
+	$(call interop_pair,v4: libsignal 0.72.1 -> ratchetkit (spqr offered),$(PEER_LS),$(PEER_RK),$(INTEROP_V4_LS_LS) --bob-spqr offered)
+	$(call interop_pair,spqr: ratchetkit -> libsignal 0.101.0,$(PEER_RK),$(PEER_LS0101),$(INTEROP_V4_TO_0101))
+	$(call interop_pair,spqr: libsignal 0.101.0 -> ratchetkit,$(PEER_LS0101),$(PEER_RK),$(INTEROP_V4_0101))
+	$(call interop_pair,spqr: ratchetkit (offered) <-> libsignal 0.90.0,$(PEER_RK),$(PEER_LS090),$(INTEROP_SPQR_OFFERED_TO_090))
+	$(call interop_pair,spqr: libsignal 0.90.0 -> ratchetkit (offered),$(PEER_LS090),$(PEER_RK),--session-version 4 --scenarios classic --bob-spqr offered)
+	$(call interop_pair,spqr: ratchetkit (offered) <-> libsignal 0.72.1,$(PEER_RK),$(PEER_LS),--session-version 4 --scenarios spqr_offered)
+	$(call interop_pair,spqr: libsignal 0.72.1 (none) -> ratchetkit (required) refused,$(PEER_LS),$(PEER_RK),--session-version 4 --scenarios spqr_refused)
+	$(call interop_pair,spqr: ratchetkit (off) -> libsignal 0.101.0 (required) refused,$(PEER_RK),$(PEER_LS0101),--session-version 4 --scenarios spqr_refused)
+	$(call interop_pair,spqr: ratchetkit <-> ratchetkit (required refuses off; long; offered),$(PEER_RK),$(PEER_RK),$(INTEROP_SPQR_RK_RK))
+	$(call interop_pair,spqr: libsignal 0.101.0 <-> 0.101.0 (proves the driver),$(PEER_LS0101),$(PEER_LS0101),--session-version 4 --scenarios spqr_long)
 	$(call interop_pair,v4: ratchetkit <-> ratchetkit,$(PEER_RK),$(PEER_RK),$(INTEROP_V4_LS_LS))
 	$(call interop_pair,v4: libsignal 0.72.1 -> 0.90.0,$(PEER_LS),$(PEER_LS090),$(INTEROP_V4_LS_TO_090))
 	$(call interop_pair,v4: libsignal 0.90.0 -> 0.72.1,$(PEER_LS090),$(PEER_LS),$(INTEROP_V4))

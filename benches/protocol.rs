@@ -27,6 +27,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use ratchetkit::kem::KemKeyPair;
 use ratchetkit::ratchet::MAX_FORWARD_JUMPS;
+use ratchetkit::spqr::SpqrPolicy;
 use ratchetkit::store::{BundleRequest, KyberPreKeyKind, SessionPolicy};
 use ratchetkit::{
     Address, CiphertextMessage, Fingerprint, IdentityKeyPair, KeyPair, PreKeyBundle,
@@ -58,9 +59,11 @@ impl Version {
 }
 
 /// A new store. For version 3 it starts and accepts version-3 sessions,
-/// which the default policy refuses.
+/// which the default policy refuses. Version 4 is without SPQR (the rows
+/// with SPQR make their stores with [`spqr_store`]).
 fn new_store(version: Version) -> ProtocolStore {
     let mut store = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    store.set_spqr_policy(SpqrPolicy::Off);
     if version == Version::V3 {
         store.set_policy(SessionPolicy {
             allow_v3_initiation: true,
@@ -329,8 +332,8 @@ fn messages(c: &mut Criterion) {
     // The binding-overhead baseline: Alice encrypts 100 B, Bob decrypts it
     // (no DH turn), exactly what benches/c_roundtrip.c and
     // benches/python_roundtrip.py do through the C ABI and Python, whose
-    // default bundles make version-4 sessions.
-    let (alice_rt, mut bob_rt, a_rt, b_rt) = alice_bob(Version::V4);
+    // default bundles and policy make version-4 sessions with SPQR.
+    let (alice_rt, mut bob_rt, a_rt, b_rt) = spqr_alice_bob(SpqrPolicy::Required);
     let pt100 = [0x42u8; 100];
     g.bench_function("roundtrip_100B", |bench| {
         bench.iter(|| {
@@ -533,6 +536,130 @@ fn threads(c: &mut Criterion) {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Alice and Bob with a version-4 session under `policy` (both sides), in
+/// which both have spoken.
+fn spqr_alice_bob(policy: SpqrPolicy) -> (ProtocolStore, ProtocolStore, Address, Address) {
+    let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    alice.set_spqr_policy(policy);
+    bob.set_spqr_policy(policy);
+    let (a, b) = (Address::new("alice", 1), Address::new("bob", 1));
+    let bundle = bundle(&mut bob, Version::V4, true);
+    alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
+    let m = alice.encrypt(&b, b"hi").unwrap();
+    deliver(&mut bob, &a, &m);
+    let r = bob.encrypt(&a, b"hi").unwrap();
+    deliver(&mut alice, &b, &r);
+    let spqr = policy != SpqrPolicy::Off;
+    assert_eq!(alice.session_has_spqr(&b), Some(spqr));
+    (alice, bob, a, b)
+}
+
+/// The braid state of `store`'s session with `address` (None without SPQR).
+fn braid_state(store: &ProtocolStore, address: &Address) -> Option<&'static str> {
+    store
+        .session(address)
+        .unwrap()
+        .current()
+        .unwrap()
+        .spqr()
+        .snapshot()
+        .state
+}
+
+/// SPQR (issue 13), 100 B messages:
+/// - `encrypt_spqr` / `decrypt_spqr`: a message that carries no ML-KEM
+///   operation (one direction in steady state: the sender repeats its
+///   chunks, the braid waits for the other side), beside `encrypt_v4` /
+///   `decrypt_v4` (version 4 without SPQR);
+/// - `conversation_v4` / `conversation_spqr`: per message (encrypt and
+///   decrypt) of a conversation in bursts of 4 each way, so that SPQR's
+///   epochs run: its ML-KEM-768 operations are amortised over the messages;
+/// - `spqr_epoch_message`: encrypt and decrypt of only the messages on
+///   which the braid changes state (every ML-KEM operation is on one).
+fn spqr(c: &mut Criterion) {
+    let mut g = c.benchmark_group("op");
+    let pt = [0x42u8; 100];
+    {
+        let (alice, _, _, b) = spqr_alice_bob(SpqrPolicy::Required);
+        for _ in 0..50 {
+            alice.encrypt(&b, &pt).unwrap(); // past the first chunks' work
+        }
+        g.bench_function(BenchmarkId::new("encrypt_spqr", "100B"), |bench| {
+            bench.iter(|| alice.encrypt(&b, &pt).unwrap())
+        });
+    }
+    {
+        let (alice, mut bob, a, b) = spqr_alice_bob(SpqrPolicy::Required);
+        for _ in 0..50 {
+            let m = alice.encrypt(&b, &pt).unwrap();
+            deliver(&mut bob, &a, &m);
+        }
+        g.bench_function(BenchmarkId::new("decrypt_spqr", "100B"), |bench| {
+            bench.iter_batched(
+                || alice.encrypt(&b, &pt).unwrap(),
+                |m| {
+                    drop(deliver(&mut bob, &a, &m));
+                    m
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    for (policy, name) in [
+        (SpqrPolicy::Off, "conversation_v4"),
+        (SpqrPolicy::Required, "conversation_spqr"),
+    ] {
+        let (mut alice, mut bob, a, b) = spqr_alice_bob(policy);
+        let mut turn = 0u64;
+        g.bench_function(BenchmarkId::new(name, "100B"), |bench| {
+            bench.iter_custom(|n| {
+                let start = Instant::now();
+                for _ in 0..n {
+                    let (from, to, to_addr, from_addr) = if (turn / 4).is_multiple_of(2) {
+                        (&mut alice, &mut bob, &b, &a)
+                    } else {
+                        (&mut bob, &mut alice, &a, &b)
+                    };
+                    let m = from.encrypt(to_addr, &pt).unwrap();
+                    black_box(deliver(to, from_addr, &m));
+                    turn += 1;
+                }
+                start.elapsed()
+            })
+        });
+    }
+    {
+        let (mut alice, mut bob, a, b) = spqr_alice_bob(SpqrPolicy::Required);
+        let mut turn = 0u64;
+        g.bench_function(BenchmarkId::new("spqr_epoch_message", "100B"), |bench| {
+            bench.iter_custom(|n| {
+                let mut total = Duration::ZERO;
+                let mut found = 0;
+                while found < n {
+                    let (from, to, to_addr, from_addr) = if (turn / 4).is_multiple_of(2) {
+                        (&mut alice, &mut bob, &b, &a)
+                    } else {
+                        (&mut bob, &mut alice, &a, &b)
+                    };
+                    turn += 1;
+                    let (s0, r0) = (braid_state(from, to_addr), braid_state(to, from_addr));
+                    let start = Instant::now();
+                    let m = from.encrypt(to_addr, &pt).unwrap();
+                    black_box(deliver(to, from_addr, &m));
+                    let t = start.elapsed();
+                    if braid_state(from, to_addr) != s0 || braid_state(to, from_addr) != r0 {
+                        total += t;
+                        found += 1;
+                    }
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
 fn floor(c: &mut Criterion) {
     let mut g = c.benchmark_group("floor");
     let kp = KeyPair::generate(&mut OsRng);
@@ -600,6 +727,28 @@ fn floor(c: &mut Criterion) {
     let (kem_ct, _) = kyber1024::encapsulate(kem.public_key(), [5u8; 32]);
     g.bench_function("kyber1024_decapsulate", |b| {
         b.iter(|| kyber1024::decapsulate(kem.private_key(), black_box(&kem_ct)))
+    });
+
+    // ML-KEM-768, SPQR's KEM (one key pair, one encapsulation and one
+    // decapsulation per epoch).
+    g.bench_function("mlkem768_keygen", |b| {
+        b.iter(|| {
+            let mut seed = [0u8; 64];
+            OsRng.fill_bytes(&mut seed);
+            libcrux_ml_kem::mlkem768::generate_key_pair(seed)
+        })
+    });
+    let kem768 = libcrux_ml_kem::mlkem768::generate_key_pair([4u8; 64]);
+    g.bench_function("mlkem768_encapsulate", |b| {
+        b.iter(|| {
+            let mut randomness = [0u8; 32];
+            OsRng.fill_bytes(&mut randomness);
+            libcrux_ml_kem::mlkem768::encapsulate(black_box(kem768.public_key()), randomness)
+        })
+    });
+    let (ct768, _) = libcrux_ml_kem::mlkem768::encapsulate(kem768.public_key(), [6u8; 32]);
+    g.bench_function("mlkem768_decapsulate", |b| {
+        b.iter(|| libcrux_ml_kem::mlkem768::decapsulate(kem768.private_key(), black_box(&ct768)))
     });
 
     let key = [7u8; 32];
@@ -699,6 +848,7 @@ fn floor(c: &mut Criterion) {
 criterion_group!(
     benches,
     floor,
+    spqr,
     keys,
     agreement,
     messages,

@@ -290,11 +290,70 @@ def durable_section(root: Path, get, missing: list[str]) -> list[str]:
     return out
 
 
+# SPQR (issue 13). A message that carries no ML-KEM operation adds one SPQR
+# chain step (an HKDF) and its chunk to a version-4 message: its floor is
+# the version-4 message's plus one HKDF. Target: at most 1.15x the same
+# message without SPQR. One epoch runs one ML-KEM-768 key generation, one
+# encapsulation and one decapsulation.
+SPQR_TARGET = 1.15
+MLKEM768_EPOCH = [("floor/mlkem768_keygen", 1), ("floor/mlkem768_encapsulate", 1),
+                  ("floor/mlkem768_decapsulate", 1)]
+SPQR_PER_MESSAGE = [
+    ("encrypt, no DH turn, 100 B", "op/encrypt_v4/100B", "op/encrypt_spqr/100B",
+     msg_floor("encrypt", "100B"), msg_floor("encrypt", "100B") + [("floor/hkdf_64", 1)]),
+    ("decrypt, no DH turn, 100 B", "op/decrypt_v4/100B", "op/decrypt_spqr/100B",
+     msg_floor("decrypt", "100B"), msg_floor("decrypt", "100B") + [("floor/hkdf_64", 1)]),
+]
+SPQR_HEADING = "SPQR (issue 13)"
+
+
+def spqr_section(get, floor_of) -> list[str]:
+    """The SPQR section: per-message paths with and without SPQR, beside
+    their floors; the conversation per message (the ML-KEM-768 operations
+    amortised) and the epoch-carrying messages."""
+    out = [f"{SPQR_HEADING}: version-4 messages with SPQR beside the same messages without it "
+           f"(target for a message that carries no ML-KEM operation: at most {SPQR_TARGET:.2f}x), "
+           "each beside its floor (with SPQR: plus one HKDF, the SPQR chain step; the erasure-code "
+           "chunk is not in the floor).", ""]
+    out.append(f"| 100 B message, no ML-KEM operation | v4 us | v4 floor us | SPQR us | SPQR floor us | "
+               f"SPQR / v4 | target: at most {SPQR_TARGET:.2f}x |")
+    out.append("|---|---:|---:|---:|---:|---:|---|")
+    for label, v4_id, spqr_id, v4_parts, spqr_parts in SPQR_PER_MESSAGE:
+        v4, sp = get(v4_id), get(spqr_id)
+        f4, fs = floor_of(v4_parts), floor_of(spqr_parts)
+        ratio = sp / v4 if v4 and sp else None
+        verdict = "-" if ratio is None else ("met" if ratio <= SPQR_TARGET else "NOT met")
+        out.append(f"| {label} | {fmt(v4) if v4 else '-'} | {fmt(f4) if f4 else '-'} | "
+                   f"{fmt(sp) if sp else '-'} | {fmt(fs) if fs else '-'} | "
+                   f"{f'{ratio:.2f}x' if ratio else '-'} | {verdict} |")
+    conv4, convs = get("op/conversation_v4/100B"), get("op/conversation_spqr/100B")
+    epoch_msg = get("op/spqr_epoch_message/100B")
+    kem = floor_of(MLKEM768_EPOCH)
+    out.append("")
+    out.append("| 100 B, bursts of 4 each way (a DH turn every 4 messages), per message: encrypt + decrypt | us | vs v4 |")
+    out.append("|---|---:|---:|")
+    if conv4:
+        out.append(f"| version 4 without SPQR | {fmt(conv4)} | 1.00x |")
+    if convs:
+        out.append(f"| with SPQR (ML-KEM-768 operations amortised over the messages) | {fmt(convs)} | "
+                   f"{f'{convs / conv4:.2f}x' if conv4 else '-'} |")
+    if epoch_msg:
+        out.append(f"| with SPQR, only the messages on which the braid changes state (those carrying "
+                   f"an ML-KEM operation) | {fmt(epoch_msg)} | "
+                   f"{f'{epoch_msg / conv4:.2f}x' if conv4 else '-'} |")
+    if kem:
+        out.append(f"| floor: one epoch's ML-KEM-768 key generation + encapsulation + decapsulation | "
+                   f"{fmt(kem)} | - |")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="target/criterion")
     ap.add_argument("--bindings", default=None,
                     help="directory with c.json / python.json from the binding round-trip benches")
+    ap.add_argument("--spqr-only", action="store_true",
+                    help="print the SPQR section only (for a run of the SPQR benchmarks alone)")
     ap.add_argument("--check", action="store_true",
                     help="fail unless every benchmark of the table has a result")
     args = ap.parse_args()
@@ -307,6 +366,18 @@ def main() -> int:
         except (OSError, KeyError, ValueError):
             missing.append(bid)
             return None
+
+    if args.spqr_only:
+        def floor_only(parts: list[tuple[str, float]]) -> float | None:
+            vals = [(get(p), n) for p, n in parts]
+            if not parts or any(v is None for v, _ in vals):
+                return None
+            return sum(v * n for v, n in vals)
+        print("\n".join(spqr_section(get, floor_only)))
+        if args.check and missing:
+            print(f"missing results: {', '.join(sorted(set(missing)))}", file=sys.stderr)
+            return 1
+        return 0
 
     ladder = get("floor/x25519_portable_ladder")
     factor = (ladder / REF_LADDER_US) if ladder else None
@@ -380,6 +451,8 @@ def main() -> int:
     if extra:
         out.append(f"| the primitives PQXDH adds (Kyber prekey signature check, encapsulate, "
                    f"decapsulate; this run) | - | - | - | {fmt(extra)} |")
+    out.append("")
+    out.extend(spqr_section(get, floor_of))
     one, two = get("op/two_sessions_1_thread"), get("op/two_sessions_2_threads")
     out.append("")
     out.append("| one store, independent sessions, 100 B rounds (decrypt + encrypt in the store) | us per round | throughput vs 1 thread |")

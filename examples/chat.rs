@@ -22,6 +22,15 @@ fn main() -> Result<(), ratchetkit::Error> {
     if let Some(state) = alice.session(&bob_addr).and_then(|r| r.current().cloned()) {
         println!("session version {} (4 = PQXDH)", state.version());
     }
+    // SPQR, the post-quantum ratchet: required by default (as current
+    // Signal clients); `set_spqr_policy(SpqrPolicy::Offered)` also talks to
+    // peers without it.
+    println!(
+        "SPQR policy {:?}; the session speaks SPQR: {:?}, epoch {:?}",
+        alice.spqr_policy(),
+        alice.session_has_spqr(&bob_addr),
+        alice.session_spqr_epoch(&bob_addr)
+    );
 
     let deliver = |from: &mut ProtocolStore,
                    to: &mut ProtocolStore,

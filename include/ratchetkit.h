@@ -210,6 +210,25 @@
 #define RK_DURABILITY_NORMAL 1
 
 /**
+ * `rk_store_set_spqr_policy`: every new version-4 session speaks SPQR, and
+ * a peer that does not fails with `RK_STATUS_SPQR_REQUIRED` (the default,
+ * as the official library since 0.92).
+ */
+#define RK_SPQR_POLICY_REQUIRED 0
+
+/**
+ * `rk_store_set_spqr_policy`: new version-4 sessions offer SPQR and drop it
+ * when the peer answers without it (to talk to libsignal 0.83–0.91 and
+ * libraries without SPQR).
+ */
+#define RK_SPQR_POLICY_OFFERED 1
+
+/**
+ * `rk_store_set_spqr_policy`: new sessions do not speak SPQR.
+ */
+#define RK_SPQR_POLICY_OFF 2
+
+/**
  * The ABI version of this header and library: raised on every incompatible
  * change of the C API (a removed or changed function or type). Compare it
  * with `rk_abi_version()` at run time.
@@ -299,6 +318,17 @@ enum rk_status
    * `rk_store_set_policy`.
    */
   RK_STATUS_VERSION_REFUSED = 208,
+  /**
+   * The store's SPQR policy is required (the default, see
+   * `rk_store_set_spqr_policy`) and the peer does not speak SPQR: a
+   * version-4 message (prekey or not) without the SPQR field, from a
+   * library without SPQR (before 0.83) or with it turned off. Nothing was
+   * changed. Set the policy to `RK_SPQR_POLICY_OFFERED` to talk to such a
+   * peer. (SPQR is read before the MAC is checked, as in the official
+   * library: a message altered in transit so that its SPQR field reads
+   * as absent gets this status too.)
+   */
+  RK_STATUS_SPQR_REQUIRED = 209,
   /**
    * The remote identity key differs from the trusted one: approve it with
    * `rk_store_approve_identity` after the user has checked it.
@@ -2262,6 +2292,62 @@ rk_status rk_store_decrypt_whisper_message(struct rk_store *store,
                                            const uint8_t *message,
                                            size_t message_len,
                                            struct rk_bytes *plaintext_out);
+
+/**
+ * Sets the store's SPQR policy for sessions started from now on:
+ * `RK_SPQR_POLICY_REQUIRED` (a new store's), `RK_SPQR_POLICY_OFFERED` or
+ * `RK_SPQR_POLICY_OFF`. Sessions that already exist keep the SPQR state
+ * they were started with (one without SPQR keeps working under every
+ * policy). Version-3 sessions never speak SPQR; `rk_store_set_policy`
+ * alone decides whether they are started or accepted. The policy is kept
+ * in saved state and in a durable store.
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (an unknown policy; nothing is set),
+ * `RK_STATUS_POISONED`, and a durable store's storage statuses.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`.
+ */
+RK_MUST_USE rk_status rk_store_set_spqr_policy(struct rk_store *store, uint32_t policy);
+
+/**
+ * The store's SPQR policy at `*policy_out` (one of `RK_SPQR_POLICY_*`).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_POISONED`, and a durable store's storage statuses.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `policy_out` must be writable.
+ */
+RK_MUST_USE rk_status rk_store_spqr_policy(const struct rk_store *store, uint32_t *policy_out);
+
+/**
+ * Whether the current session with (`name`, `device_id`) speaks SPQR: on
+ * `RK_STATUS_OK`, `*has_out` is 1 when its state runs SPQR (a session that
+ * only offered it stays 1 until the peer's first reply shows whether it
+ * speaks it), else 0; and `*epoch_out` (when not NULL) is the SPQR epoch
+ * (1 at the start, one more with every completed ML-KEM exchange; 0
+ * without SPQR).
+ *
+ * Statuses: `RK_STATUS_NULL_POINTER`, `RK_STATUS_INVALID_HANDLE`,
+ * `RK_STATUS_INVALID_ARGUMENT` (`name` not UTF-8), `RK_STATUS_NO_SESSION`
+ * (no current session for the address), `RK_STATUS_POISONED`.
+ * Thread safety: any thread (the store is locked for the call).
+ *
+ * # Safety
+ * `store` must be NULL or a live `rk_store`; `name` must be NULL or a
+ * NUL-terminated string; `has_out` must be writable; `epoch_out` NULL or
+ * writable.
+ */
+RK_MUST_USE
+rk_status rk_store_session_has_spqr(const struct rk_store *store,
+                                    const char *name,
+                                    uint32_t device_id,
+                                    uint32_t *has_out,
+                                    uint64_t *epoch_out);
 
 #ifdef __cplusplus
 }  // extern "C"

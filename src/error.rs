@@ -80,6 +80,12 @@ pub enum Error {
     /// message that would start a new session.
     #[error("session version refused: {0}")]
     VersionRefused(&'static str),
+    /// The store's SPQR policy is [`SpqrPolicy::Required`](crate::spqr::SpqrPolicy::Required)
+    /// and the peer does not speak SPQR: a message of a version-4 session
+    /// that carries no SPQR field where SPQR is required (the peer is a
+    /// library without SPQR, or with it turned off). Nothing was changed.
+    #[error("SPQR required: {0}")]
+    SpqrRequired(&'static str),
     /// A prekey message names a signed prekey this store does not hold.
     #[error("missing signed prekey with id {0}")]
     MissingSignedPreKey(u32),
@@ -191,7 +197,7 @@ impl Error {
             Error::MissingPreKey(_)
             | Error::MissingSignedPreKey(_)
             | Error::MissingKyberPreKey(_) => ErrorKind::MissingPreKey,
-            Error::VersionRefused(_) => ErrorKind::InvalidMessage,
+            Error::VersionRefused(_) | Error::SpqrRequired(_) => ErrorKind::InvalidMessage,
             Error::InvalidBundle(_)
             | Error::CorruptState(_)
             | Error::UnsupportedStateVersion(_)

@@ -5,7 +5,9 @@
 //! prekeys (fields 11–13), base-key uses (14: sessions from prekeys that stay after use), the session policy (15,
 //! 16), version-4 session states and their pending Kyber ciphertexts;
 //! session states may carry SPQR (field 14 of a state, absent when off:
-//! older saves restore as sessions without SPQR);
+//! older saves restore as sessions without SPQR); the store's SPQR policy
+//! is field 17 (0 or absent: required, 1 offered, 2 off — saves from before
+//! it restore as required, the default);
 //! version 1 (the same message without them) still restores, with the
 //! default (refusing) policy. Every field is validated on load:
 //! key lengths and types, id ranges, the deployed limits (5 receiving
@@ -25,7 +27,7 @@ use crate::ratchet::{ChainKey, MessageKeySeed, RootKey, MAX_RECEIVER_CHAINS, MAX
 use crate::session::{
     PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState, MAX_ARCHIVED_STATES,
 };
-use crate::spqr::SpqrState;
+use crate::spqr::{SpqrPolicy, SpqrState};
 use crate::store::{
     check_address, check_device_id, check_registration_id, Address, BaseKeyUse, BaseKeyUses,
     ProtocolStore, Refused, SessionCell, SessionPolicy, TrustMap, MAX_SESSIONS,
@@ -72,6 +74,31 @@ pub(crate) struct StoreProto {
     allow_v3_initiation: bool,
     #[prost(bool, tag = "16")]
     accept_v3_prekey_messages: bool,
+    /// The SPQR policy: 0 (or absent) required, 1 offered, 2 off.
+    #[prost(uint32, tag = "17")]
+    spqr_policy: u32,
+}
+
+/// The SPQR policy's number in saved state. Required is 0, so that it is
+/// not written and a store saved before the policy existed (no field 17)
+/// restores as required, the default of a new store: sessions it holds keep
+/// their SPQR state whatever the policy, so only sessions started after the
+/// upgrade are affected, as with an upgraded official client.
+fn spqr_policy_number(policy: SpqrPolicy) -> u32 {
+    match policy {
+        SpqrPolicy::Required => 0,
+        SpqrPolicy::Offered => 1,
+        SpqrPolicy::Off => 2,
+    }
+}
+
+fn spqr_policy_from_number(n: u32) -> Result<SpqrPolicy> {
+    match n {
+        0 => Ok(SpqrPolicy::Required),
+        1 => Ok(SpqrPolicy::Offered),
+        2 => Ok(SpqrPolicy::Off),
+        _ => Err(corrupt("unknown SPQR policy")),
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Message, Zeroize)]
@@ -550,6 +577,7 @@ pub(crate) fn meta_to_proto(store: &ProtocolStore) -> StoreProto {
         next_kyber_prekey_id: store.next_kyber_prekey_id,
         allow_v3_initiation: store.policy.allow_v3_initiation,
         accept_v3_prekey_messages: store.policy.accept_v3_prekey_messages,
+        spqr_policy: spqr_policy_number(store.spqr_policy),
         ..StoreProto::default()
     }
 }
@@ -592,6 +620,7 @@ pub(crate) fn meta_from_proto(p: &StoreProto, format_version: u8) -> Result<Prot
             allow_v3_initiation: p.allow_v3_initiation,
             accept_v3_prekey_messages: p.accept_v3_prekey_messages,
         },
+        spqr_policy: spqr_policy_from_number(p.spqr_policy)?,
         prekeys_generation: 0,
         sessions: BTreeMap::new(),
         trusted: TrustMap::new(BTreeMap::new()),

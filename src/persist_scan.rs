@@ -243,7 +243,7 @@ impl Record {
         use Record::*;
         match (self, tag) {
             (Store, 1) => Bytes,
-            (Store, 2 | 3 | 5 | 7 | 8 | 12 | 13 | 15 | 16) => Varint,
+            (Store, 2 | 3 | 5 | 7 | 8 | 12 | 13 | 15 | 16 | 17) => Varint,
             (Store, 4) => Message(SignedPreKey),
             (Store, 6) => Message(PreKey),
             (Store, 9) => Message(Entry),

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use rand::rngs::OsRng;
 use ratchetkit::kem::{KemKeyPair, KemPublicKey};
+use ratchetkit::spqr::SpqrPolicy;
 use ratchetkit::{
     Address, CiphertextMessage, IdentityKeyPair, KeyPair, PreKeyBundle, PreKeySignalMessage,
     ProtocolStore, PublicKey, SignalMessage,
@@ -67,9 +68,14 @@ struct Peer {
 }
 
 impl Peer {
+    /// A peer without SPQR: the classic fixture's sessions do not speak
+    /// it, and Bob accepts new sessions without it (the `decrypt_spqr`
+    /// target has its own fixture).
     fn new(name: &str) -> Self {
+        let mut store = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        store.set_spqr_policy(SpqrPolicy::Off);
         Peer {
-            store: ProtocolStore::generate(1, &mut OsRng).unwrap(),
+            store,
             addr: Address::new(name, 1),
         }
     }
@@ -727,6 +733,152 @@ fn durable_fuzz_seeds_match_the_fixture() {
                 matches!(r, Err(ratchetkit::Error::StoreCorrupt(_))),
                 "{name}: {r:?}"
             );
+        }
+    }
+}
+
+// ---- SPQR (fuzz targets spqr_message and decrypt_spqr) -------------------------
+
+/// The SPQR fixture and seeds: Bob and Alice with the default policy
+/// (SPQR required) talk with losses until a few epochs have passed; then
+/// Alice's messages Bob never got are the `decrypt_spqr` seeds (selector
+/// 0: whisper), with tampered variants, and the SPQR fields of messages
+/// of every kind seed `spqr_message`.
+fn generate_spqr() -> Vec<(String, Vec<u8>)> {
+    let rng = &mut OsRng;
+    let mut out = Vec::new();
+    let mut bob = ProtocolStore::generate(1, rng).unwrap();
+    let mut alice = ProtocolStore::generate(1, rng).unwrap();
+    let (a, b) = (Address::new("alice", 1), Address::new("bob", 1));
+    let bundle = bob.create_bundle(true, 1, rng).unwrap();
+    alice.process_bundle(&b, &bundle, rng).unwrap();
+    let mut fields: Vec<Vec<u8>> = Vec::new();
+    let field = |m: &CiphertextMessage| {
+        let inner = match m.message_type() {
+            3 => PreKeySignalMessage::deserialize(m.serialize())
+                .unwrap()
+                .message()
+                .serialize()
+                .to_vec(),
+            _ => m.serialize().to_vec(),
+        };
+        SignalMessage::deserialize(&inner)
+            .unwrap()
+            .pq_ratchet()
+            .to_vec()
+    };
+    for i in 0..200u32 {
+        let m = alice.encrypt(&b, &i.to_le_bytes()).unwrap();
+        fields.push(field(&m));
+        if i % 5 != 3 {
+            deliver(&mut bob, &a, &m);
+        }
+        let r = bob.encrypt(&a, &i.to_be_bytes()).unwrap();
+        fields.push(field(&r));
+        deliver(&mut alice, &b, &r);
+    }
+    let epoch = bob.session_spqr_epoch(&a).unwrap();
+    assert!(epoch >= 3, "SPQR epoch {epoch}");
+    let held: Vec<_> = (0..4)
+        .map(|i| alice.encrypt(&b, format!("held {i}").as_bytes()).unwrap())
+        .collect();
+    out.push(("fixtures/spqr-bob.store".into(), bob.save()));
+    let d = "corpus/decrypt_spqr";
+    for (i, m) in held.iter().enumerate() {
+        fields.push(field(m));
+        out.push((format!("{d}/ok-held-{i}"), with_selector(0, m.serialize())));
+    }
+    // The SPQR field's bytes altered: its offset inside the message.
+    let body = held[1].serialize();
+    let pq = field(&held[1]);
+    let at = body
+        .windows(pq.len())
+        .position(|w| w == pq.as_slice())
+        .unwrap();
+    for (name, offset, xor) in [
+        ("err-spqr-version-0", 0, 0x01u8),
+        ("err-spqr-epoch", 1, 0x02),
+        ("err-spqr-index", 2, 0x40),
+        ("err-spqr-type", 3, 0x07),
+        ("err-spqr-chunk", pq.len() - 1, 0x80),
+    ] {
+        let mut bad = body.to_vec();
+        bad[at + offset] ^= xor;
+        out.push((format!("{d}/{name}"), with_selector(0, &bad)));
+    }
+    out.push((
+        format!("{d}/err-as-prekey"),
+        with_selector(1, held[0].serialize()),
+    ));
+    fields.sort();
+    fields.dedup();
+    for (i, f) in fields.iter().enumerate().take(40) {
+        out.push((format!("corpus/spqr_message/ok-{i:02}"), f.clone()));
+    }
+    out.push(("corpus/spqr_message/err-epoch-0".into(), vec![1, 0, 1, 0]));
+    out.push(("corpus/spqr_message/err-type".into(), vec![1, 1, 1, 9]));
+    out
+}
+
+/// Regenerates the SPQR fixture and seeds only (see the module docs).
+#[test]
+#[ignore = "writes fuzz/fixtures/spqr-bob.store and fuzz/corpus/{spqr_message,decrypt_spqr}"]
+fn write_spqr_fuzz_seeds() {
+    let dir = fuzz_dir();
+    for target in ["spqr_message", "decrypt_spqr"] {
+        let d = dir.join("corpus").join(target);
+        if d.exists() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                if name.starts_with("ok-") || name.starts_with("err-") {
+                    fs::remove_file(p).unwrap();
+                }
+            }
+        }
+    }
+    for (path, bytes) in generate_spqr() {
+        let p = dir.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+    }
+}
+
+/// The committed SPQR seeds against the committed SPQR fixture: `ok-*`
+/// decrypt (and not twice), `err-*` fail and leave the store unchanged;
+/// `spqr_message` seeds named `ok-*` decode, `err-*` do not.
+#[test]
+fn spqr_fuzz_seeds_match_the_fixture() {
+    use ratchetkit::spqr::SpqrMessage;
+    let fixture =
+        ProtocolStore::restore(&fs::read(fuzz_dir().join("fixtures/spqr-bob.store")).unwrap())
+            .expect("SPQR fixture restores");
+    let a = Address::new("alice", 1);
+    assert_eq!(fixture.session_has_spqr(&a), Some(true));
+    let seeds = corpus("decrypt_spqr");
+    assert!(seeds.len() >= 8, "decrypt_spqr: seeds missing");
+    for (name, data) in seeds {
+        let Some((&sel, msg)) = data.split_first() else {
+            continue;
+        };
+        let t = if sel % 2 == 0 { 2 } else { 3 };
+        let mut store = fixture.clone();
+        expect(&name, &mut store, |s| s.decrypt(&a, t, msg, &mut OsRng));
+        if name.starts_with("ok-") {
+            expect("err-replay", &mut store, |s| {
+                s.decrypt(&a, t, msg, &mut OsRng)
+            });
+        }
+    }
+    let seeds = corpus("spqr_message");
+    assert!(seeds.len() >= 10, "spqr_message: seeds missing");
+    for (name, data) in seeds {
+        let decoded = SpqrMessage::decode(&data);
+        if name.starts_with("ok-") {
+            let m = decoded.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(SpqrMessage::decode(&m.encode()).unwrap(), m, "{name}");
+        } else if name.starts_with("err-") {
+            assert!(decoded.is_err(), "{name} decoded");
         }
     }
 }

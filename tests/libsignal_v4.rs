@@ -5,8 +5,8 @@
 //! prekey messages 0.90.0 sent to it, with a one-time and with the
 //! last-resort Kyber prekey; and, given the reply ratchet key 0.90.0 drew,
 //! its reply is byte for byte the official one, and the initiator's answer
-//! after its DH turn decrypts. The 0.90.0 messages carry SignalMessage field
-//! 5 (SPQR, 37 bytes): it is ignored, and MACed as received.
+//! after its DH turn decrypts. The store offers SPQR as 0.90.0 does; the
+//! initiator (0.72.1) has none, so the session falls back to none.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use rand::rngs::OsRng;
@@ -54,6 +54,9 @@ fn bob(f: &Value) -> ProtocolStore {
         &mut OsRng,
     )
     .unwrap();
+    // As 0.90.0: SPQR offered, falling back to none with a peer without
+    // it (the fixture's initiator is 0.72.1).
+    store.set_spqr_policy(ratchetkit::spqr::SpqrPolicy::Offered);
     let spk = &b["signed_prekey"];
     let key_pair =
         KeyPair::from_private_key(PrivateKey::deserialize(&hex(&spk["private_key"])).unwrap());

@@ -1,9 +1,11 @@
 //! The deployed limits: 25,000 forward jumps, 2,000 skipped keys per chain,
 //! 5 receiving chains, 40 archived states.
 
+// The Double Ratchet's own limits and checks: sessions without SPQR
+// (common::Party::without_spqr); SPQR's are in the SPQR tests.
 mod common;
 
-use common::{assert_fails_unchanged, established_pair, Party};
+use common::{assert_fails_unchanged, dr_established_pair, Party};
 use rand::rngs::OsRng;
 use ratchetkit::ratchet::{MAX_FORWARD_JUMPS, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS};
 use ratchetkit::{Error, MAX_ARCHIVED_STATES};
@@ -18,7 +20,7 @@ fn limits_have_deployed_values() {
 
 #[test]
 fn message_25001_ahead_is_rejected_without_change() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     // Alice's current sending chain is new to Bob (a DH turn).
     let msgs: Vec<_> = (0..25_002)
         .map(|i| alice.send(&bob, &(i as u32).to_be_bytes()))
@@ -60,7 +62,7 @@ fn message_25001_ahead_is_rejected_without_change() {
 
 #[test]
 fn hostile_counter_u32_max_is_rejected() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     // Forge nothing: a real message whose counter we cannot change without
     // breaking the MAC is enough to show the limit check comes first.
     let m = alice.send(&bob, b"x");
@@ -83,7 +85,7 @@ fn hostile_counter_u32_max_is_rejected() {
 
 #[test]
 fn skipped_keys_are_capped_at_2000_oldest_dropped_first() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     let msgs: Vec<_> = (0..2_101)
         .map(|i| alice.send(&bob, &(i as u32).to_be_bytes()))
         .collect();
@@ -113,7 +115,7 @@ fn skipped_keys_are_capped_at_2000_oldest_dropped_first() {
 
 #[test]
 fn at_most_5_receiving_chains_oldest_dropped_first() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     let mut held = Vec::new();
     for round in 0..6 {
         let keep = alice.send(&bob, format!("keep {round}").as_bytes());
@@ -138,8 +140,8 @@ fn at_most_5_receiving_chains_oldest_dropped_first() {
 
 #[test]
 fn at_most_40_archived_states() {
-    let mut alice = Party::new("alice");
-    let mut bob = Party::new("bob");
+    let mut alice = Party::without_spqr("alice");
+    let mut bob = Party::without_spqr("bob");
     for _ in 0..45 {
         let b = bob.store.create_bundle(true, 0, &mut OsRng).unwrap();
         alice
@@ -157,7 +159,7 @@ fn at_most_40_archived_states() {
 
 #[test]
 fn previous_state_that_decrypts_becomes_current() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     // A message from Bob on the first session is in flight...
     let in_flight = bob.send(&alice, b"old session");
     // ...while Alice starts a second session.

@@ -4,10 +4,12 @@
 //! store is unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// The Double Ratchet's own limits and checks: sessions without SPQR
+// (common::Party::without_spqr); SPQR's are in the SPQR tests.
 mod common;
 mod forge;
 
-use common::{assert_fails_unchanged, established_pair, initiated_pair, Party};
+use common::{assert_fails_unchanged, dr_established_pair, dr_initiated_pair, Party};
 use forge::low_order_points;
 use rand::rngs::OsRng;
 use ratchetkit::kem::KemKeyPair;
@@ -55,7 +57,7 @@ fn signed_bundle(spk: PublicKey, opk: Option<PublicKey>) -> PreKeyBundle {
 
 #[test]
 fn x3dh_initiator_rejects_low_order_bundle_keys() {
-    let (mut alice, bob) = established_pair();
+    let (mut alice, bob) = dr_established_pair();
     let mallory = Address::new("mallory", 1);
     let good = KeyPair::generate(&mut OsRng).public_key;
     for u in low_order_points() {
@@ -133,7 +135,7 @@ fn xeddsa_refuses_a_forgery_under_a_low_order_identity() {
         .with_kyber_pre_key(3, kyber, &[0u8; 64])
         .unwrap();
     assert!(!bundle.verify_signature());
-    let mut alice = Party::new("alice");
+    let mut alice = Party::without_spqr("alice");
     let mallory = Address::new("mallory", 1);
     let err = assert_fails_unchanged(&mut alice.store, |s| {
         s.process_bundle(&mallory, &bundle, &mut OsRng)
@@ -143,7 +145,7 @@ fn xeddsa_refuses_a_forgery_under_a_low_order_identity() {
 
 #[test]
 fn x3dh_responder_rejects_low_order_base_and_identity_keys() {
-    let (mut alice, mut bob, _) = initiated_pair();
+    let (mut alice, mut bob, _) = dr_initiated_pair();
     let real = alice.send(&bob, b"first");
     let real = PreKeySignalMessage::deserialize(real.serialize()).unwrap();
     // The encoder reproduces the real message exactly.
@@ -196,7 +198,7 @@ fn x3dh_responder_rejects_low_order_base_and_identity_keys() {
 
 #[test]
 fn ratchet_step_rejects_low_order_ratchet_key() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     // Alice's next message starts a new chain for Bob (a DH turn).
     let m = alice.send(&bob, b"new chain");
     let real = SignalMessage::deserialize(m.serialize()).unwrap();

@@ -5,10 +5,12 @@
 //! and every rejected input leaves the store byte-for-byte unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// The Double Ratchet's own limits and checks: sessions without SPQR
+// (common::Party::without_spqr); SPQR's are in the SPQR tests.
 mod common;
 mod forge;
 
-use common::{assert_fails_unchanged, established_pair, initiated_pair, Party};
+use common::{assert_fails_unchanged, dr_established_pair, dr_initiated_pair, Party};
 use rand::rngs::OsRng;
 use rand::{Rng, RngCore};
 use ratchetkit::ratchet::{MAX_FORWARD_JUMPS, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS};
@@ -73,7 +75,7 @@ fn bounds_are_consistent() {
 
 #[test]
 fn one_mebibyte_messages_work_both_as_prekey_and_whisper() {
-    let (mut alice, mut bob, _) = initiated_pair();
+    let (mut alice, mut bob, _) = dr_initiated_pair();
     let mut big = vec![0u8; 1 << 20];
     OsRng.fill_bytes(&mut big);
     let m = alice.send(&bob, &big);
@@ -86,7 +88,7 @@ fn one_mebibyte_messages_work_both_as_prekey_and_whisper() {
 
 #[test]
 fn largest_plaintext_makes_a_message_the_other_side_accepts() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     let plaintext = vec![0x5au8; MAX_PLAINTEXT_LEN];
     let m = alice.send(&bob, &plaintext);
     assert!(m.serialize().len() <= MAX_MESSAGE_LEN);
@@ -101,7 +103,7 @@ fn largest_plaintext_makes_a_message_the_other_side_accepts() {
 
 #[test]
 fn messages_over_the_limit_are_rejected_unchanged() {
-    let (alice, mut bob) = established_pair();
+    let (alice, mut bob) = dr_established_pair();
     let a = alice.addr.clone();
     let mut huge = vec![0u8; MAX_MESSAGE_LEN + 1];
     huge[0] = 0x33;
@@ -130,7 +132,7 @@ fn messages_over_the_limit_are_rejected_unchanged() {
 
 #[test]
 fn huge_length_prefixes_are_parse_errors() {
-    let (alice, mut bob) = established_pair();
+    let (alice, mut bob) = dr_established_pair();
     let a = alice.addr.clone();
     let key = KeyPair::generate(&mut OsRng).public_key.serialize();
     let mut cases: Vec<Vec<u8>> = Vec::new();
@@ -176,7 +178,7 @@ fn huge_length_prefixes_are_parse_errors() {
 
 #[test]
 fn hostile_counters_are_rejected_before_any_work() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     let a = alice.addr.clone();
     // Bob learns Alice's current chain: its index is then 1.
     let m = alice.send(&bob, b"x");
@@ -246,7 +248,7 @@ fn hostile_counters_are_rejected_before_any_work() {
 
 #[test]
 fn thousands_of_new_chains_from_a_real_sender_stay_bounded() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     let a = alice.addr.clone();
     let bound = 1024 + record_bound(a.name.len()) + record_bound(0);
     // Eight chains, each leaving 2,000 skipped keys behind.
@@ -293,7 +295,7 @@ fn thousands_of_new_chains_from_a_real_sender_stay_bounded() {
 
 #[test]
 fn thousands_of_forged_new_chain_messages_change_nothing() {
-    let (alice, mut bob) = established_pair();
+    let (alice, mut bob) = dr_established_pair();
     let a = alice.addr.clone();
     let before = bob.store.save();
     for i in 0..5_000 {
@@ -323,8 +325,8 @@ fn thousands_of_forged_new_chain_messages_change_nothing() {
 
 #[test]
 fn many_new_sessions_from_one_peer_archive_at_most_40_states() {
-    let mut alice = Party::new("alice");
-    let mut bob = Party::new("bob");
+    let mut alice = Party::without_spqr("alice");
+    let mut bob = Party::without_spqr("bob");
     let a = alice.addr.clone();
     let b = bob.addr.clone();
     for i in 0..(MAX_ARCHIVED_STATES + 10) {
@@ -429,8 +431,8 @@ fn with_extra_sessions(saved: &[u8], count: usize) -> Vec<u8> {
 
 #[test]
 fn sessions_per_store_are_capped() {
-    let (mut alice, mut bob) = established_pair();
-    let mut carol = Party::new("carol");
+    let (mut alice, mut bob) = dr_established_pair();
+    let mut carol = Party::without_spqr("carol");
     let bundles: Vec<_> = (0..2)
         .map(|_| bob.store.create_bundle(false, 0, &mut OsRng).unwrap())
         .collect();
@@ -444,7 +446,7 @@ fn sessions_per_store_are_capped() {
     let mut full = ProtocolStore::restore(&with_extra_sessions(&saved, MAX_SESSIONS - 1)).unwrap();
     assert_eq!(full.session_count(), MAX_SESSIONS);
     // A new address, from either side, is refused without change.
-    let dave_bundle = Party::new("dave")
+    let dave_bundle = Party::without_spqr("dave")
         .store
         .create_bundle(true, 0, &mut OsRng)
         .unwrap();

@@ -14,13 +14,15 @@
 // The counting allocator is this file's only unsafe code.
 #![allow(unsafe_code)]
 
+// The Double Ratchet's own limits and checks: sessions without SPQR
+// (common::Party::without_spqr); SPQR's are in the SPQR tests.
 mod common;
 mod forge;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use common::{established_pair, initiated_pair, Party};
+use common::{dr_established_pair, dr_initiated_pair, Party};
 use rand::rngs::OsRng;
 use ratchetkit::prekey::MAX_PREKEY_ID;
 use ratchetkit::ratchet::{MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS};
@@ -531,7 +533,7 @@ fn secrets_of(saved_bytes: &[u8]) -> Vec<[u8; 32]> {
 
 #[test]
 fn refused_saves_leave_no_decoded_secret_in_freed_memory() {
-    let (alice, _bob) = established_pair();
+    let (alice, _bob) = dr_established_pair();
     let good = alice.store.save();
     let secrets = secrets_of(&good);
     assert!(secrets.len() >= 2);
@@ -646,7 +648,7 @@ fn restoring_leaves_no_key_in_freed_memory() {
 
 #[test]
 fn sessions_at_the_limit_restore_and_one_more_is_refused() {
-    let (_alice, bob) = established_pair();
+    let (_alice, bob) = dr_established_pair();
     let good = bob.store.save();
     let entry = first(&parse(&good[HEADER.len()..]), tag::SESSIONS);
     let with_extra = |extra: usize| {
@@ -667,8 +669,8 @@ fn sessions_at_the_limit_restore_and_one_more_is_refused() {
 
 #[test]
 fn archived_states_at_the_limit_restore_and_one_more_is_refused() {
-    let mut alice = Party::new("alice");
-    let mut bob = Party::new("bob");
+    let mut alice = Party::without_spqr("alice");
+    let mut bob = Party::without_spqr("bob");
     for _ in 0..=MAX_ARCHIVED_STATES {
         let bundle = bob.store.create_bundle(true, 0, &mut OsRng).unwrap();
         alice
@@ -713,7 +715,7 @@ fn edit_current(saved_bytes: &[u8], name: &str, f: impl FnOnce(&mut Vec<F>)) -> 
 
 #[test]
 fn receiving_chains_at_the_limit_restore_and_one_more_is_refused() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     for _ in 0..MAX_RECEIVER_CHAINS + 2 {
         let m = alice.send(&bob, b"ping");
         bob.recv(&alice, &m).unwrap();
@@ -732,7 +734,7 @@ fn receiving_chains_at_the_limit_restore_and_one_more_is_refused() {
 
 #[test]
 fn skipped_keys_at_the_limit_restore_and_one_more_is_refused() {
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     let msgs: Vec<_> = (0..=MAX_SKIPPED_KEYS)
         .map(|_| alice.send(&bob, b"x"))
         .collect();
@@ -777,7 +779,7 @@ fn one_prekey_more_than_there_are_ids_is_refused() {
 #[test]
 fn many_trusted_identities_restore() {
     let mut store = ProtocolStore::generate(1, &mut OsRng).unwrap();
-    let key = *Party::new("x").store.identity_key();
+    let key = *Party::without_spqr("x").store.identity_key();
     for i in 0..5000 {
         store.approve_identity(&format!("user{i}"), key);
     }
@@ -804,7 +806,7 @@ fn shorten(fields: &mut [F], tag: u32) {
 
 #[test]
 fn records_at_their_minimum_size_restore() {
-    let (alice, mut bob) = established_pair();
+    let (alice, mut bob) = dr_established_pair();
     bob.store.generate_prekeys(2, &mut OsRng).unwrap();
     let good = bob.store.save();
     let store = parse(&good[HEADER.len()..]);
@@ -935,7 +937,7 @@ fn records_at_their_minimum_size_restore() {
 fn skipped_keys_and_pending_prekeys_at_their_minimum_size_restore() {
     // Bob skips Alice's message 0: its skipped key has counter 0, so only
     // its 32-byte seed (34 bytes).
-    let (mut alice, mut bob) = established_pair();
+    let (mut alice, mut bob) = dr_established_pair();
     let _ = alice.send(&bob, b"skipped");
     let m = alice.send(&bob, b"read");
     bob.recv(&alice, &m).unwrap();
@@ -958,7 +960,7 @@ fn skipped_keys_and_pending_prekeys_at_their_minimum_size_restore() {
     // Alice before Bob answers: her state holds a pending prekey; keep its
     // signed prekey id (1) and base key (37 bytes), in a version-3 state (a
     // version-4 one also needs the Kyber prekey id and ciphertext).
-    let (alice, _bob, _) = initiated_pair();
+    let (alice, _bob, _) = dr_initiated_pair();
     let good = alice.store.save();
     let pending = |short: bool| {
         edit_current(&good, "bob", |s| {
@@ -989,8 +991,8 @@ fn skipped_keys_and_pending_prekeys_at_their_minimum_size_restore() {
 /// prekeys, a session with several chains and skipped keys, a session
 /// with a pending prekey and archived states, trusted identities.
 fn rich_store() -> ProtocolStore {
-    let (mut alice, mut bob) = established_pair();
-    let mut carol = Party::new("carol");
+    let (mut alice, mut bob) = dr_established_pair();
+    let mut carol = Party::without_spqr("carol");
     for _ in 0..3 {
         let bundle = carol.store.create_bundle(true, 0, &mut OsRng).unwrap();
         bob.store
@@ -1008,7 +1010,7 @@ fn rich_store() -> ProtocolStore {
     }
     bob.store.generate_prekeys(4, &mut OsRng).unwrap();
     bob.store.generate_signed_prekey(7, &mut OsRng).unwrap();
-    let dave = *Party::new("dave").store.identity_key();
+    let dave = *Party::without_spqr("dave").store.identity_key();
     bob.store.approve_identity("dave", dave);
     bob.store
 }
@@ -1096,7 +1098,7 @@ fn real_saves_restore_to_the_same_bytes_also_with_unknown_fields() {
 
 #[test]
 fn malformed_saves_are_refused_before_decoding() {
-    let (alice, _bob) = established_pair();
+    let (alice, _bob) = dr_established_pair();
     let good = alice.store.save();
     // Wire-format errors, wherever they are (in unknown fields 50 and 51,
     // so that a record's own fields are not given twice).

@@ -235,6 +235,26 @@ enum class KyberPreKeyKind : uint32_t {
     LastResort = RK_KYBER_PREKEY_LAST_RESORT,
 };
 
+/// Whether new version-4 sessions speak SPQR (Store::set_spqr_policy).
+enum class SpqrPolicy : uint32_t {
+    /// Every new version-4 session speaks SPQR; a peer that does not fails
+    /// with RK_STATUS_SPQR_REQUIRED (the default).
+    Required = RK_SPQR_POLICY_REQUIRED,
+    /// Offered, dropped when the peer answers without it (libsignal
+    /// 0.83-0.91, libraries without SPQR).
+    Offered = RK_SPQR_POLICY_OFFERED,
+    /// New sessions do not speak SPQR.
+    Off = RK_SPQR_POLICY_OFF,
+};
+
+/// What a session's SPQR state shows (Store::session_spqr).
+struct SessionSpqr {
+    /// The session speaks SPQR (or offered it and has no reply yet).
+    bool active = false;
+    /// The SPQR epoch (1 at the start; 0 without SPQR).
+    uint64_t epoch = 0;
+};
+
 /// A prekey bundle.
 class Bundle {
 public:
@@ -665,6 +685,27 @@ public:
         p.allow_v3_initiation = allow != 0;
         p.accept_v3_prekey_messages = accept != 0;
         return p;
+    }
+    /// The SPQR policy of sessions started from now on (Required by
+    /// default); kept in saved state. Existing sessions keep theirs.
+    void set_spqr_policy(SpqrPolicy policy) {
+        detail::check(rk_store_set_spqr_policy(h_.get(), static_cast<uint32_t>(policy)),
+                      "rk_store_set_spqr_policy");
+    }
+    SpqrPolicy spqr_policy() const {
+        uint32_t p = 0;
+        detail::check(rk_store_spqr_policy(get(), &p), "rk_store_spqr_policy");
+        return static_cast<SpqrPolicy>(p);
+    }
+    /// Whether the current session with (name, device_id) speaks SPQR, and
+    /// its epoch (Error with RK_STATUS_NO_SESSION without a session).
+    SessionSpqr session_spqr(const std::string &name, uint32_t device_id) const {
+        uint32_t has = 0;
+        SessionSpqr s;
+        detail::check(rk_store_session_has_spqr(get(), name.c_str(), device_id, &has, &s.epoch),
+                      "rk_store_session_has_spqr");
+        s.active = has != 0;
+        return s;
     }
     void process_bundle(const std::string &name, uint32_t device_id, const Bundle &bundle) {
         detail::check(rk_store_process_bundle(h_.get(), name.c_str(), device_id, bundle.get()),

@@ -143,6 +143,16 @@ int main(void) {
         fprintf(stderr, "error: expected a version-4 session\n");
         return 1;
     }
+    /* SPQR, the post-quantum ratchet: required by default (as current
+     * Signal clients); rk_store_set_spqr_policy(store, RK_SPQR_POLICY_OFFERED)
+     * would also talk to peers without it. */
+    uint32_t spqr_policy = 9, has_spqr = 0;
+    uint64_t spqr_epoch = 0;
+    TRY(rk_store_spqr_policy(alice, &spqr_policy));
+    TRY(rk_store_session_has_spqr(alice, "bob", 1, &has_spqr, &spqr_epoch));
+    printf("SPQR policy: %s; the session speaks SPQR: %s (epoch %llu).\n\n",
+           spqr_policy == RK_SPQR_POLICY_REQUIRED ? "required" : "other", has_spqr ? "yes" : "no",
+           (unsigned long long)spqr_epoch);
 
     /* Alice writes first: prekey messages until Bob answers. */
     envelope a1 = send_text(alice, "alice", "bob", 1, "Hi Bob!");
@@ -200,6 +210,8 @@ int main(void) {
     rk_bytes_free(a3.bytes);
     envelope b4 = send_text(bob, "bob", "alice", 1, "Yes, both. Bye!");
     deliver(alice, "alice", "bob", 1, &b4);
+    TRY(rk_store_session_has_spqr(alice, "bob", 1, &has_spqr, &spqr_epoch));
+    printf("After the conversation, SPQR epoch %llu.\n", (unsigned long long)spqr_epoch);
 
     /* Safety numbers: the same on both sides; compare the scannable form
      * as if Bob scanned Alice's QR code. */

@@ -74,6 +74,14 @@ int run(const std::filesystem::path &dir) {
     if (version != RK_SESSION_VERSION_PQXDH) {
         return 1;
     }
+    // SPQR, the post-quantum ratchet: required by default (as current Signal
+    // clients); set_spqr_policy(SpqrPolicy::Offered) also talks to peers
+    // without it.
+    const ratchetkit::SessionSpqr spqr = alice->session_spqr("bob", 1);
+    std::cout << "SPQR policy: "
+              << (alice->spqr_policy() == ratchetkit::SpqrPolicy::Required ? "required" : "other")
+              << "; the session speaks SPQR: " << (spqr.active ? "yes" : "no") << " (epoch "
+              << spqr.epoch << ").\n\n";
 
     rk::Message a1 = send(*alice, "alice", "bob", "Hi Bob!");
     rk::Message a2 = send(*alice, "alice", "bob", "Are you there?");

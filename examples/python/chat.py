@@ -69,7 +69,12 @@ def chat(data_dir: Path) -> int:
         # sessions) unless its policy allows them: rk.VersionRefusedError.
         alice.process_bundle("bob", rk.Bundle.from_bytes(published))
         version = alice.session_version("bob")
-        print(f"Alice processed Bob's bundle: session established (message version {version}).\n")
+        print(f"Alice processed Bob's bundle: session established (message version {version}).")
+        # SPQR, the post-quantum ratchet: required by default (as current
+        # Signal clients); rk.SpqrPolicy.OFFERED also talks to peers without it.
+        has_spqr, epoch = alice.session_spqr("bob")
+        print(f"SPQR policy: {alice.spqr_policy.name.lower()}; the session speaks SPQR: "
+              f"{'yes' if has_spqr else 'no'} (epoch {epoch}).\n")
 
         # Alice writes first: prekey messages until Bob answers.
         a1 = send(alice, "alice", "bob", "Hi Bob!")

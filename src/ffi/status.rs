@@ -56,6 +56,15 @@ pub enum rk_status {
     /// version-3 prekey message that would start a new session. See
     /// `rk_store_set_policy`.
     VersionRefused = 208,
+    /// The store's SPQR policy is required (the default, see
+    /// `rk_store_set_spqr_policy`) and the peer does not speak SPQR: a
+    /// version-4 message (prekey or not) without the SPQR field, from a
+    /// library without SPQR (before 0.83) or with it turned off. Nothing was
+    /// changed. Set the policy to `RK_SPQR_POLICY_OFFERED` to talk to such a
+    /// peer. (SPQR is read before the MAC is checked, as in the official
+    /// library: a message altered in transit so that its SPQR field reads
+    /// as absent gets this status too.)
+    SpqrRequired = 209,
     /// The remote identity key differs from the trusted one: approve it with
     /// `rk_store_approve_identity` after the user has checked it.
     UntrustedIdentity = 300,
@@ -103,7 +112,7 @@ pub enum rk_status {
 
 impl rk_status {
     /// Every status, in numeric order.
-    pub fn all() -> [rk_status; 29] {
+    pub fn all() -> [rk_status; 30] {
         [
             rk_status::Ok,
             rk_status::NullPointer,
@@ -119,6 +128,7 @@ impl rk_status {
             rk_status::FingerprintVersionMismatch,
             rk_status::LimitExceeded,
             rk_status::VersionRefused,
+            rk_status::SpqrRequired,
             rk_status::UntrustedIdentity,
             rk_status::NoSession,
             rk_status::MissingPrekey,
@@ -159,6 +169,7 @@ impl rk_status {
             rk_status::FingerprintVersionMismatch => "fingerprint version mismatch\0",
             rk_status::LimitExceeded => "limit exceeded\0",
             rk_status::VersionRefused => "session version refused by policy\0",
+            rk_status::SpqrRequired => "SPQR required: the peer does not speak it\0",
             rk_status::UntrustedIdentity => "untrusted identity\0",
             rk_status::NoSession => "no session\0",
             rk_status::MissingPrekey => "missing prekey\0",
@@ -199,6 +210,7 @@ impl From<&Error> for rk_status {
             | Error::MissingSignedPreKey(_)
             | Error::MissingKyberPreKey(_) => rk_status::MissingPrekey,
             Error::VersionRefused(_) => rk_status::VersionRefused,
+            Error::SpqrRequired(_) => rk_status::SpqrRequired,
             Error::InvalidBundle(_) => rk_status::InvalidBundle,
             Error::CorruptState(_) => rk_status::InvalidState,
             Error::UnsupportedStateVersion(_) => rk_status::UnsupportedStateVersion,

@@ -88,7 +88,7 @@ fn pair() -> (*mut rk_store, *mut rk_store, Vec<u8>) {
 
 #[test]
 fn status_numbers_are_stable() {
-    let pinned: [(rk_status, u32); 29] = [
+    let pinned: [(rk_status, u32); 30] = [
         (rk_status::Ok, 0),
         (rk_status::NullPointer, 100),
         (rk_status::InvalidArgument, 101),
@@ -103,6 +103,7 @@ fn status_numbers_are_stable() {
         (rk_status::FingerprintVersionMismatch, 206),
         (rk_status::LimitExceeded, 207),
         (rk_status::VersionRefused, 208),
+        (rk_status::SpqrRequired, 209),
         (rk_status::UntrustedIdentity, 300),
         (rk_status::NoSession, 301),
         (rk_status::MissingPrekey, 302),
@@ -128,7 +129,7 @@ fn status_numbers_are_stable() {
             .unwrap();
         assert!(!text.is_empty() && text != "unknown status", "{n}");
     }
-    for n in [1, 99, 104, 199, 209, 304, 408, 899, 903, u32::MAX] {
+    for n in [1, 99, 104, 199, 210, 304, 408, 899, 903, u32::MAX] {
         let text = unsafe { CStr::from_ptr(rk_status_str(n)) }
             .to_str()
             .unwrap();
@@ -220,9 +221,26 @@ fn header_agrees_with_the_code() {
         ("RK_STORE_KEY_LEN", RK_STORE_KEY_LEN as u64),
         ("RK_DURABILITY_FULL", u64::from(RK_DURABILITY_FULL)),
         ("RK_DURABILITY_NORMAL", u64::from(RK_DURABILITY_NORMAL)),
+        (
+            "RK_SPQR_POLICY_REQUIRED",
+            u64::from(RK_SPQR_POLICY_REQUIRED),
+        ),
+        ("RK_SPQR_POLICY_OFFERED", u64::from(RK_SPQR_POLICY_OFFERED)),
+        ("RK_SPQR_POLICY_OFF", u64::from(RK_SPQR_POLICY_OFF)),
     ];
     for (name, value) in constants {
         let line = format!("#define {name} {value}");
+        assert!(header.lines().any(|l| l == line), "missing: {line}");
+    }
+    // Constants the list above cannot hold (not a u64 or not a number).
+    assert_eq!(RK_NO_AGE, u64::MAX);
+    assert_eq!(RK_COUNT_UNKNOWN, -1);
+    let others = [
+        format!("#define RK_MAX_UPLOAD_BATCH {RK_MAX_UPLOAD_BATCH}"),
+        "#define RK_NO_AGE UINT64_MAX".to_string(),
+        "#define RK_COUNT_UNKNOWN -1".to_string(),
+    ];
+    for line in &others {
         assert!(header.lines().any(|l| l == line), "missing: {line}");
     }
     // ...and no other: a new constant is added to the list above.
@@ -233,7 +251,7 @@ fn header_agrees_with_the_code() {
             !l.starts_with("VERSION_") && !l.starts_with("MUST_USE") && !l.starts_with("ABI")
         })
         .collect();
-    assert_eq!(defined.len(), constants.len(), "{defined:?}");
+    assert_eq!(defined.len(), constants.len() + others.len(), "{defined:?}");
     let v = unsafe { CStr::from_ptr(rk_version()) }.to_str().unwrap();
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
     assert_eq!(rk_abi_version(), RK_ABI_VERSION);
@@ -1201,6 +1219,11 @@ fn forged_prekey_messages_do_not_block_other_sessions() {
     let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
     let mut bob = ProtocolStore::generate(2, &mut OsRng).unwrap();
     let mut carol = ProtocolStore::generate(3, &mut OsRng).unwrap();
+    // The Double Ratchet's cost is measured here: without SPQR, whose
+    // state would refuse the forged messages before the MAC.
+    for s in [&mut alice, &mut bob, &mut carol] {
+        s.set_spqr_policy(crate::spqr::SpqrPolicy::Off);
+    }
     let mut first = None;
     for _ in 0..=MAX_ARCHIVED_STATES {
         let bundle = bob.create_bundle(false, 0, &mut OsRng).unwrap();

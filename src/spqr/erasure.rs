@@ -4,6 +4,9 @@
 //! A payload of `32·n` bytes is `n` chunks; chunk `c < n` is the payload's
 //! bytes `32c .. 32c+32`, and any `n` distinct chunks give the payload back.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
 use super::gf16;
 
 /// Bytes per chunk (16 lanes of one 16-bit symbol).
@@ -46,9 +49,60 @@ fn symbol(chunk: &[u8], lane: usize) -> u16 {
     }
 }
 
+/// The inverted Lagrange denominators `1 / Π_{m≠i} (i ⊕ m)` of the
+/// abscissae `0..n` (an encoder's), cached per `n`: they do not depend on
+/// the point evaluated, and an encoder evaluates one per parity chunk.
+fn systematic_inverse_denominators(n: usize) -> Arc<Vec<u16>> {
+    static CACHE: OnceLock<Mutex<BTreeMap<usize, Arc<Vec<u16>>>>> = OnceLock::new();
+    let compute = || {
+        Arc::new(
+            (0..n)
+                .map(|i| {
+                    let den = (0..n)
+                        .filter(|&m| m != i)
+                        .fold(1u16, |d, m| gf16::mul(d, (i ^ m) as u16));
+                    gf16::inv(den)
+                })
+                .collect::<Vec<u16>>(),
+        )
+    };
+    // Payloads are at most a few dozen chunks; anything else is not cached.
+    if n > 64 {
+        return compute();
+    }
+    let mut cache = CACHE
+        .get_or_init(|| Mutex::new(BTreeMap::new()))
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    cache.entry(n).or_insert_with(compute).clone()
+}
+
+/// [`weights`] for the abscissae `0..n`, in O(n) from the cached
+/// denominators (prefix and suffix products of `x ⊕ m`).
+fn systematic_weights(n: usize, x: u16) -> Vec<u16> {
+    let inv = systematic_inverse_denominators(n);
+    let mut prefix = Vec::with_capacity(n + 1);
+    prefix.push(1u16);
+    for m in 0..n {
+        let last = prefix[m];
+        prefix.push(gf16::mul(last, x ^ m as u16));
+    }
+    let mut w = vec![0u16; n];
+    let mut suffix = 1u16;
+    for i in (0..n).rev() {
+        w[i] = gf16::mul(gf16::mul(prefix[i], suffix), inv[i]);
+        suffix = gf16::mul(suffix, x ^ i as u16);
+    }
+    w
+}
+
 /// Evaluates every lane at `x` from the points `(xs[i], chunks[i])`.
 fn interpolate(xs: &[u16], chunks: &[&[u8]], x: u16) -> [u8; CHUNK_LEN] {
-    let w = weights(xs, x);
+    evaluate(&weights(xs, x), chunks)
+}
+
+/// `Σ w[i]·chunks[i]`, lane by lane.
+fn evaluate(w: &[u16], chunks: &[&[u8]]) -> [u8; CHUNK_LEN] {
     let mut out = [0u8; CHUNK_LEN];
     for lane in 0..LANES {
         let y = w.iter().zip(chunks).fold(0u16, |acc, (&wi, chunk)| {
@@ -109,9 +163,8 @@ impl Encoder {
         {
             return *systematic;
         }
-        let xs: Vec<u16> = (0..n as u16).collect();
         let chunks: Vec<&[u8]> = self.payload.chunks(CHUNK_LEN).collect();
-        interpolate(&xs, &chunks, index)
+        evaluate(&systematic_weights(n, index), &chunks)
     }
 }
 

@@ -107,9 +107,9 @@ impl From<SpqrError> for crate::Error {
     fn from(e: SpqrError) -> Self {
         use crate::Error;
         match e {
-            SpqrError::MinimumVersion => {
-                Error::InvalidMessage("post-quantum ratchet error: Minimum version")
-            }
+            SpqrError::MinimumVersion => Error::SpqrRequired(
+                "post-quantum ratchet error: Minimum version (the peer sent no SPQR)",
+            ),
             SpqrError::VersionMismatch => Error::InvalidMessage(
                 "post-quantum ratchet error: Version mismatch after negotiation",
             ),
@@ -148,11 +148,15 @@ impl From<SpqrError> for crate::Error {
     }
 }
 
-/// Whether a new version-4 session speaks SPQR (SPQR.md §2.9).
+/// Whether a new version-4 session speaks SPQR (SPQR.md §2.9). The
+/// default is [`Required`](Self::Required), as the official library since
+/// 0.92.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SpqrPolicy {
     /// SPQR V1, and the peer must speak it (`min_version` V1, as libsignal
-    /// ≥ 0.92): a peer without SPQR fails.
+    /// ≥ 0.92): a peer without SPQR fails with
+    /// [`Error::SpqrRequired`](crate::Error::SpqrRequired).
+    #[default]
     Required,
     /// SPQR V1, falling back to none with a peer without it (`min_version`
     /// V0, as libsignal 0.83–0.91). Until the first message is received,
@@ -160,7 +164,6 @@ pub enum SpqrPolicy {
     Offered,
     /// No SPQR (version 0): field 5 is neither sent nor read. Version-3
     /// sessions are always so.
-    #[default]
     Off,
 }
 
@@ -272,6 +275,12 @@ impl SpqrState {
     /// Whether SPQR is active (version 1).
     pub fn is_active(&self) -> bool {
         self.braid.is_some()
+    }
+
+    /// The braid's epoch (1 at the start, one more with every completed
+    /// ML-KEM exchange), or `None` when SPQR is not active.
+    pub fn epoch(&self) -> Option<u64> {
+        self.braid.as_ref().map(|b| b.epoch)
     }
 
     /// The SPQR message and key of the next outgoing message

@@ -18,6 +18,7 @@ use crate::prekey::{
 };
 use crate::scrub;
 use crate::session::{SessionRecord, SessionState, StateSource};
+use crate::spqr::SpqrPolicy;
 use crate::wire::{
     CiphertextMessage, PreKeySignalMessage, SignalMessageRef, MAX_PLAINTEXT_LEN, MESSAGE_VERSION,
     PREKEY_TYPE, WHISPER_TYPE,
@@ -172,6 +173,8 @@ pub struct ProtocolStore {
     pub(crate) next_kyber_prekey_id: u32,
     pub(crate) base_key_uses: BaseKeyUses,
     pub(crate) policy: SessionPolicy,
+    /// Whether new version-4 sessions speak SPQR (default: required).
+    pub(crate) spqr_policy: SpqrPolicy,
     /// Changes with every change of prekeys or policy (not saved): a prekey
     /// message opened before such a change is opened again before it is
     /// applied.
@@ -322,6 +325,7 @@ impl ProtocolStore {
             next_kyber_prekey_id: start(rng),
             base_key_uses: BaseKeyUses::default(),
             policy: SessionPolicy::default(),
+            spqr_policy: SpqrPolicy::default(),
             prekeys_generation: 0,
             sessions: BTreeMap::new(),
             trusted: TrustMap::default(),
@@ -376,6 +380,50 @@ impl ProtocolStore {
         self.prekeys_changed();
     }
 
+    /// The store's SPQR policy for new version-4 sessions (default:
+    /// [`SpqrPolicy::Required`]).
+    pub fn spqr_policy(&self) -> SpqrPolicy {
+        self.spqr_policy
+    }
+
+    /// Sets the store's SPQR policy, kept in saved state. It decides how
+    /// sessions started from now on speak SPQR:
+    ///
+    /// - [`SpqrPolicy::Required`]: every new version-4 session speaks SPQR;
+    ///   a peer that does not (its first message has no SPQR field, or its
+    ///   prekey message has none) fails with [`Error::SpqrRequired`].
+    /// - [`SpqrPolicy::Offered`]: SPQR is offered and dropped for the
+    ///   session when the peer answers without it (libsignal 0.83–0.91).
+    /// - [`SpqrPolicy::Off`]: new sessions do not speak SPQR.
+    ///
+    /// Sessions that already exist keep the SPQR state they were started
+    /// with (a session without SPQR keeps working under every policy).
+    /// Version-3 sessions never speak SPQR; whether they are started or
+    /// accepted is the [`SessionPolicy`]'s decision alone.
+    pub fn set_spqr_policy(&mut self, policy: SpqrPolicy) {
+        self.spqr_policy = policy;
+        self.prekeys_changed();
+    }
+
+    /// Whether the current session with `address` speaks SPQR: `Some(true)`
+    /// when its state runs SPQR (for a session that only offered it, until
+    /// the peer's first reply shows whether it speaks it), `Some(false)`
+    /// when it does not, `None` without a session.
+    pub fn session_has_spqr(&self, address: &Address) -> Option<bool> {
+        let cell = self.sessions.get(address)?;
+        let record = cell.lock();
+        record.current.as_ref().map(|s| s.spqr().is_active())
+    }
+
+    /// The SPQR epoch of the current session with `address` (1 at the
+    /// start, one more with every completed ML-KEM exchange), or `None`
+    /// without a session or without SPQR.
+    pub fn session_spqr_epoch(&self, address: &Address) -> Option<u64> {
+        let cell = self.sessions.get(address)?;
+        let record = cell.lock();
+        record.current.as_ref().and_then(|s| s.spqr().epoch())
+    }
+
     /// Marks a change of prekeys or policy (see `prekeys_generation`).
     pub(crate) fn prekeys_changed(&mut self) {
         self.prekeys_generation = self.prekeys_generation.wrapping_add(1);
@@ -417,7 +465,7 @@ impl ProtocolStore {
             &self.identity,
             self.registration_id,
             bundle,
-            crate::spqr::SpqrPolicy::Off,
+            self.spqr_policy,
             rng,
         )?;
         self.sessions
@@ -715,7 +763,7 @@ impl ProtocolStore {
                     &identity_key,
                     message.base_key(),
                     message.registration_id(),
-                    crate::spqr::SpqrPolicy::Off,
+                    self.spqr_policy,
                 )?;
                 // A base key with a small-order component gives the same
                 // key agreement as the key without it, under other bytes:

@@ -48,7 +48,7 @@ static void test_version_and_status(void) {
         RK_STATUS_INVALID_SIGNATURE, RK_STATUS_INVALID_MESSAGE, RK_STATUS_DUPLICATE_MESSAGE,
         RK_STATUS_INVALID_BUNDLE, RK_STATUS_INVALID_FINGERPRINT,
         RK_STATUS_FINGERPRINT_VERSION_MISMATCH, RK_STATUS_LIMIT_EXCEEDED,
-        RK_STATUS_VERSION_REFUSED, RK_STATUS_UNTRUSTED_IDENTITY, RK_STATUS_NO_SESSION, RK_STATUS_MISSING_PREKEY,
+        RK_STATUS_VERSION_REFUSED, RK_STATUS_SPQR_REQUIRED, RK_STATUS_UNTRUSTED_IDENTITY, RK_STATUS_NO_SESSION, RK_STATUS_MISSING_PREKEY,
         RK_STATUS_NO_TRUSTED_IDENTITY, RK_STATUS_INVALID_STATE, RK_STATUS_WRONG_PICKLE_KEY,
         RK_STATUS_UNSUPPORTED_STATE_VERSION, RK_STATUS_INTERNAL, RK_STATUS_PANIC,
         RK_STATUS_POISONED};
@@ -707,7 +707,9 @@ static void test_sessions(void) {
     for (size_t i = 0; i < r2.len; i++) {
         r2.data[i] ^= 0x01;
         rk_status st = rk_store_decrypt(alice, "bob", 2, w2, r2.data, r2.len, &pt);
-        TRUE(st == RK_STATUS_INVALID_MESSAGE);
+        /* SPQR runs before the MAC: a flipped SPQR version byte (1 -> 0)
+         * reads as a peer without SPQR. */
+        TRUE(st == RK_STATUS_INVALID_MESSAGE || st == RK_STATUS_SPQR_REQUIRED);
         r2.data[i] ^= 0x01;
     }
     buf_t alice_after = save_store(alice);
@@ -987,6 +989,109 @@ static void test_policy(void) {
     buf_free(&w);
     rk_bundle_free(v3);
     rk_bundle_free(v4);
+    rk_store_free(alice);
+    rk_store_free(bob);
+}
+
+/* The SPQR policy: required by default; a required store refuses a peer
+ * without SPQR with RK_STATUS_SPQR_REQUIRED and stays unchanged; offered
+ * falls back; the policy is saved; what a session shows; misuse. */
+static void test_spqr(void) {
+    rk_store *alice = new_store(1);
+    rk_store *bob = new_store(2);
+    uint32_t policy = 9;
+    CHECK(rk_store_spqr_policy(bob, &policy));
+    TRUE(policy == RK_SPQR_POLICY_REQUIRED);
+    TRUE(strcmp(rk_status_str(RK_STATUS_SPQR_REQUIRED), "SPQR required: the peer does not speak it") == 0);
+
+    /* Alice without SPQR: Bob (required) refuses her prekey message. */
+    CHECK(rk_store_set_spqr_policy(alice, RK_SPQR_POLICY_OFF));
+    CHECK(rk_store_spqr_policy(alice, &policy));
+    TRUE(policy == RK_SPQR_POLICY_OFF);
+    rk_bundle *b1 = NULL;
+    REQUIRE(rk_store_create_bundle(bob, 1, 0, &b1));
+    CHECK(rk_store_process_bundle(alice, "bob", 2, b1));
+    uint32_t has = 9;
+    uint64_t epoch = 9;
+    CHECK(rk_store_session_has_spqr(alice, "bob", 2, &has, &epoch));
+    TRUE(has == 0 && epoch == 0);
+    uint32_t t = 0;
+    buf_t m = send(alice, "bob", 2, "no spqr", &t);
+    buf_t b0 = save_store(bob);
+    rk_bytes pt = UNTOUCHED_BYTES;
+    EXPECT(rk_store_decrypt(bob, "alice", 1, t, m.data, m.len, &pt), RK_STATUS_SPQR_REQUIRED);
+    TRUE(strstr(last_err(), "SPQR required") != NULL);
+    TRUE(IS_UNTOUCHED(pt));
+    buf_t b1s = save_store(bob);
+    TRUE(buf_eq(b0, b1s));
+    has = 9;
+    EXPECT(rk_store_session_has_spqr(bob, "alice", 1, &has, NULL), RK_STATUS_NO_SESSION);
+    TRUE(has == 9);
+
+    /* Offered: Bob reads it and the session falls back to none. */
+    CHECK(rk_store_set_spqr_policy(bob, RK_SPQR_POLICY_OFFERED));
+    receive(bob, "alice", 1, t, m, "no spqr");
+    CHECK(rk_store_session_has_spqr(bob, "alice", 1, &has, NULL));
+    TRUE(has == 0);
+    buf_t r = send(bob, "alice", 1, "reply", &t);
+    receive(alice, "bob", 2, t, r, "reply");
+
+    /* Both required: SPQR, and the epoch advances as they talk. */
+    CHECK(rk_store_set_spqr_policy(alice, RK_SPQR_POLICY_REQUIRED));
+    CHECK(rk_store_set_spqr_policy(bob, RK_SPQR_POLICY_REQUIRED));
+    rk_bundle *b2 = NULL;
+    REQUIRE(rk_store_create_bundle(bob, 1, 0, &b2));
+    CHECK(rk_store_process_bundle(alice, "bob", 2, b2));
+    CHECK(rk_store_session_has_spqr(alice, "bob", 2, &has, &epoch));
+    TRUE(has == 1 && epoch == 1);
+    for (int i = 0; i < 60; i++) {
+        buf_t x = send(alice, "bob", 2, "ping", &t);
+        receive(bob, "alice", 1, t, x, "ping");
+        buf_t y = send(bob, "alice", 1, "pong", &t);
+        receive(alice, "bob", 2, t, y, "pong");
+        buf_free(&x);
+        buf_free(&y);
+    }
+    CHECK(rk_store_session_has_spqr(bob, "alice", 1, &has, &epoch));
+    TRUE(has == 1 && epoch >= 2);
+
+    /* The policy is saved and restored with the store. */
+    CHECK(rk_store_set_spqr_policy(bob, RK_SPQR_POLICY_OFFERED));
+    buf_t saved = save_store(bob);
+    rk_store *back = NULL;
+    CHECK(rk_store_restore(saved.data, saved.len, &back));
+    CHECK(rk_store_spqr_policy(back, &policy));
+    TRUE(policy == RK_SPQR_POLICY_OFFERED);
+    rk_store_free(back);
+    buf_free(&saved);
+
+    /* Misuse: nothing is set or written. */
+    buf_t before = save_store(alice);
+    EXPECT(rk_store_set_spqr_policy(alice, 3), RK_STATUS_INVALID_ARGUMENT);
+    EXPECT(rk_store_set_spqr_policy(NULL, 0), NP);
+    EXPECT(rk_store_set_spqr_policy((rk_store *)b2, 0), RK_STATUS_INVALID_HANDLE);
+    policy = 9;
+    EXPECT(rk_store_spqr_policy(NULL, &policy), NP);
+    EXPECT(rk_store_spqr_policy(alice, NULL), NP);
+    TRUE(policy == 9);
+    has = 9;
+    EXPECT(rk_store_session_has_spqr(alice, NULL, 2, &has, NULL), NP);
+    EXPECT(rk_store_session_has_spqr(alice, "bob", 2, NULL, NULL), NP);
+    EXPECT(rk_store_session_has_spqr(NULL, "bob", 2, &has, NULL), NP);
+    TRUE(has == 9);
+    buf_t after = save_store(alice);
+    TRUE(buf_eq(before, after));
+    CHECK(rk_store_spqr_policy(alice, &policy));
+    TRUE(policy == RK_SPQR_POLICY_REQUIRED);
+
+    buf_free(&before);
+    buf_free(&after);
+    buf_free(&b0);
+    buf_free(&b1s);
+    buf_free(&m);
+    buf_free(&r);
+    rk_bundle_free(b1);
+    rk_bundle_free(b2);
     rk_store_free(alice);
     rk_store_free(bob);
 }
@@ -1742,6 +1847,7 @@ int main(void) {
     test_bundles();
     test_sessions();
     test_policy();
+    test_spqr();
     test_kyber_prekeys();
     test_pqxdh_sessions();
     test_fingerprints();

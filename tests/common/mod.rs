@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use rand::rngs::OsRng;
+use ratchetkit::spqr::SpqrPolicy;
 use ratchetkit::store::{BundleRequest, KyberPreKeyKind, SessionPolicy};
 use ratchetkit::{Address, CiphertextMessage, PreKeyBundle, ProtocolStore};
 
@@ -19,6 +20,15 @@ impl Party {
         }
     }
 
+    /// A party whose new sessions do not speak SPQR: for tests of the
+    /// Double Ratchet's own limits and checks, which forge messages without
+    /// SPQR's fields (SPQR's limits are tested in the SPQR tests).
+    pub fn without_spqr(name: &str) -> Self {
+        let mut p = Party::new(name);
+        p.store.set_spqr_policy(SpqrPolicy::Off);
+        p
+    }
+
     pub fn send(&mut self, to: &Party, plaintext: &[u8]) -> CiphertextMessage {
         self.store.encrypt(&to.addr, plaintext).unwrap()
     }
@@ -32,8 +42,15 @@ impl Party {
 /// Alice processes Bob's bundle (with a one-time prekey): a session is
 /// started, nothing is sent yet. Returns the bundle too.
 pub fn initiated_pair() -> (Party, Party, PreKeyBundle) {
-    let mut alice = Party::new("alice");
-    let mut bob = Party::new("bob");
+    initiated_pair_of(Party::new("alice"), Party::new("bob"))
+}
+
+/// [`initiated_pair`] without SPQR (see [`Party::without_spqr`]).
+pub fn dr_initiated_pair() -> (Party, Party, PreKeyBundle) {
+    initiated_pair_of(Party::without_spqr("alice"), Party::without_spqr("bob"))
+}
+
+fn initiated_pair_of(mut alice: Party, mut bob: Party) -> (Party, Party, PreKeyBundle) {
     let bundle = bob.store.create_bundle(true, 0, &mut OsRng).unwrap();
     alice
         .store
@@ -71,7 +88,15 @@ pub fn pair_with(one_time_prekey: bool, kyber: KyberPreKeyKind, allow_v3: bool) 
 
 /// Alice processes Bob's bundle and they exchange one message each way.
 pub fn established_pair() -> (Party, Party) {
-    let (mut alice, mut bob, _) = initiated_pair();
+    established(initiated_pair())
+}
+
+/// [`established_pair`] without SPQR (see [`Party::without_spqr`]).
+pub fn dr_established_pair() -> (Party, Party) {
+    established(dr_initiated_pair())
+}
+
+fn established((mut alice, mut bob, _): (Party, Party, PreKeyBundle)) -> (Party, Party) {
     let m = alice.send(&bob, b"hello");
     assert_eq!(bob.recv(&alice, &m).unwrap(), b"hello");
     let r = bob.send(&alice, b"hi");

@@ -560,6 +560,27 @@ class Msg:
     def counter(self) -> int:
         return self.whisper().counter.value
 
+    def spqr_epoch(self) -> "int | None":
+        """The sender's SPQR epoch from the (inner) SignalMessage's field 5
+        (pq_ratchet: version byte 1, then the epoch as a varint; SPQR.md
+        §3), or None when the message carries no SPQR (field absent, empty
+        or version 0)."""
+        body = self.body
+        if self.type == "prekey":
+            info = parse_prekey(body)
+            body = info.message
+        fields = parse_pb(body[1:-8])
+        f = pb_get(fields, 5, 2, "SignalMessage pq_ratchet", required=False)
+        if f is None or len(f.value) == 0 or f.value[0] == 0:
+            return None
+        if f.value[0] != 1:
+            fail(f"{self.label()}: SPQR version byte {f.value[0]} (expected 1)")
+        try:
+            epoch, _ = read_varint(f.value, 1)
+        except WireError as e:
+            fail(f"{self.label()}: SPQR message does not decode: {e}")
+        return epoch
+
 
 _seq = [0]
 
@@ -735,6 +756,10 @@ class World:
             # version-3 sessions need a responder that accepts version-3
             # prekey messages; a protocol-2 peer may refuse them by default
             init_opts["accept_v3"] = True
+        if "spqr" not in init_opts:
+            spqr = self.args.alice_spqr if cmd == self.args.alice else self.args.bob_spqr
+            if spqr is not None:
+                init_opts["spqr"] = spqr
         if self.args.durable in ("both", "alice" if cmd == self.args.alice else "bob"):
             if self.store_dir is None:
                 self.store_dir = tempfile.mkdtemp(prefix="rk-driver-")
@@ -1438,6 +1463,118 @@ def sc_v3_accepted(w: World) -> None:
 
 
 # --------------------------------------------------------------------------
+# SPQR (the post-quantum ratchet of version 4)
+
+SPQR_TARGET_EPOCH = 6  # both senders past epoch 5 (so past 3 in both braid roles)
+SPQR_MAX_TURNS = 600
+
+
+def sc_spqr_long(w: World) -> None:
+    """Both sides talk in bursts, with loss (20%), reordering (half the
+    bursts shuffled) and duplicates (10% delivered again and refused),
+    until both senders are past SPQR epoch 3 (each side has then done both
+    braid roles). Every message must carry SPQR; every delivered message
+    must decrypt to its plaintext; the epochs never go back."""
+    rng = w.rng
+    a, b = w.pair()
+    a.process_bundle(b, b.bundle())
+    first = send(rng, a, b, 3, "prekey", hi=200)
+    rng.shuffle(first)
+    deliver_all(first[1:])  # the first one lost
+    epochs = {a.role: 0, b.role: 0}
+    lost = dups = shuffled = 0
+    sender, receiver = b, a
+    turn = 0
+    for turn in range(SPQR_MAX_TURNS):
+        msgs = send(rng, sender, receiver, rng.randint(1, 8), hi=120)
+        for m in msgs:
+            e = m.spqr_epoch()
+            check(e is not None, f"{m.label()}: no SPQR field in a session where both speak SPQR")
+            check(e >= epochs[sender.role], f"{m.label()}: SPQR epoch {e} after {epochs[sender.role]}")
+            epochs[sender.role] = e
+        keep = [m for m in msgs if rng.random() >= 0.2]
+        if not keep:
+            keep = [msgs[-1]]  # at least one per turn, so that both sides keep hearing
+        lost += len(msgs) - len(keep)
+        if len(keep) > 1 and rng.random() < 0.5:
+            rng.shuffle(keep)
+            shuffled += 1
+        for m in keep:
+            deliver(m)
+            if rng.random() < 0.1:
+                expect_decrypt_error(m, "duplicate_message", "delivered twice")
+                dups += 1
+        if min(epochs.values()) >= SPQR_TARGET_EPOCH:
+            break
+        sender, receiver = receiver, sender
+    vlog(f"spqr_long: {turn + 1} turns, epochs {epochs}, {lost} lost, {dups} duplicates, "
+         f"{shuffled} shuffled bursts")
+    check(min(epochs.values()) >= SPQR_TARGET_EPOCH,
+          f"SPQR epochs {epochs} after {SPQR_MAX_TURNS} turns: not past epoch {SPQR_TARGET_EPOCH - 1} on both sides")
+    check(lost > 0 and dups > 0 and shuffled > 0, "no loss, duplicate or reordering happened (seed)")
+    exchange(rng, a, b, 3)
+
+
+def sc_spqr_refused(w: World) -> None:
+    """A peer requiring SPQR and one without it (spqr "off"): neither can
+    read the other's first message. A ratchetkit receiver says why: its
+    error text starts "SPQR required". Nothing of the refused attempt
+    stays: no session is left at the refusing side."""
+    rng = w.rng
+    a = w.spawn("alice", spqr="off")
+    b = w.spawn("bob", spqr="required")
+    a.process_bundle(b, b.bundle())
+    p1 = encrypt(a, b, random_pt(rng, 0, 200), "prekey")
+    check(p1.spqr_epoch() is None, f"{p1.label()}: carries SPQR although alice has it off")
+    e = expect_error("invalid_message", f"{p1.label()} without SPQR at a peer requiring it", decrypt_raw, p1)
+    if b.impl.startswith("ratchetkit"):
+        check("SPQR required" in e.message, f"ratchetkit refused without saying SPQR is required: {e.message}")
+    check(not b.has_session(a), "bob has a session after refusing a prekey message without SPQR")
+    # the other way round: bob requires SPQR and salts from his first
+    # message; alice, without SPQR, cannot read it
+    b.process_bundle(a, a.bundle())
+    q1 = encrypt(b, a, random_pt(rng, 0, 200), "prekey")
+    check(q1.spqr_epoch() is not None, f"{q1.label()}: no SPQR from a peer requiring it")
+    expect_error("invalid_message", f"{q1.label()} with SPQR at a peer without it", decrypt_raw, q1)
+
+
+def sc_spqr_offered(w: World) -> None:
+    """Alice offers SPQR (spqr "offered") to bob as he is (his own
+    default). If bob answers with SPQR, alice keeps speaking it; if not,
+    she falls back and sends no SPQR from then on. Either way the session
+    works both ways, in both roles of the handshake."""
+    rng = w.rng
+    for initiator_is_alice in (True, False):
+        a = w.spawn("alice", spqr="offered")
+        b = w.spawn("bob")
+        if initiator_is_alice:
+            a.process_bundle(b, b.bundle())
+            deliver_all(send(rng, a, b, 2, "prekey", hi=200))
+            replies = send(rng, b, a, 2, "whisper", hi=200)
+        else:
+            b.process_bundle(a, a.bundle())
+            deliver_all(send(rng, b, a, 2, "prekey", hi=200))
+            deliver_all(send(rng, a, b, 1, "whisper", hi=200))
+            replies = send(rng, b, a, 2, "whisper", hi=200)
+        deliver_all(replies)
+        bob_speaks = replies[-1].spqr_epoch() is not None
+        for _ in range(3):
+            out = send(rng, a, b, 2, "whisper", hi=200)
+            for m in out:
+                if bob_speaks:
+                    check(m.spqr_epoch() is not None, f"{m.label()}: alice dropped SPQR although bob speaks it")
+                else:
+                    check(m.spqr_epoch() is None, f"{m.label()}: alice still sends SPQR to a peer without it")
+            deliver_all(out)
+            back = send(rng, b, a, 2, "whisper", hi=200)
+            for m in back:
+                check((m.spqr_epoch() is not None) == bob_speaks, f"{m.label()}: bob changed his mind about SPQR")
+            deliver_all(back)
+        vlog(f"spqr_offered: bob {'speaks' if bob_speaks else 'does not speak'} SPQR "
+             f"({'alice' if initiator_is_alice else 'bob'} initiated)")
+
+
+# --------------------------------------------------------------------------
 # the scenario table
 
 
@@ -1445,7 +1582,7 @@ def sc_v3_accepted(w: World) -> None:
 class Scenario:
     name: str
     fn: object
-    group: str  # "classic", "kyber" or "v3policy"
+    group: str  # "classic", "kyber", "v3policy" or "spqr"
     version: "int | None" = None  # session version; None: --session-version
     needs: "dict[str, set[int]] | None" = None  # role -> versions its peer must list
     refuses_v3: "set[str] | None" = None  # roles whose peer must not list version 3
@@ -1475,12 +1612,16 @@ SCENARIOS: list[Scenario] = [Scenario(n, f, "classic") for n, f in CLASSIC] + [
     Scenario("v3_refused", sc_v3_refused, "v3policy", 4, {"alice": {3, 4}, "bob": {4}}),
     Scenario("v3_refused_default", sc_v3_refused_default, "v3policy", 4, {"alice": {3, 4}, "bob": {4}}, {"bob"}),
     Scenario("v3_accepted", sc_v3_accepted, "v3policy", 3, {"alice": {3, 4}, "bob": {3, 4}}),
+    Scenario("spqr_long", sc_spqr_long, "spqr", 4),
+    Scenario("spqr_refused", sc_spqr_refused, "spqr", 4),
+    Scenario("spqr_offered", sc_spqr_offered, "spqr", 4),
 ]
 
 GROUPS = {
     "classic": [s.name for s in SCENARIOS if s.group == "classic"],
     "kyber": [s.name for s in SCENARIOS if s.group == "kyber"],
     "v3policy": [s.name for s in SCENARIOS if s.group == "v3policy"],
+    "spqr": [s.name for s in SCENARIOS if s.group == "spqr"],
     "all": [s.name for s in SCENARIOS],
 }
 
@@ -1558,12 +1699,16 @@ def main(argv=None) -> int:
                     help="session version of the classic scenarios: 3 (X3DH, bundles without Kyber) "
                          "or 4 (PQXDH, bundles with a one-time Kyber prekey); default 3")
     ap.add_argument("--scenarios", "--only", dest="scenarios", default="classic",
-                    help="comma-separated scenario names and groups (classic, kyber, v3policy, all); "
+                    help="comma-separated scenario names and groups (classic, kyber, v3policy, spqr, all); "
                          "default classic")
     ap.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
     ap.add_argument("--durable", choices=("none", "alice", "bob", "both"), default="none",
                     help="peers started from that command get init with a new store file "
                          "(path, key): durable mode, peer protocol 2")
+    for role in ("alice", "bob"):
+        ap.add_argument(f"--{role}-spqr", choices=("required", "offered", "off"), default=None,
+                        help=f"init's spqr for peers started from the --{role} command (default: not "
+                             "given, the implementation's own; scenarios that set it win)")
     ap.add_argument("--stderr-lines", type=int, default=30, help="peer stderr lines shown on failure")
     ap.add_argument("--verbose", "-v", action="store_true", help="trace requests on stderr")
     ap.add_argument("--list", action="store_true", help="list scenarios and groups, then exit")

@@ -16,8 +16,8 @@ fields starts a version-4 (PQXDH) session, one without a version-3 (X3DH)
 session, as the protocol says (so this peer's store allows starting
 version-3 sessions); whether an incoming version-3 prekey message may
 start a session is ``init``'s ``accept_v3``, by default the library's: no
-(refused as ``invalid_message``). SPQR is not spoken (``spqr`` "off"
-only); durable stores (``open``, ``init`` with ``path``/``key``) are not
+(refused as ``invalid_message``). ``init``'s ``spqr`` sets the store's
+SPQR policy ("required", the default, "offered" or "off"); durable stores (``open``, ``init`` with ``path``/``key``) are not
 implemented: ``unsupported``.
 
 A failed operation leaves the peer's state as it was: the store's calls are
@@ -70,6 +70,7 @@ KINDS: Dict[type, str] = {
     rk.MissingPrekeyError: "missing_prekey",
     # A version-3 prekey message refused by policy: the protocol's kind.
     rk.VersionRefusedError: "invalid_message",
+    rk.SpqrRequiredError: "invalid_message",
 }
 
 
@@ -152,14 +153,20 @@ class Peer:
     def op_init(self, req: Dict[str, Any]) -> Dict[str, Any]:
         str_arg(req, "name")
         device_id = int_arg(req, "device_id", 1)
-        spqr = req.get("spqr")
-        if spqr is not None and spqr != "off":
-            raise PeerError("unsupported", f"spqr {spqr!r}: not spoken yet")
+        spqr_name = req.get("spqr", "required")
+        policies = {
+            "required": rk.SpqrPolicy.REQUIRED,
+            "offered": rk.SpqrPolicy.OFFERED,
+            "off": rk.SpqrPolicy.OFF,
+        }
+        if spqr_name not in policies:
+            raise PeerError("other", f"spqr {spqr_name!r}: not required, offered or off")
         if "path" in req or "key" in req:
             raise PeerError("unsupported", "durable stores are not implemented yet")
         accept_v3 = bool_arg(req, "accept_v3", False)
         store = rk.Store(device_id=device_id)
         store.set_policy(allow_v3_initiation=True, accept_v3_prekey_messages=accept_v3)
+        store.spqr_policy = policies[spqr_name]
         if self.store is not None:
             self.store.close()
         self.store = store

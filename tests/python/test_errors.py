@@ -256,6 +256,20 @@ def test_limit_exceeded() -> None:
     assert store.kyber_prekey_count == 0
 
 
+def test_spqr_required() -> None:
+    bob = rk.Store()  # requires SPQR (the default)
+    alice = rk.Store()
+    alice.spqr_policy = rk.SpqrPolicy.OFF
+    alice.process_bundle("bob", bob.create_bundle())
+    message = alice.encrypt("bob", b"no spqr")
+    before = bob.save()
+    with expect(rk.SpqrRequiredError) as info:
+        bob.decrypt("alice", message)
+    check_error(info, rk.SpqrRequiredError, 209)
+    assert "SPQR required" in info.value.detail
+    assert bob.save() == before and not bob.has_session("alice")
+
+
 def test_version_refused() -> None:
     bob = rk.Store()
     v3_bundle = bob.create_bundle(kyber_prekey=rk.KyberPreKeyKind.NONE)

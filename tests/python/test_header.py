@@ -154,6 +154,9 @@ CONSTANTS = [
     ("RK_DURABILITY_FULL", store._DURABILITY["full"]),
     ("RK_DURABILITY_NORMAL", store._DURABILITY["normal"]),
     ("RK_MAX_UPLOAD_BATCH", rk.MAX_UPLOAD_BATCH),
+    ("RK_SPQR_POLICY_REQUIRED", int(rk.SpqrPolicy.REQUIRED)),
+    ("RK_SPQR_POLICY_OFFERED", int(rk.SpqrPolicy.OFFERED)),
+    ("RK_SPQR_POLICY_OFF", int(rk.SpqrPolicy.OFF)),
 ]
 
 

@@ -69,6 +69,7 @@ from ._errors import (
     UnsupportedStateVersionError,
     UntrustedIdentityError,
     VersionRefusedError,
+    SpqrRequiredError,
     WrongPickleKeyError,
     WrongStoreKeyError,
 )
@@ -108,6 +109,7 @@ from .store import (
     MessageType,
     PendingDecrypt,
     SessionPolicy,
+    SpqrPolicy,
     Store,
 )
 
@@ -137,6 +139,7 @@ __all__ = [
     "bundles_from_json",
     "MAX_UPLOAD_BATCH",
     "UPLOAD_FORMAT_VERSION",
+    "SpqrPolicy",
     "PublicKey",
     "IdentityKeyPair",
     "Fingerprint",
@@ -175,6 +178,7 @@ __all__ = [
     "FingerprintVersionMismatchError",
     "LimitExceededError",
     "VersionRefusedError",
+    "SpqrRequiredError",
     "UntrustedIdentityError",
     "NoSessionError",
     "MissingPrekeyError",

@@ -27,6 +27,7 @@ __all__ = [
     "FingerprintVersionMismatchError",
     "LimitExceededError",
     "VersionRefusedError",
+    "SpqrRequiredError",
     "UntrustedIdentityError",
     "NoSessionError",
     "MissingPrekeyError",
@@ -62,6 +63,7 @@ STATUS_CODES: Dict[str, int] = {
     "RK_STATUS_FINGERPRINT_VERSION_MISMATCH": 206,
     "RK_STATUS_LIMIT_EXCEEDED": 207,
     "RK_STATUS_VERSION_REFUSED": 208,
+    "RK_STATUS_SPQR_REQUIRED": 209,
     "RK_STATUS_UNTRUSTED_IDENTITY": 300,
     "RK_STATUS_NO_SESSION": 301,
     "RK_STATUS_MISSING_PREKEY": 302,
@@ -213,6 +215,20 @@ class VersionRefusedError(RatchetkitError):
     status_name = "RK_STATUS_VERSION_REFUSED"
 
 
+class SpqrRequiredError(RatchetkitError):
+    """``RK_STATUS_SPQR_REQUIRED``: the peer does not speak SPQR, and the store requires it.
+
+    The store's SPQR policy is :attr:`SpqrPolicy.REQUIRED` (the default, as
+    the official library since 0.92) and a version-4 message (prekey or
+    not) came without the SPQR field: the peer is a library without SPQR,
+    or has it turned off. Nothing was changed. Set the policy to
+    :attr:`SpqrPolicy.OFFERED` to talk to such peers.
+    """
+
+    status = 209
+    status_name = "RK_STATUS_SPQR_REQUIRED"
+
+
 class UntrustedIdentityError(RatchetkitError):
     """``RK_STATUS_UNTRUSTED_IDENTITY``: the remote identity differs from the trusted one.
 
@@ -355,6 +371,7 @@ ERRORS: Dict[int, Type[RatchetkitError]] = {
         FingerprintVersionMismatchError,
         LimitExceededError,
         VersionRefusedError,
+        SpqrRequiredError,
         UntrustedIdentityError,
         NoSessionError,
         MissingPrekeyError,

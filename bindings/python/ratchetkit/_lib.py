@@ -525,6 +525,14 @@ FUNCTIONS: Tuple[_Decl, ...] = (
         (StoreP, POINTER(c_uint32), POINTER(c_uint32)),
         _check,
     ),
+    ("rk_store_set_spqr_policy", rk_status, (StoreP, c_uint32), _check),
+    ("rk_store_spqr_policy", rk_status, (StoreP, POINTER(c_uint32)), _check),
+    (
+        "rk_store_session_has_spqr",
+        rk_status,
+        (StoreP, _in_bytes, c_uint32, POINTER(c_uint32), POINTER(c_uint64)),
+        _check,
+    ),
     ("rk_store_process_bundle", rk_status, (StoreP, _in_bytes, c_uint32, BundleP), _check),
     (
         "rk_store_has_session",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from ctypes import byref, c_bool, c_size_t, c_uint32, create_string_buffer
+from ctypes import byref, c_bool, c_size_t, c_uint32, c_uint64, create_string_buffer
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, List, NamedTuple, Optional, Tuple, Union
@@ -83,6 +83,26 @@ class MessageType(IntEnum):
 
 
 _TYPES = {2: MessageType.WHISPER, 3: MessageType.PREKEY}
+
+
+class SpqrPolicy(IntEnum):
+    """Whether new version-4 sessions speak SPQR, the post-quantum ratchet.
+
+    Read it with :attr:`Store.spqr_policy`, assign it to change it. It is
+    kept in saved state. Sessions that already exist keep the SPQR state
+    they started with (one without SPQR keeps working under every policy);
+    version-3 sessions never speak SPQR (see :class:`SessionPolicy`).
+    """
+
+    #: Every new version-4 session speaks SPQR; a peer that does not raises
+    #: :class:`SpqrRequiredError` (the default, as the official library
+    #: since 0.92).
+    REQUIRED = 0
+    #: SPQR is offered and dropped when the peer answers without it (to
+    #: talk to libsignal 0.83-0.91 and libraries without SPQR).
+    OFFERED = 1
+    #: New sessions do not speak SPQR.
+    OFF = 2
 
 
 class KyberPreKeyKind(IntEnum):
@@ -772,6 +792,43 @@ class Store(Handle):
             lib.rk_store_set_policy(
                 store, int(policy.allow_v3_initiation), int(policy.accept_v3_prekey_messages)
             )
+
+    @property
+    def spqr_policy(self) -> SpqrPolicy:
+        """The store's :class:`SpqrPolicy` for new version-4 sessions
+        (:attr:`SpqrPolicy.REQUIRED` for a new store). Assign a
+        :class:`SpqrPolicy` to change it."""
+        value = c_uint32()
+        with self._h as store:
+            lib.rk_store_spqr_policy(store, byref(value))
+        return SpqrPolicy(value.value)
+
+    @spqr_policy.setter
+    def spqr_policy(self, policy: SpqrPolicy) -> None:
+        if not isinstance(policy, SpqrPolicy):
+            raise TypeError(f"spqr_policy must be a SpqrPolicy, not {type(policy).__name__}")
+        with self._h as store:
+            lib.rk_store_set_spqr_policy(store, int(policy))
+
+    def session_spqr(self, name: str, device_id: int = 1) -> Tuple[bool, int]:
+        """Whether the current session with (``name``, ``device_id``) speaks
+        SPQR, and its SPQR epoch: ``(True, epoch)`` when it does (a session
+        that only offered SPQR stays so until the peer's first reply),
+        ``(False, 0)`` when it does not. The epoch is 1 at the start and one
+        more with every completed ML-KEM exchange. Raises
+        :class:`NoSessionError` without a session."""
+        encoded = encode_name(name)
+        device_id = _u32(device_id, "device_id")
+        has = c_uint32()
+        epoch = c_uint64()
+        with self._h as store:
+            lib.rk_store_session_has_spqr(store, encoded, device_id, byref(has), byref(epoch))
+        return bool(has.value), epoch.value
+
+    def session_has_spqr(self, name: str, device_id: int = 1) -> bool:
+        """Whether the current session with (``name``, ``device_id``) speaks
+        SPQR (see :meth:`session_spqr`)."""
+        return self.session_spqr(name, device_id)[0]
 
     # -- sessions -----------------------------------------------------------
 

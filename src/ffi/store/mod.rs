@@ -22,11 +22,13 @@ mod directory;
 mod durable;
 mod prekeys;
 mod sessions;
+mod spqr;
 
 pub use directory::*;
 pub use durable::*;
 pub use prekeys::*;
 pub use sessions::*;
+pub use spqr::*;
 
 /// The protocol store of one local device: identity, registration id,
 /// prekeys, sessions per remote address, trusted identities.

@@ -11,6 +11,7 @@ use crate::kem::KemPublicKey;
 use crate::keys::{IdentityKeyPair, PublicKey};
 use crate::prekey::{KyberPreKeyRecord, PreKeyBundle, PreKeyRecord, SignedPreKeyRecord};
 use crate::session::SessionRecord;
+use crate::spqr::SpqrPolicy;
 use crate::store::{Address, BundleRequest, ProtocolStore, SessionPolicy};
 use crate::wire::CiphertextMessage;
 
@@ -57,6 +58,33 @@ impl DurableStore {
         self.with(&Load::meta(), true, |s| {
             s.set_policy(policy);
             Ok(())
+        })
+    }
+
+    /// The SPQR policy (see [`ProtocolStore::set_spqr_policy`]).
+    pub fn spqr_policy(&self) -> Result<SpqrPolicy> {
+        self.with(&Load::meta(), false, |s| Ok(s.spqr_policy()))
+    }
+
+    /// Sets the SPQR policy, kept in the store's meta row.
+    pub fn set_spqr_policy(&self, policy: SpqrPolicy) -> Result<()> {
+        self.with(&Load::meta(), true, |s| {
+            s.set_spqr_policy(policy);
+            Ok(())
+        })
+    }
+
+    /// As [`ProtocolStore::session_has_spqr`].
+    pub fn session_has_spqr(&self, address: &Address) -> Result<Option<bool>> {
+        self.with(&Load::session(address), false, |s| {
+            Ok(s.session_has_spqr(address))
+        })
+    }
+
+    /// As [`ProtocolStore::session_spqr_epoch`].
+    pub fn session_spqr_epoch(&self, address: &Address) -> Result<Option<u64>> {
+        self.with(&Load::session(address), false, |s| {
+            Ok(s.session_spqr_epoch(address))
         })
     }
 

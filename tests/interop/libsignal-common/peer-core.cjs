@@ -248,6 +248,11 @@ function parsePreKeyMessage(body) {
 //                                      accept_v3 is false)
 //   spqr: { dflt: string, allowed: string[] }
 //   maxDeviceId: number
+//   localAddress: bool                (0.101.0: processPreKeyBundle,
+//                                      signalEncrypt, signalDecrypt and
+//                                      signalDecryptPreKey take the local
+//                                      address right after the remote one;
+//                                      found black-box, see the 0.101.0 peer)
 // }
 function run(lib, profile) {
   const {
@@ -612,6 +617,11 @@ function run(lib, profile) {
     return state;
   }
 
+  // The local address argument of 0.101.0's calls (none before it).
+  function localArgs(st) {
+    return profile.localAddress ? [ProtocolAddress.new(st.name, st.deviceId)] : [];
+  }
+
   function addressFor(st, name) {
     return ProtocolAddress.new(name, st.deviceIds.get(name) ?? 1);
   }
@@ -773,7 +783,7 @@ function run(lib, profile) {
       return transact(async (st) => {
         const stores = storesFor(st);
         const address = ProtocolAddress.new(peer, deviceId);
-        await processPreKeyBundle(bundle, address, stores.sessions, stores.identity);
+        await processPreKeyBundle(bundle, address, ...localArgs(st), stores.sessions, stores.identity);
         st.deviceIds.set(peer, deviceId);
         return {};
       });
@@ -785,7 +795,7 @@ function run(lib, profile) {
       return transact(async (st) => {
         const stores = storesFor(st);
         const address = addressFor(st, peer);
-        const ct = await signalEncrypt(plaintext, address, stores.sessions, stores.identity);
+        const ct = await signalEncrypt(plaintext, address, ...localArgs(st), stores.sessions, stores.identity);
         const t = ct.type();
         let type;
         if (t === CiphertextMessageType.PreKey) type = 'prekey';
@@ -814,13 +824,13 @@ function run(lib, profile) {
           const stores = storesFor(st, incoming);
           const msg = PreKeySignalMessage.deserialize(body);
           plaintext = await signalDecryptPreKey(
-            msg, address, stores.sessions, stores.identity,
+            msg, address, ...localArgs(st), stores.sessions, stores.identity,
             stores.preKeys, stores.signedPreKeys, stores.kyberPreKeys,
           );
         } else {
           const stores = storesFor(st);
           const msg = SignalMessage.deserialize(body);
-          plaintext = await signalDecrypt(msg, address, stores.sessions, stores.identity);
+          plaintext = await signalDecrypt(msg, address, ...localArgs(st), stores.sessions, stores.identity);
         }
         return { plaintext: hex(plaintext) };
       });

@@ -5,7 +5,10 @@
 //! one without a version-3 (X3DH) session, as the protocol says (so this
 //! program allows starting version-3 sessions); whether an incoming
 //! version-3 prekey message may start a session is `init`'s `accept_v3`,
-//! by default the library's: no. SPQR is not spoken (`spqr` "off" only).
+//! by default the library's: no. `init`'s `spqr` sets the store's SPQR
+//! policy ("required", the default, "offered" or "off"); a peer refused
+//! for not speaking SPQR fails with `invalid_message` whose text starts
+//! "SPQR required".
 //!
 //! Durable mode: `init` with `path` and `key` creates a
 //! [`DurableStore`] (SQLite) at `path`, which must not exist yet; `open`
@@ -28,6 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ratchetkit::fingerprint::DEFAULT_ITERATIONS;
 use ratchetkit::kem::KemPublicKey;
+use ratchetkit::spqr::SpqrPolicy;
 use ratchetkit::store::{BundleRequest, KyberPreKeyKind, SessionPolicy};
 use ratchetkit::{
     Address, CiphertextMessage, DurableOptions, DurableStore, Error, ErrorKind, Fingerprint,
@@ -284,12 +288,15 @@ impl Peer {
             "init" => {
                 let device_id = u32_arg(req, "device_id", Some(1))?;
                 str_arg(req, "name")?;
-                match req.get("spqr").and_then(Value::as_str) {
-                    None | Some("off") => {}
-                    Some(other) => {
-                        return Err(("unsupported", format!("spqr {other:?}: not spoken yet")))
-                    }
-                }
+                let spqr = match req.get("spqr") {
+                    None | Some(Value::Null) => SpqrPolicy::default(),
+                    Some(v) => match v.as_str() {
+                        Some("required") => SpqrPolicy::Required,
+                        Some("offered") => SpqrPolicy::Offered,
+                        Some("off") => SpqrPolicy::Off,
+                        _ => return Err(bad(format!("spqr {v}: not required, offered or off"))),
+                    },
+                };
                 let accept_v3 = bool_arg(req, "accept_v3", false)?;
                 let policy = SessionPolicy {
                     allow_v3_initiation: true,
@@ -310,10 +317,12 @@ impl Peer {
                     };
                     let store = DurableStore::open(&path, &key, &options).map_err(lib)?;
                     store.set_policy(policy).map_err(lib)?;
+                    store.set_spqr_policy(spqr).map_err(lib)?;
                     Store::Durable { store, path, key }
                 } else {
                     let mut store = ProtocolStore::generate(device_id, rng).map_err(lib)?;
                     store.set_policy(policy);
+                    store.set_spqr_policy(spqr);
                     Store::Memory(Box::new(store))
                 };
                 let reply = json!({
