@@ -38,7 +38,9 @@ print("floor is the claim transaction alone (the storage layer called")
 print("directly, 64 concurrent callers, no HTTP, no signatures), measured in")
 print("the same run. SQLite commits with `synchronous=FULL` (group commit);")
 print("PostgreSQL with its defaults (`synchronous_commit=on`).\n")
-print(f"Machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}; {sys.argv[2]} fetches per run.\n")
+load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"] * 3
+print(f"Machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}; {sys.argv[2]} fetches per run;")
+print(f"load average (1/5/15 min) when the report was written: {' / '.join(load)}.\n")
 print("| Backend | What | Requests | Errors | Per second | p50 (ms) | p99 (ms) |")
 print("|---|---|---:|---:|---:|---:|---:|")
 for r in rows:

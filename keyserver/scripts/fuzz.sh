@@ -42,8 +42,12 @@ if [ -z "$addr" ]; then
 fi
 
 status=0
+# The coverage phase is left out: schemathesis 4.32.5 stops with an internal
+# error of its own there on Python 3.11 ("AST constructor recursion depth
+# mismatch" in hypothesis' lambda description), before sending anything.
 "$venv/bin/st" run keyserver/openapi.json --url "http://$addr" \
     --checks not_a_server_error --max-time "$seconds" --workers 2 \
+    --phases examples,fuzzing,stateful \
     --suppress-health-check all --no-color || status=$?
 
 if ! kill -0 "$server_pid" 2>/dev/null; then

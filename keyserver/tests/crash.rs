@@ -2,6 +2,8 @@
 //! acknowledged: uploads, claims and mailbox messages answered with a 2xx
 //! before the kill are all there after the restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::HashSet;

@@ -4,6 +4,8 @@
 //! one-time EC key). Once with one server process and once with two
 //! processes on one database.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::HashSet;

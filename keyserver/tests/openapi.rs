@@ -1,5 +1,7 @@
 //! The server serves the committed OpenAPI document byte for byte.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

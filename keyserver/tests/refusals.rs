@@ -1,5 +1,7 @@
 //! Refusals: every bad request gets a 4xx and changes nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use base64::engine::general_purpose::STANDARD;

@@ -58,9 +58,16 @@ fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Read-only connections for the identity-key lookup of every request.
+const READERS: usize = 4;
+
 /// The SQLite store.
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    /// Connections for point reads outside the writer's queue (WAL lets
+    /// them read everything committed, concurrently with the writer).
+    readers: Vec<std::sync::Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
 }
 
 fn connect(path: &str) -> StoreResult<Connection> {
@@ -125,10 +132,14 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> StoreResult<T> {
-    conn.execute_batch("SAVEPOINT op").map_err(db)?;
+    conn.prepare_cached("SAVEPOINT op")
+        .and_then(|mut s| s.execute([]))
+        .map_err(db)?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE op").map_err(db)?;
+            conn.prepare_cached("RELEASE op")
+                .and_then(|mut s| s.execute([]))
+                .map_err(db)?;
             Ok(v)
         }
         Err(e) => {
@@ -142,12 +153,37 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &str) -> StoreResult<Self> {
         let conn = connect(path)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open(path).map_err(db)?;
+            r.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+            r.pragma_update(None, "query_only", true).map_err(db)?;
+            readers.push(std::sync::Mutex::new(r));
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer(conn, rx))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(SqliteStore { jobs: tx })
+        Ok(SqliteStore {
+            jobs: tx,
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs a short read on one of the reader connections (inline: a point
+    /// lookup by primary key).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.readers.len();
+        let conn = match self.readers[i].lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&conn).map_err(db)
     }
 
     async fn call<T: Send + 'static>(
@@ -269,13 +305,11 @@ fn counts(conn: &Connection, name: &str, device_id: u32) -> rusqlite::Result<Key
 #[async_trait]
 impl Store for SqliteStore {
     async fn identity_key(&self, name: &str, device_id: u32) -> StoreResult<Option<Vec<u8>>> {
-        let name = name.to_owned();
-        self.call(move |c| {
+        self.read(|c| {
             c.prepare_cached("SELECT identity_key FROM devices WHERE name = ?1 AND device_id = ?2")?
                 .query_row(params![name, device_id], |r| r.get(0))
                 .optional()
         })
-        .await
     }
 
     async fn name_exists(&self, name: &str) -> StoreResult<bool> {

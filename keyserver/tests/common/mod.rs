@@ -6,7 +6,7 @@
 //! then every test gets its own new database there. scripts/test.sh runs
 //! the suite both ways.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
