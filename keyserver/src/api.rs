@@ -288,11 +288,20 @@ async fn register(
     match st.store.put_device(&name, device_id, &key_bytes).await? {
         None => Err(ApiError::not_found("no such name")),
         Some(outcome) => {
-            tracing::info!(%name, device_id, by = h.device_id, ?outcome, "device registered");
             let status = match outcome {
                 RegisterOutcome::Created => StatusCode::CREATED,
                 RegisterOutcome::Updated => StatusCode::OK,
+                RegisterOutcome::TooManyDevices => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "a name holds at most {} devices",
+                            crate::store::MAX_DEVICES_PER_NAME
+                        ),
+                    ))
+                }
             };
+            tracing::info!(%name, device_id, by = h.device_id, ?outcome, "device registered");
             Ok((
                 status,
                 Json(json!({ "name": name, "device_id": device_id })),

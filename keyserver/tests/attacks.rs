@@ -139,3 +139,37 @@ async fn a_request_signed_for_one_server_is_refused_by_another() {
         "server 2 accepted a request signed for server 1"
     );
 }
+
+/// A name's devices are bounded: before the fix one device could add any
+/// number of devices to its name (each with keys), so that one fetch of
+/// all its devices made the server claim keys of every one of them in one
+/// transaction (work amplification, holding SQLite's write lock), and the
+/// answer listed more devices than the library takes (`MAX_DEVICES`), so
+/// nobody could fetch the name's bundles.
+#[tokio::test]
+async fn a_name_holds_at_most_max_devices() {
+    let db = fresh_db().await;
+    let server = Server::start(&db, NO_LIMITS);
+    let http = client();
+    let first = Device::new("mallory", 1);
+    assert_eq!(first.register(&http, &server.base).await.status, 201);
+    // The most devices the library takes in one answer (its MAX_DEVICES).
+    let max = 64;
+    let add = |id: u32| {
+        let other = Device::new("mallory", id);
+        let path = format!("/v1/devices/mallory/{id}");
+        let body = json!({ "identity_key": other.identity_b64() })
+            .to_string()
+            .into_bytes();
+        let h = first.header("PUT", &path, &body);
+        let (http, base) = (http.clone(), server.base.clone());
+        async move { send(&http, &base, "PUT", &path, body, &[("authorization", h)]).await }
+    };
+    for id in 2..=max {
+        assert_eq!(add(id).await.status, 201, "device {id}");
+    }
+    let a = add(max + 1).await;
+    assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.body));
+    // Replacing an existing device's key is still allowed at the bound.
+    assert_eq!(add(max).await.status, 200);
+}
