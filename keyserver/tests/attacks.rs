@@ -1,6 +1,6 @@
 //! Attacks from the security review of the key server: each test is the
 //! proof of a finding. Those marked `#[ignore]` prove weaknesses that are
-//! not fixed yet (they fail today; see SECURITY notes in the README).
+//! not fixed yet: they fail today (run them with `--include-ignored`).
 
 mod common;
 
@@ -172,4 +172,43 @@ async fn a_name_holds_at_most_max_devices() {
     assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.body));
     // Replacing an existing device's key is still allowed at the bound.
     assert_eq!(add(max).await.status, 200);
+}
+
+/// Not fixed (design): registration is open by default and has no rate
+/// limit, so one attacker registers as many names as it likes and the
+/// per-requester limit binds nobody: only the per-target limit is left.
+#[tokio::test]
+#[ignore = "finding not fixed: new names bypass the per-requester limit"]
+async fn new_names_do_not_bypass_the_requester_limit() {
+    let db = fresh_db().await;
+    let server = Server::start(
+        &db,
+        &[
+            "--requester-rate",
+            "0.001",
+            "--requester-burst",
+            "2",
+            "--target-rate",
+            "0",
+        ],
+    );
+    let http = client();
+    let mut bob = Device::new("bob", 1);
+    assert_eq!(bob.register(&http, &server.base).await.status, 201);
+    assert_eq!(bob.upload(&http, &server.base, 20).await.status, 200);
+    // Ten throwaway names, two fetches each: twenty claims by one party
+    // whose limit is two.
+    for i in 0..10 {
+        let sybil = Device::new(&format!("sybil{i}"), 1);
+        assert_eq!(sybil.register(&http, &server.base).await.status, 201);
+        for _ in 0..2 {
+            assert_eq!(sybil.fetch(&http, &server.base, "bob", 1).await.status, 200);
+        }
+    }
+    // Today all 20 are gone: (0, 0).
+    assert_eq!(
+        bob.counts(&http, &server.base).await,
+        (18, 18),
+        "one party claimed more than its requester limit allows"
+    );
 }
