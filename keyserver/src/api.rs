@@ -248,12 +248,8 @@ async fn register(
     let same_device = h.name == name && h.device_id == device_id;
     if same_device && st.store.identity_key(&name, device_id).await?.is_none() {
         // Not registered: only a new name registers itself (self-signed).
-        authenticate(&st, &h, &method, &uri, &body, Some(key)).await?;
-        if st.store.name_exists(&name).await? {
-            return Err(ApiError::forbidden(
-                "the name exists: a new device must be added by one of its devices",
-            ));
-        }
+        // The token and the name are checked before the signature so that
+        // a request refused for them writes nothing (not even its nonce).
         if let Some(token) = &st.config.registration_token {
             let given = headers
                 .get("x-registration-token")
@@ -265,6 +261,12 @@ async fn register(
                 ));
             }
         }
+        if st.store.name_exists(&name).await? {
+            return Err(ApiError::forbidden(
+                "the name exists: a new device must be added by one of its devices",
+            ));
+        }
+        authenticate(&st, &h, &method, &uri, &body, Some(key)).await?;
         if !st.store.register_name(&name, device_id, &key_bytes).await? {
             return Err(ApiError::new(StatusCode::CONFLICT, "the name is taken"));
         }
@@ -286,11 +288,20 @@ async fn register(
     match st.store.put_device(&name, device_id, &key_bytes).await? {
         None => Err(ApiError::not_found("no such name")),
         Some(outcome) => {
-            tracing::info!(%name, device_id, by = h.device_id, ?outcome, "device registered");
             let status = match outcome {
                 RegisterOutcome::Created => StatusCode::CREATED,
                 RegisterOutcome::Updated => StatusCode::OK,
+                RegisterOutcome::TooManyDevices => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "a name holds at most {} devices",
+                            crate::store::MAX_DEVICES_PER_NAME
+                        ),
+                    ))
+                }
             };
+            tracing::info!(%name, device_id, by = h.device_id, ?outcome, "device registered");
             Ok((
                 status,
                 Json(json!({ "name": name, "device_id": device_id })),

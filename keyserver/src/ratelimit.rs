@@ -39,8 +39,30 @@ impl RateLimiter {
         };
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
             let (rate, burst) = (self.per_sec, self.burst);
+            let level = |t: f64, at: Instant| t + now.duration_since(at).as_secs_f64() * rate;
             // Full buckets carry no state: drop them.
-            buckets.retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * rate < burst);
+            buckets.retain(|_, (t, at)| level(*t, *at) < burst);
+            // Still crowded (many keys used within one refill time): drop
+            // the fullest buckets, keeping the emptiest (the keys being
+            // limited), down to 90% so that the scan is rare.
+            let keep = MAX_BUCKETS / 10 * 9;
+            if buckets.len() > keep {
+                let mut levels: Vec<f64> = buckets.values().map(|(t, at)| level(*t, *at)).collect();
+                let (_, &mut threshold, _) = levels.select_nth_unstable_by(keep, f64::total_cmp);
+                let below = levels.iter().filter(|&&l| l < threshold).count();
+                let mut equal_room = keep.saturating_sub(below);
+                buckets.retain(|_, (t, at)| {
+                    let l = level(*t, *at);
+                    if l < threshold {
+                        true
+                    } else if l == threshold && equal_room > 0 {
+                        equal_room -= 1;
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
         }
         let (tokens, at) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.burst);
@@ -57,6 +79,19 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_stay_bounded_when_many_keys_are_used_at_once() {
+        let l = RateLimiter::new(0.001, 3.0);
+        assert!(l.allow("victim") && l.allow("victim") && l.allow("victim"));
+        for i in 0..MAX_BUCKETS + 1000 {
+            assert!(l.allow(&format!("k{i}")));
+        }
+        let held = l.buckets.lock().map(|b| b.len()).unwrap_or(usize::MAX);
+        assert!(held <= MAX_BUCKETS, "{held} buckets held");
+        // The emptiest bucket (a key being limited) was kept.
+        assert!(!l.allow("victim"));
+    }
 
     #[test]
     fn burst_then_refusal() {

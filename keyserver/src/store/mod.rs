@@ -114,7 +114,15 @@ pub enum RegisterOutcome {
     /// The device existed; its identity key was set (its keys were dropped
     /// if the identity key changed).
     Updated,
+    /// The device is new but the name already holds the most devices
+    /// allowed; nothing changed.
+    TooManyDevices,
 }
+
+/// The most devices one name holds: the most the library takes in one
+/// answer (`parse_bundles`), which also bounds the work of one fetch of
+/// all of a name's devices.
+pub const MAX_DEVICES_PER_NAME: u64 = 64;
 
 /// A stored mailbox message.
 #[derive(Clone, Debug)]
@@ -182,9 +190,10 @@ pub trait Store: Send + Sync + 'static {
         identity_key: &[u8],
     ) -> StoreResult<bool>;
 
-    /// Adds a device to an existing name or sets a device's identity key
-    /// (dropping its uploaded keys when the identity key changes). The
-    /// caller has authorised this. `None` when the name does not exist.
+    /// Adds a device to an existing name (unless it already holds
+    /// [`MAX_DEVICES_PER_NAME`]) or sets a device's identity key (dropping
+    /// its uploaded keys when the identity key changes). The caller has
+    /// authorised this. `None` when the name does not exist.
     async fn put_device(
         &self,
         name: &str,

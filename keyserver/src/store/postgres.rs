@@ -12,7 +12,7 @@ use tokio_postgres::NoTls;
 
 use super::{
     Bundle, KeyCounts, KeySet, MailboxLimits, Message, OneTimeKey, PostOutcome, RegisterOutcome,
-    SignedKey, Store, StoreError, StoreResult, UploadOutcome,
+    SignedKey, Store, StoreError, StoreResult, UploadOutcome, MAX_DEVICES_PER_NAME,
 };
 
 const SCHEMA: &str = "
@@ -293,6 +293,16 @@ impl Store for PgStore {
             .map(|r| r.get::<_, Vec<u8>>(0));
         let outcome = match old {
             None => {
+                // The name's row lock (above) serializes this count with
+                // other additions.
+                let held: i64 = tx
+                    .query_one("SELECT count(*) FROM devices WHERE name = $1", &[&name])
+                    .await
+                    .map_err(db)?
+                    .get(0);
+                if held.max(0) as u64 >= MAX_DEVICES_PER_NAME {
+                    return Ok(Some(RegisterOutcome::TooManyDevices));
+                }
                 tx.execute(
                     "INSERT INTO devices (name, device_id, identity_key) VALUES ($1, $2, $3)",
                     &[&name, &dev, &identity_key],

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     Bundle, KeyCounts, KeySet, MailboxLimits, Message, OneTimeKey, PostOutcome, RegisterOutcome,
-    SignedKey, Store, StoreError, StoreResult, UploadOutcome,
+    SignedKey, Store, StoreError, StoreResult, UploadOutcome, MAX_DEVICES_PER_NAME,
 };
 
 type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -396,6 +396,12 @@ impl Store for SqliteStore {
                 .optional()?;
             match old {
                 None => {
+                    let held: i64 = c
+                        .prepare_cached("SELECT count(*) FROM devices WHERE name = ?1")?
+                        .query_row(params![name], |r| r.get(0))?;
+                    if held.max(0) as u64 >= MAX_DEVICES_PER_NAME {
+                        return Ok(Some(RegisterOutcome::TooManyDevices));
+                    }
                     c.prepare_cached(
                         "INSERT INTO devices (name, device_id, identity_key) VALUES (?1, ?2, ?3)",
                     )?
