@@ -194,7 +194,10 @@ impl Chain {
     /// `recv_key(e, i)` (SPQR.md §4.5).
     pub(crate) fn recv_key(&mut self, epoch: u64, index: u32) -> Result<Secret32, SpqrError> {
         let pos = self.position(epoch)?;
-        let (max_jump, max_ooo) = (self.max_jump, self.max_ooo_keys);
+        // The jump is walked before the message's MAC can be checked: even
+        // a self-session (saved with an unlimited jump, as libsignal keeps
+        // it) walks at most MAX_JUMP steps, as its Double Ratchet does.
+        let (max_jump, max_ooo) = (self.max_jump.min(super::MAX_JUMP), self.max_ooo_keys);
         let h = &mut self.epochs[pos].recv;
         if index == h.ctr {
             return Err(SpqrError::KeyAlreadyRequested(index));

@@ -44,10 +44,13 @@ pub const MAX_SAVED_EPOCHS: usize = persist::MAX_EPOCHS;
 /// One SPQR chain step (an HKDF: three HMACs) counted in Double Ratchet
 /// chain steps (two HMACs each).
 pub const STEP_COST: u64 = 2;
-/// The most [`SpqrState::recv_cost`] returns. Self-sessions may jump
-/// further; their extra work is not counted (a peer that is oneself).
+/// The most [`SpqrState::recv_cost`] returns.
 pub const MAX_RECV_COST: u64 = (MAX_JUMP as u64 + 1) * STEP_COST;
-/// The largest forward jump in a self-session ("note to self").
+/// The forward jump a self-session ("note to self") records, as libsignal
+/// does. Receiving still walks at most [`MAX_JUMP`] steps: the walk comes
+/// before the MAC check, so anyone could otherwise make the receiver
+/// derive up to 2^32 keys per forged message (the Double Ratchet caps
+/// self-sessions at the same 25,000).
 pub const MAX_JUMP_SELF: u32 = u32::MAX;
 
 /// What can go wrong in SPQR. The names follow the reasons libsignal logs
@@ -656,6 +659,98 @@ mod tests {
             .unwrap();
         assert!(epochs >= 10, "epochs advance: {epochs}");
         assert!(max_len < 16 * 1024, "state bounded: {max_len}");
+    }
+
+    /// A forged message to a self-session ("note to self", every session
+    /// with one's own linked devices) cannot make the receiver walk its
+    /// chain further than [`MAX_JUMP`] before the message's MAC is
+    /// checked: with the jump unlimited, index 2^32 - 2 cost about 4·10^9
+    /// HKDFs (hours) per forged message. The Double Ratchet caps
+    /// self-sessions at the same 25,000.
+    #[test]
+    fn self_session_forged_jump_is_bounded() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let ak = [4u8; 32];
+        let mut a = SpqrState::new(SpqrPolicy::Required, &ak, Direction::A2B, true);
+        let b = SpqrState::new(SpqrPolicy::Required, &ak, Direction::B2A, true);
+        let (bytes, _) = a.send(&mut RngRandom(&mut rng)).unwrap();
+        let (b, _) = b.recv(&bytes).unwrap();
+        let before = b.to_bytes();
+        for index in [MAX_JUMP + 2, u32::MAX - 1] {
+            let forged = SpqrMessage {
+                epoch: 1,
+                index,
+                payload: Payload::None,
+            }
+            .encode();
+            assert!(b.recv_cost(&forged) <= MAX_RECV_COST);
+            assert!(
+                matches!(b.recv(&forged), Err(SpqrError::KeyJump { .. })),
+                "index {index}"
+            );
+        }
+        // A jump within the limit still works.
+        let ok = SpqrMessage {
+            epoch: 1,
+            index: MAX_JUMP + 1,
+            payload: Payload::None,
+        }
+        .encode();
+        assert!(b.recv(&ok).is_ok());
+        assert_eq!(b.to_bytes(), before);
+    }
+
+    /// Saved state cannot widen the out-of-order window (the stored keys
+    /// it lets a peer make us keep): a window beyond [`MAX_OOO_KEYS`] is
+    /// refused, in the chain and in the negotiation block. Before, a saved
+    /// window of 2^32 - 1 let one message store 25,000 keys per half.
+    #[test]
+    fn saved_window_beyond_the_limit_is_refused() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let mut a = SpqrState::new(SpqrPolicy::Required, &[5; 32], Direction::A2B, false);
+        a.send(&mut RngRandom(&mut rng)).unwrap();
+        assert!(SpqrState::from_bytes(&a.to_bytes()).is_ok());
+        let mut wide_chain = a.clone();
+        wide_chain.chain.as_mut().unwrap().max_ooo_keys = u32::MAX;
+        assert_eq!(
+            SpqrState::from_bytes(&wide_chain.to_bytes()).err(),
+            Some(SpqrError::StateDecode)
+        );
+        let mut wide_negotiation = a.clone();
+        wide_negotiation.negotiation.as_mut().unwrap().max_ooo_keys = MAX_OOO_KEYS + 1;
+        assert_eq!(
+            SpqrState::from_bytes(&wide_negotiation.to_bytes()).err(),
+            Some(SpqrError::StateDecode)
+        );
+    }
+
+    /// Saved state whose epochs sit at the end of the u64 range is refused:
+    /// the next epoch (`e + 1`, in the braid, the chain and
+    /// [`SpqrState::recv_cost`]) would overflow (a panic in debug builds,
+    /// a wrap to the invalid epoch 0 in release builds).
+    #[test]
+    fn saved_epoch_at_the_end_of_its_range_is_refused() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let mut a = SpqrState::new(SpqrPolicy::Required, &[6; 32], Direction::A2B, false);
+        a.send(&mut RngRandom(&mut rng)).unwrap();
+        let mut braid_end = a.clone();
+        braid_end.braid.as_mut().unwrap().epoch = u64::MAX;
+        assert_eq!(
+            SpqrState::from_bytes(&braid_end.to_bytes()).err(),
+            Some(SpqrError::StateDecode)
+        );
+        let mut chain_end = a.clone();
+        let c = chain_end.chain.as_mut().unwrap();
+        c.current_epoch = u64::MAX;
+        c.send_epoch = u64::MAX;
+        c.epochs[0].epoch = u64::MAX;
+        assert_eq!(
+            SpqrState::from_bytes(&chain_end.to_bytes()).err(),
+            Some(SpqrError::StateDecode)
+        );
     }
 
     /// Decoding saved state never panics, whatever the bytes.

@@ -28,7 +28,7 @@ use super::chain::{Chain, ChainEpoch, Direction, Half, StoredKey};
 use super::erasure::{Chunk, Decoder, Encoder, CHUNK_LEN};
 use super::kdf::{Authenticator, Secret32};
 use super::kem::{DecapsulationKey, CT1_LEN, DK_LEN, EK_VECTOR_LEN, HDR_LEN};
-use super::{Negotiation, SpqrError, SpqrState};
+use super::{Negotiation, SpqrError, SpqrState, MAX_OOO_KEYS};
 
 const FORMAT: u8 = 1;
 /// The most chain epochs a saved state may hold (three in practice:
@@ -41,9 +41,19 @@ struct Out(Zeroizing<Vec<u8>>);
 
 impl Out {
     fn u8(&mut self, v: u8) {
-        self.0.push(v);
+        self.bytes(&[v]);
     }
+    /// Appends `v`. The buffer holds secrets: it grows into a new buffer,
+    /// and the old one is wiped as it drops (a plain `Vec` growth would
+    /// free it with the secrets inside).
     fn bytes(&mut self, v: &[u8]) {
+        let needed = self.0.len().saturating_add(v.len());
+        if needed > self.0.capacity() {
+            let capacity = needed.max(self.0.capacity().saturating_mul(2)).max(256);
+            let mut grown = Zeroizing::new(Vec::with_capacity(capacity));
+            grown.extend_from_slice(&self.0);
+            self.0 = grown;
+        }
         self.0.extend_from_slice(v);
     }
     fn u16(&mut self, v: u16) {
@@ -334,19 +344,25 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SpqrState, SpqrError> {
         if min_version > 1 {
             return Err(BAD);
         }
+        let max_jump = i.u32()?;
+        let max_ooo_keys = i.u32()?;
+        if max_ooo_keys > MAX_OOO_KEYS {
+            return Err(BAD);
+        }
         Some(Negotiation {
             auth_key,
             direction,
             min_version,
-            max_jump: i.u32()?,
-            max_ooo_keys: i.u32()?,
+            max_jump,
+            max_ooo_keys,
         })
     } else {
         None
     };
     let braid = if flags & 2 != 0 {
         let epoch = i.u64()?;
-        if epoch == 0 {
+        // Epoch 0 never exists; u64::MAX has no successor.
+        if epoch == 0 || epoch == u64::MAX {
             return Err(BAD);
         }
         let auth = Authenticator {
@@ -413,7 +429,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SpqrState, SpqrError> {
         let max_jump = i.u32()?;
         let max_ooo_keys = i.u32()?;
         let count = usize::from(i.u8()?);
-        if count == 0 || count > MAX_EPOCHS || send_epoch > current_epoch {
+        if count == 0
+            || count > MAX_EPOCHS
+            || send_epoch > current_epoch
+            || current_epoch == u64::MAX
+            || max_ooo_keys > MAX_OOO_KEYS
+        {
             return Err(BAD);
         }
         let mut epochs = VecDeque::with_capacity(count);
