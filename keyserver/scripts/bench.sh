@@ -71,7 +71,7 @@ else
 fi
 
 RUST_LOG=warn "$bin/ratchetkit-keyserver" --listen 127.0.0.1:0 --database "$db" \
-    --requester-rate 0 --target-rate 0 --max-prekeys-per-device 1000000 --pg-pool-size 32 \
+    --requester-rate 0 --target-rate 0 --registration-rate 0 --max-prekeys-per-device 1000000 --pg-pool-size 32 \
     >"$work/out" 2>"$work/log" &
 server_pid=$!
 for _ in $(seq 100); do

@@ -28,6 +28,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$target/release/ratchetkit-keyserver" --listen 127.0.0.1:0 --database "sqlite:$work/keys.db" \
+    --registration-rate 0 \
     >"$work/out" 2>"$work/log" &
 server_pid=$!
 for _ in $(seq 100); do

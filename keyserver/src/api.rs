@@ -1,16 +1,17 @@
 //! The HTTP API (keyserver/README.md, keyserver/openapi.json).
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ratchetkit::directory::MAX_UPLOAD_BATCH;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub config: Config,
     requesters: RateLimiter,
     targets: RateLimiter,
+    registrations: RateLimiter,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
         AppState {
             requesters: RateLimiter::new(config.requester_rate, config.requester_burst),
             targets: RateLimiter::new(config.target_rate, config.target_burst),
+            registrations: RateLimiter::new(config.registration_rate, config.registration_burst),
             store,
             config,
         }
@@ -209,15 +212,37 @@ async fn owner(
     Ok(h)
 }
 
-fn rate_limit(st: &AppState, requester: &AuthHeader, target: &str) -> Result<(), ApiError> {
+fn too_many() -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded")
+}
+
+/// The per-requester limit (429 beyond it).
+fn requester_limit(st: &AppState, requester: &AuthHeader) -> Result<(), ApiError> {
     let who = format!("{}/{}", requester.name, requester.device_id);
-    if !st.requesters.allow(&who) || !st.targets.allow(target) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate limit exceeded",
-        ));
+    if st.requesters.allow(&who) {
+        Ok(())
+    } else {
+        Err(too_many())
     }
-    Ok(())
+}
+
+/// The per-requester and the per-target limit (429 beyond either).
+fn rate_limit(st: &AppState, requester: &AuthHeader, target: &str) -> Result<(), ApiError> {
+    requester_limit(st, requester)?;
+    if st.targets.allow(target) {
+        Ok(())
+    } else {
+        Err(too_many())
+    }
+}
+
+/// For a bundle fetch within the requester's limit: whether the target's
+/// budget allows claiming one-time keys. It governs claims, not access, so
+/// that nobody can lock others out of a target: beyond it the bundle is
+/// served without one-time keys (the last-resort Kyber prekey).
+fn fetch_limit(st: &AppState, requester: &AuthHeader, target: &str) -> Result<bool, ApiError> {
+    requester_limit(st, requester)?;
+    Ok(st.targets.allow(target))
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -233,6 +258,7 @@ struct RegisterBody {
 async fn register(
     State(st): State<Arc<AppState>>,
     Path((name, device_id)): Path<(String, u32)>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -260,6 +286,16 @@ async fn register(
                     "registration needs the operator's token",
                 ));
             }
+        }
+        // New names per client address, so that throwaway names cannot
+        // multiply the per-requester limit. Behind a proxy every client
+        // shares the proxy's address (README).
+        let ip = peer.map_or_else(|| "unknown".to_owned(), |p| p.0 .0.ip().to_string());
+        if !st.registrations.allow(&ip) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "registration rate limit exceeded",
+            ));
         }
         if st.store.name_exists(&name).await? {
             return Err(ApiError::forbidden(
@@ -513,8 +549,8 @@ async fn fetch_one(
 ) -> ApiResult {
     check_name(&name)?;
     let h = requester(&st, &method, &uri, &headers, &body).await?;
-    rate_limit(&st, &h, &name)?;
-    match st.store.claim(&name, device_id).await? {
+    let one_time = fetch_limit(&st, &h, &name)?;
+    match st.store.claim(&name, device_id, one_time).await? {
         Some(b) => Ok(Json(bundle_json(&b)).into_response()),
         None => Err(ApiError::not_found("no such device, or no keys uploaded")),
     }
@@ -530,8 +566,8 @@ async fn fetch_all(
 ) -> ApiResult {
     check_name(&name)?;
     let h = requester(&st, &method, &uri, &headers, &body).await?;
-    rate_limit(&st, &h, &name)?;
-    let bundles = st.store.claim_all(&name).await?;
+    let one_time = fetch_limit(&st, &h, &name)?;
+    let bundles = st.store.claim_all(&name, one_time).await?;
     if bundles.is_empty() {
         return Err(ApiError::not_found("no such name, or no keys uploaded"));
     }

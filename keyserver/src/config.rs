@@ -45,13 +45,22 @@ pub struct Config {
     /// The burst allowed per requesting device.
     #[arg(long, env = "RK_KEYSERVER_REQUESTER_BURST", default_value_t = 50.0)]
     pub requester_burst: f64,
-    /// Bundle fetches per second per target name, and mailbox posts per
-    /// second per recipient device (0: no limit).
+    /// One-time prekey claims per second per target name (fetches beyond
+    /// it are answered without one-time keys, with the last-resort Kyber
+    /// prekey), and mailbox posts per second per recipient device (0: no
+    /// limit).
     #[arg(long, env = "RK_KEYSERVER_TARGET_RATE", default_value_t = 5.0)]
     pub target_rate: f64,
     /// The burst allowed per target.
     #[arg(long, env = "RK_KEYSERVER_TARGET_BURST", default_value_t = 20.0)]
     pub target_burst: f64,
+    /// Registrations of new names per second per client IP address (0: no
+    /// limit).
+    #[arg(long, env = "RK_KEYSERVER_REGISTRATION_RATE", default_value_t = 1.0)]
+    pub registration_rate: f64,
+    /// The burst of new-name registrations allowed per client IP address.
+    #[arg(long, env = "RK_KEYSERVER_REGISTRATION_BURST", default_value_t = 10.0)]
+    pub registration_burst: f64,
     /// The most messages held in one device's mailbox.
     #[arg(
         long,

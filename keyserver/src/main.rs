@@ -65,10 +65,13 @@ async fn run(config: Config) -> Result<(), String> {
     tracing::info!(%addr, %backend, "listening");
     // The address on standard output, for scripts and tests (port 0).
     println!("ratchetkit-keyserver listening on {addr}");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }

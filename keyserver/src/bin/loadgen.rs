@@ -250,7 +250,7 @@ async fn floor_run(args: &Args, db: &str) -> Result<(), String> {
             let mut errors = 0usize;
             for _ in 0..per {
                 let t = Instant::now();
-                match st.claim(name, 1).await {
+                match st.claim(name, 1, true).await {
                     Ok(Some(_)) => lat.push(t.elapsed()),
                     _ => errors += 1,
                 }

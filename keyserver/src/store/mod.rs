@@ -216,13 +216,20 @@ pub trait Store: Send + Sync + 'static {
     async fn count(&self, name: &str, device_id: u32) -> StoreResult<Option<KeyCounts>>;
 
     /// A device's bundle, claiming one one-time EC prekey and one one-time
-    /// Kyber prekey (the last-resort one when none is left). `None` when
-    /// the device is unknown or has uploaded no keys.
-    async fn claim(&self, name: &str, device_id: u32) -> StoreResult<Option<Bundle>>;
+    /// Kyber prekey (the last-resort one when none is left). With
+    /// `one_time` false nothing is claimed: the bundle has the last-resort
+    /// Kyber prekey and no one-time EC prekey. `None` when the device is
+    /// unknown or has uploaded no keys.
+    async fn claim(
+        &self,
+        name: &str,
+        device_id: u32,
+        one_time: bool,
+    ) -> StoreResult<Option<Bundle>>;
 
     /// The bundles of every device of `name` that has uploaded keys, each
     /// claiming as [`claim`](Self::claim) does, in one transaction.
-    async fn claim_all(&self, name: &str) -> StoreResult<Vec<Bundle>>;
+    async fn claim_all(&self, name: &str, one_time: bool) -> StoreResult<Vec<Bundle>>;
 
     /// Stores a message for a device, within `limits`.
     #[allow(clippy::too_many_arguments)]

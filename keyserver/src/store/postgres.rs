@@ -93,6 +93,7 @@ async fn claim_one(
     tx: &Transaction<'_>,
     name: &str,
     device_id: u32,
+    one_time: bool,
 ) -> StoreResult<Option<Bundle>> {
     let dev = i64::from(device_id);
     let st = tx
@@ -118,16 +119,20 @@ async fn claim_one(
         public_key: row.get(6),
         signature: row.get(7),
     };
-    let st = tx
-        .prepare_cached(
-            "DELETE FROM kyber_prekeys WHERE id = (SELECT id FROM kyber_prekeys
+    let kyber = if !one_time {
+        None
+    } else {
+        let st = tx
+            .prepare_cached(
+                "DELETE FROM kyber_prekeys WHERE id = (SELECT id FROM kyber_prekeys
                  WHERE name = $1 AND device_id = $2 ORDER BY id LIMIT 1
                  FOR UPDATE SKIP LOCKED)
              RETURNING key_id, public_key, signature",
-        )
-        .await
-        .map_err(db)?;
-    let kyber = tx.query_opt(&st, &[&name, &dev]).await.map_err(db)?;
+            )
+            .await
+            .map_err(db)?;
+        tx.query_opt(&st, &[&name, &dev]).await.map_err(db)?
+    };
     let mut bundle = Bundle {
         name: name.to_owned(),
         device_id,
@@ -138,8 +143,8 @@ async fn claim_one(
         kyber_prekey: last_resort,
         kyber_last_resort: true,
     };
-    // Without a one-time Kyber key: the last-resort one, and no one-time EC
-    // key either (none is claimed).
+    // Without a one-time Kyber key (or not claiming): the last-resort one,
+    // and no one-time EC key either (none is claimed).
     let Some(k) = kyber else {
         return Ok(Some(bundle));
     };
@@ -440,15 +445,20 @@ impl Store for PgStore {
         counts(&c, name, device_id).await.map(Some)
     }
 
-    async fn claim(&self, name: &str, device_id: u32) -> StoreResult<Option<Bundle>> {
+    async fn claim(
+        &self,
+        name: &str,
+        device_id: u32,
+        one_time: bool,
+    ) -> StoreResult<Option<Bundle>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        let b = claim_one(&tx, name, device_id).await?;
+        let b = claim_one(&tx, name, device_id, one_time).await?;
         tx.commit().await.map_err(db)?;
         Ok(b)
     }
 
-    async fn claim_all(&self, name: &str) -> StoreResult<Vec<Bundle>> {
+    async fn claim_all(&self, name: &str, one_time: bool) -> StoreResult<Vec<Bundle>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
         let rows = tx
@@ -460,7 +470,7 @@ impl Store for PgStore {
             .map_err(db)?;
         let mut out = Vec::new();
         for r in rows {
-            if let Some(b) = claim_one(&tx, name, u32_of(r.get(0))?).await? {
+            if let Some(b) = claim_one(&tx, name, u32_of(r.get(0))?, one_time).await? {
                 out.push(b);
             }
         }

@@ -208,7 +208,12 @@ impl SqliteStore {
     }
 }
 
-fn claim_one(conn: &Connection, name: &str, device_id: u32) -> rusqlite::Result<Option<Bundle>> {
+fn claim_one(
+    conn: &Connection,
+    name: &str,
+    device_id: u32,
+    one_time: bool,
+) -> rusqlite::Result<Option<Bundle>> {
     let row = conn
         .prepare_cached(
             "SELECT identity_key, registration_id, signed_id, signed_key, signed_sig,
@@ -235,8 +240,10 @@ fn claim_one(conn: &Connection, name: &str, device_id: u32) -> rusqlite::Result<
     let Some((identity_key, registration_id, signed_prekey, last_resort)) = row else {
         return Ok(None);
     };
-    let kyber = conn
-        .prepare_cached(
+    let kyber = if !one_time {
+        None
+    } else {
+        conn.prepare_cached(
             "DELETE FROM kyber_prekeys WHERE id = (SELECT id FROM kyber_prekeys
                  WHERE name = ?1 AND device_id = ?2 ORDER BY id LIMIT 1)
              RETURNING key_id, public_key, signature",
@@ -248,9 +255,10 @@ fn claim_one(conn: &Connection, name: &str, device_id: u32) -> rusqlite::Result<
                 signature: r.get(2)?,
             })
         })
-        .optional()?;
-    // Without a one-time Kyber key: the last-resort one, and no one-time EC
-    // key either (none is claimed).
+        .optional()?
+    };
+    // Without a one-time Kyber key (or not claiming): the last-resort one,
+    // and no one-time EC key either (none is claimed).
     let Some(kyber_prekey) = kyber else {
         return Ok(Some(Bundle {
             name: name.to_owned(),
@@ -512,12 +520,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim(&self, name: &str, device_id: u32) -> StoreResult<Option<Bundle>> {
+    async fn claim(
+        &self,
+        name: &str,
+        device_id: u32,
+        one_time: bool,
+    ) -> StoreResult<Option<Bundle>> {
         let name = name.to_owned();
-        self.call(move |c| claim_one(c, &name, device_id)).await
+        self.call(move |c| claim_one(c, &name, device_id, one_time))
+            .await
     }
 
-    async fn claim_all(&self, name: &str) -> StoreResult<Vec<Bundle>> {
+    async fn claim_all(&self, name: &str, one_time: bool) -> StoreResult<Vec<Bundle>> {
         let name = name.to_owned();
         self.call(move |c| {
             let ids: Vec<u32> = c
@@ -526,7 +540,7 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<_>>()?;
             let mut out = Vec::new();
             for id in ids {
-                if let Some(b) = claim_one(c, &name, id)? {
+                if let Some(b) = claim_one(c, &name, id, one_time)? {
                     out.push(b);
                 }
             }

@@ -118,7 +118,14 @@ impl Drop for Server {
 }
 
 /// Flags that lift the rate limits (for tests that are not about them).
-pub const NO_LIMITS: &[&str] = &["--requester-rate", "0", "--target-rate", "0"];
+pub const NO_LIMITS: &[&str] = &[
+    "--requester-rate",
+    "0",
+    "--target-rate",
+    "0",
+    "--registration-rate",
+    "0",
+];
 
 pub fn now() -> u64 {
     SystemTime::now()
