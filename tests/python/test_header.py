@@ -63,6 +63,7 @@ _SCALARS = {
 }
 _POINTEES = {
     "uint32_t": ctypes.c_uint32,
+    "uint64_t": ctypes.c_uint64,
     "size_t": ctypes.c_size_t,
     "bool": ctypes.c_bool,
 }
