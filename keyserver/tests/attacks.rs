@@ -21,9 +21,7 @@ async fn registration_refused_for_the_token_writes_nothing() {
     let http = client();
     let carol = Device::new("carol", 1);
     let path = "/v1/devices/carol/1";
-    let body = json!({ "identity_key": carol.identity_b64() })
-        .to_string()
-        .into_bytes();
+    let body = carol.registration_body();
     let signed = carol.header("PUT", path, &body);
     let a = send(
         &http,
@@ -164,9 +162,7 @@ async fn a_name_holds_at_most_max_devices() {
     let add = |id: u32| {
         let other = Device::new("mallory", id);
         let path = format!("/v1/devices/mallory/{id}");
-        let body = json!({ "identity_key": other.identity_b64() })
-            .to_string()
-            .into_bytes();
+        let body = other.registration_body();
         let h = first.header("PUT", &path, &body);
         let (http, base) = (http.clone(), server.base.clone());
         async move { send(&http, &base, "PUT", &path, body, &[("authorization", h)]).await }

@@ -465,9 +465,7 @@ async fn identity_key_replacement_by_others_is_refused() {
     let before = w.snapshot().await;
     let mallory = Device::new("mallory", 1);
     assert_eq!(mallory.register(&w.http, &w.server.base).await.status, 201);
-    let body = json!({ "identity_key": mallory.identity_b64() })
-        .to_string()
-        .into_bytes();
+    let body = mallory.registration_body();
     // Signed as mallory: not a device of bob's name.
     let h = mallory.header("PUT", "/v1/devices/bob/1", &body);
     assert_4xx(
@@ -512,9 +510,7 @@ async fn identity_key_replacement_by_others_is_refused() {
     assert_eq!(bundle["identity_key"], json!(w.bob.identity_b64()));
     // The owner can replace it (positive control).
     let new = Device::new("bob", 1);
-    let body = json!({ "identity_key": new.identity_b64() })
-        .to_string()
-        .into_bytes();
+    let body = new.registration_body();
     let h = w.bob.header("PUT", "/v1/devices/bob/1", &body);
     assert_eq!(
         w.send("PUT", "/v1/devices/bob/1", body, Some(h))
@@ -531,9 +527,7 @@ async fn devices_on_another_name_are_refused() {
     let before = w.snapshot().await;
     let mallory = Device::new("mallory", 1);
     assert_eq!(mallory.register(&w.http, &w.server.base).await.status, 201);
-    let body = json!({ "identity_key": mallory.identity_b64() })
-        .to_string()
-        .into_bytes();
+    let body = mallory.registration_body();
     // Self-signed as bob/2: the name exists, so only its devices may add.
     let h = auth(
         mallory.store.identity(),
@@ -573,9 +567,7 @@ async fn devices_on_another_name_are_refused() {
     assert_eq!(w.snapshot().await, before);
     // Bob's own device adds bob/2 (positive control).
     let second = Device::new("bob", 2);
-    let body = json!({ "identity_key": second.identity_b64() })
-        .to_string()
-        .into_bytes();
+    let body = second.registration_body();
     let h = w.bob.header("PUT", "/v1/devices/bob/2", &body);
     assert_eq!(
         w.send("PUT", "/v1/devices/bob/2", body, Some(h))
@@ -595,9 +587,7 @@ async fn registration_gated_by_token() {
     let http = client();
     let carol = Device::new("carol", 1);
     let path = "/v1/devices/carol/1";
-    let body = json!({ "identity_key": carol.identity_b64() })
-        .to_string()
-        .into_bytes();
+    let body = carol.registration_body();
     for token in [None, Some("wrong")] {
         let mut headers = vec![("authorization", carol.header("PUT", path, &body))];
         if let Some(t) = token {
@@ -693,9 +683,7 @@ async fn registrations_beyond_the_limit_answer_429() {
     assert_4xx(&dave.fetch(&w.http, &w.server.base, "bob", 1).await, 401);
     // Devices added by a registered device are not new names: not limited.
     let path = "/v1/devices/bob/2";
-    let body = json!({ "identity_key": Device::new("bob", 2).identity_b64() })
-        .to_string()
-        .into_bytes();
+    let body = Device::new("bob", 2).registration_body();
     let h = w.bob.header("PUT", path, &body);
     assert_eq!(w.send("PUT", path, body, Some(h)).await.status, 201);
     assert_eq!(w.snapshot().await, before);

@@ -248,12 +248,17 @@ impl Device {
         base64::engine::general_purpose::STANDARD.encode(self.store.identity_key().serialize())
     }
 
+    /// The body of a registration with this device's identity key.
+    pub fn registration_body(&self) -> Vec<u8> {
+        serde_json::json!({ "identity_key": self.identity_b64() })
+            .to_string()
+            .into_bytes()
+    }
+
     /// Registers this device as the first of a new name (self-signed).
     pub async fn register(&self, http: &reqwest::Client, base: &str) -> Answer {
         let path = format!("/v1/devices/{}/{}", self.name, self.device_id());
-        let body = serde_json::json!({ "identity_key": self.identity_b64() })
-            .to_string()
-            .into_bytes();
+        let body = self.registration_body();
         self.request(http, base, "PUT", &path, body).await
     }
 
