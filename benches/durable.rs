@@ -19,8 +19,12 @@
 //! speed drifts with other processes' writes, and a store commit and its
 //! floor measured minutes apart are not comparable.
 //! - `durable/open/<n>`: opening a store that holds `n` sessions (100,
-//!   10,000 and [`MAX_SESSIONS`], the store's cap; 100, 1,000 and 10,000
-//!   with `RK_DURABLE_BENCH_QUICK` set, as `make bench-test` does).
+//!   10,000 and 100,000; 100, 1,000 and 10,000 with
+//!   `RK_DURABLE_BENCH_QUICK` set, as `make bench-test` does). The first
+//!   [`MAX_SESSIONS`] sessions (the most saved bytes hold; 5,000 when
+//!   quick, so that the path runs there too) are imported from a restored
+//!   store, the rest are started in the durable store itself with
+//!   `process_bundle`, one call each.
 //!
 //! Resident memory is not a criterion measurement: for each store size a
 //! child process (this binary again) first opens and uses a small store
@@ -43,7 +47,7 @@ use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, Wire
 use prost::Message;
 use rand::rngs::{OsRng, StdRng};
 use rand::{RngCore, SeedableRng};
-use ratchetkit::store::MAX_SESSIONS;
+use ratchetkit::store::{MAX_DURABLE_SESSIONS, MAX_SESSIONS};
 use ratchetkit::{
     Address, CiphertextMessage, Durability, DurableOptions, DurableStore, ProtocolStore,
 };
@@ -52,10 +56,13 @@ use rusqlite::Connection;
 const KEY: [u8; 32] = [0x42; 32];
 const PAYLOAD: [u8; 100] = [0x61; 100];
 /// Store sizes (sessions) for open time and memory.
-const SIZES: [usize; 3] = [100, 10_000, MAX_SESSIONS];
+const SIZES: [usize; 3] = [100, 10_000, 100_000];
 /// Store sizes when [`QUICK_ENV`] is set (`make bench-test`: the bench
 /// only has to run, in a few seconds).
 const QUICK_SIZES: [usize; 3] = [100, 1_000, 10_000];
+/// The most sessions imported when [`QUICK_ENV`] is set (the rest of a
+/// store's are started with `process_bundle`).
+const QUICK_IMPORT_CAP: usize = 5_000;
 /// Set (to anything) for [`QUICK_SIZES`].
 const QUICK_ENV: &str = "RK_DURABLE_BENCH_QUICK";
 /// Set in the child process that measures memory: the store to open first
@@ -306,10 +313,13 @@ fn saved_sessions(saved: &[u8]) -> Vec<SessionEntry> {
     out
 }
 
-/// A store file holding `n` sessions (`peer0`..), each a copy of one
-/// established version-4 session (both chains, as a conversation leaves
-/// them), written in one transaction (import of a restored store).
-fn store_with_sessions(n: usize) -> PathBuf {
+/// A store file holding `n` sessions (`peer0`..). Up to `import_cap`
+/// are copies of one established version-4 session (both chains, as a
+/// conversation leaves them), written in one transaction (import of a
+/// restored store); the rest are new sessions the store starts from one
+/// bundle with `process_bundle` (a transaction each, at
+/// [`Durability::Normal`] to spare the disk).
+fn store_with_sessions(n: usize, import_cap: usize) -> PathBuf {
     let mut owner = ProtocolStore::generate(1, &mut OsRng).unwrap();
     let mut peer = ProtocolStore::generate(1, &mut OsRng).unwrap();
     let owner_addr = Address::new("owner", 1);
@@ -330,7 +340,8 @@ fn store_with_sessions(n: usize) -> PathBuf {
         panic!("one session saved")
     };
     let mut entry = entry.clone();
-    for i in 1..n {
+    let imported = n.min(import_cap);
+    for i in 1..imported {
         entry.name = format!("peer{i}");
         let bytes = entry.encode_to_vec();
         encode_key(SESSIONS_FIELD, WireType::LengthDelimited, &mut saved);
@@ -338,9 +349,18 @@ fn store_with_sessions(n: usize) -> PathBuf {
         saved.extend_from_slice(&bytes);
     }
     let store = ProtocolStore::restore(&saved).unwrap();
-    assert_eq!(store.session_count(), n);
+    assert_eq!(store.session_count(), imported);
     let path = fresh_path(&format!("sessions-{n}"));
-    let durable = DurableStore::import(&path, &KEY, &store, &DurableOptions::default()).unwrap();
+    let options = DurableOptions {
+        durability: Durability::Normal,
+        ..DurableOptions::default()
+    };
+    let durable = DurableStore::import(&path, &KEY, &store, &options).unwrap();
+    for i in imported..n {
+        durable
+            .process_bundle(&Address::new(format!("peer{i}"), 1), &bundle, &mut OsRng)
+            .unwrap();
+    }
     assert_eq!(durable.session_count().unwrap(), n);
     path
 }
@@ -406,7 +426,7 @@ fn measure_memory(stores: &[(usize, PathBuf)]) {
         rows.push(format!("\"{n}\": {}", line.trim()));
     }
     let json = format!(
-        "{{\"session_cap\": {MAX_SESSIONS}, \"sessions\": {{{}}}}}\n",
+        "{{\"session_cap\": {MAX_DURABLE_SESSIONS}, \"sessions\": {{{}}}}}\n",
         rows.join(", ")
     );
     let dir = criterion_dir().join("durable");
@@ -438,12 +458,14 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     bench_commit(&mut c);
-    let sizes = match std::env::var_os(QUICK_ENV) {
-        Some(_) => QUICK_SIZES,
-        None => SIZES,
+    let (sizes, import_cap) = match std::env::var_os(QUICK_ENV) {
+        Some(_) => (QUICK_SIZES, QUICK_IMPORT_CAP),
+        None => (SIZES, MAX_SESSIONS),
     };
-    let stores: Vec<(usize, PathBuf)> =
-        sizes.iter().map(|&n| (n, store_with_sessions(n))).collect();
+    let stores: Vec<(usize, PathBuf)> = sizes
+        .iter()
+        .map(|&n| (n, store_with_sessions(n, import_cap)))
+        .collect();
     bench_open(&mut c, &stores);
     measure_memory(&stores);
     for (_, path) in &stores {

@@ -625,6 +625,7 @@ pub(crate) fn meta_from_proto(p: &StoreProto, format_version: u8) -> Result<Prot
         sessions: BTreeMap::new(),
         trusted: TrustMap::new(BTreeMap::new()),
         unloaded_sessions: 0,
+        session_cap: MAX_SESSIONS,
     })
 }
 

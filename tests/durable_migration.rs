@@ -1,17 +1,19 @@
 //! The durable store's schema versions.
 //!
-//! `tests/vectors/durable_v1.sqlite` is a database of schema version 1
-//! (the first; there is no earlier schema to migrate from), written by
-//! `write_durable_v1_vector` (ignored) with the key [`KEY`], and
-//! `tests/vectors/durable_v1.json` records what it holds: Bob's identity,
-//! his session with Alice, and a message Alice sent on it that the file
-//! has not yet received. Every run opens a copy of the committed file
-//! with the current library and checks the content, so a change to the
+//! `tests/vectors/durable_v<N>.sqlite` is a database of schema version N
+//! for every version so far (1: the record tables; 2: the session count),
+//! each written by `write_durable_vector` (ignored) with the key [`KEY`]
+//! when that version was current, and `tests/vectors/durable_v<N>.json`
+//! records what it holds: Bob's identity, his session with Alice, and a
+//! message Alice sent on it that the file has not yet received. Every run
+//! opens a copy of each committed file with the current library (which
+//! migrates the older ones) and checks the content, so a change to the
 //! schema or the row format that old files do not survive fails here; a
 //! new schema version needs a migration (`MIGRATIONS` in
-//! `src/store/durable/schema.rs`) and a new vector beside this one.
+//! `src/store/durable/schema.rs`) and a new vector beside these.
 //!
-//! To regenerate (only when the format is meant to change):
+//! To write the current version's vector (only when a new version is
+//! made; earlier vectors are never rewritten):
 //!
 //! ```sh
 //! cargo test --release --test durable_migration -- --ignored
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 /// The application key of the committed vector.
 const KEY: [u8; 32] = [0x5a; 32];
 /// The schema version this library writes.
-const CURRENT_VERSION: i64 = 1;
+const CURRENT_VERSION: i64 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Vector {
@@ -48,21 +50,21 @@ struct Vector {
     plaintext: String,
 }
 
-fn vector_path(ext: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/vectors/durable_v1.{ext}"))
+fn vector_path(version: i64, ext: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/vectors/durable_v{version}.{ext}"))
 }
 
 /// A fresh database path in the system's temp folder, removed on drop.
 struct TempDb(PathBuf);
 
 impl TempDb {
-    /// A copy of the committed vector.
-    fn copy_of_vector() -> Self {
+    /// A copy of the committed vector of schema `version`.
+    fn copy_of_vector(version: i64) -> Self {
         let mut n = [0u8; 8];
         OsRng.fill_bytes(&mut n);
         let db =
             TempDb(std::env::temp_dir().join(format!("rk-migration-{}.sqlite", hex::encode(n))));
-        std::fs::copy(vector_path("sqlite"), &db.0).unwrap();
+        std::fs::copy(vector_path(version, "sqlite"), &db.0).unwrap();
         db
     }
 }
@@ -83,8 +85,8 @@ fn open_existing(path: &Path) -> ratchetkit::Result<DurableStore> {
     DurableStore::open(path, &KEY, &options)
 }
 
-fn vector() -> Vector {
-    serde_json::from_slice(&std::fs::read(vector_path("json")).unwrap()).unwrap()
+fn vector(version: i64) -> Vector {
+    serde_json::from_slice(&std::fs::read(vector_path(version, "json")).unwrap()).unwrap()
 }
 
 fn user_version(path: &Path) -> i64 {
@@ -95,11 +97,17 @@ fn user_version(path: &Path) -> i64 {
 }
 
 #[test]
-fn the_version_1_vector_opens_with_its_content() {
-    let v = vector();
-    assert_eq!(v.schema_version, 1);
-    let db = TempDb::copy_of_vector();
-    assert_eq!(user_version(&db.0), 1);
+fn every_version_opens_with_its_content() {
+    for version in 1..=CURRENT_VERSION {
+        opens_with_its_content(version);
+    }
+}
+
+fn opens_with_its_content(version: i64) {
+    let v = vector(version);
+    assert_eq!(v.schema_version, version);
+    let db = TempDb::copy_of_vector(version);
+    assert_eq!(user_version(&db.0), version);
     let bob = open_existing(&db.0).unwrap();
     assert_eq!(hex::encode(bob.identity_key().serialize()), v.identity_key);
     assert_eq!(bob.registration_id(), v.registration_id);
@@ -133,14 +141,49 @@ fn the_version_1_vector_opens_with_its_content() {
         .process_bundle(&Address::new("bob", 1), &bundle, &mut OsRng)
         .unwrap();
     drop(bob);
-    // Opening the current version leaves the version as it is.
+    // Opening migrated the file to the current version, whose session
+    // count matches the rows (and opening again changes nothing).
+    assert_eq!(user_version(&db.0), CURRENT_VERSION);
+    assert_eq!(stored_session_count(&db.0), (1, 1));
+    let again = open_existing(&db.0).unwrap();
+    assert_eq!(again.session_count().unwrap(), 1);
+    drop(again);
+    assert_eq!(user_version(&db.0), CURRENT_VERSION);
+}
+
+/// The session count schema 2 keeps, and the rows counted.
+fn stored_session_count(path: &Path) -> (i64, i64) {
+    let c = Connection::open(path).unwrap();
+    let kept = c
+        .query_row("SELECT n FROM row_counts WHERE tbl = 'sessions'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let rows = c
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    (kept, rows)
+}
+
+/// A migration commits only with the open that succeeds: a wrong key
+/// leaves the file at version 1, and the right key then migrates it.
+#[test]
+fn a_refused_open_does_not_migrate() {
+    let db = TempDb::copy_of_vector(1);
+    let wrong = [0x11; 32];
+    assert!(matches!(
+        DurableStore::open(&db.0, &wrong, &DurableOptions::default()),
+        Err(Error::WrongStoreKey)
+    ));
+    assert_eq!(user_version(&db.0), 1);
+    open_existing(&db.0).unwrap();
     assert_eq!(user_version(&db.0), CURRENT_VERSION);
 }
 
 #[test]
 fn a_newer_schema_version_is_refused() {
     for newer in [CURRENT_VERSION + 1, 1000] {
-        let db = TempDb::copy_of_vector();
+        let db = TempDb::copy_of_vector(1);
         Connection::open(&db.0)
             .unwrap()
             .execute_batch(&format!("PRAGMA user_version = {newer}"))
@@ -161,7 +204,7 @@ fn a_newer_schema_version_is_refused() {
 
 #[test]
 fn a_negative_schema_version_is_refused() {
-    let db = TempDb::copy_of_vector();
+    let db = TempDb::copy_of_vector(1);
     Connection::open(&db.0)
         .unwrap()
         .execute_batch("PRAGMA user_version = -1")
@@ -174,9 +217,9 @@ fn a_negative_schema_version_is_refused() {
 
 /// Writes the vector (the database and its description).
 #[test]
-#[ignore = "regenerates tests/vectors/durable_v1.*; run only when the format is meant to change"]
-fn write_durable_v1_vector() {
-    let path = vector_path("sqlite");
+#[ignore = "writes tests/vectors/durable_v<current>.*; run only for a new schema version"]
+fn write_durable_vector() {
+    let path = vector_path(CURRENT_VERSION, "sqlite");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
@@ -204,10 +247,12 @@ fn write_durable_v1_vector() {
     let m = alice.encrypt(&bob_addr, plaintext.as_bytes()).unwrap();
     let key_hex = |k: &PublicKey| hex::encode(k.serialize());
     let v = Vector {
-        comment: "A durable store of schema version 1 (durable_v1.sqlite, application key 32 bytes of 0x5a) \
-                  and what it holds. Written by tests/durable_migration.rs (write_durable_v1_vector)."
-            .into(),
-        schema_version: 1,
+        comment: format!(
+            "A durable store of schema version {CURRENT_VERSION} (durable_v{CURRENT_VERSION}.sqlite, \
+             application key 32 bytes of 0x5a) and what it holds. Written by \
+             tests/durable_migration.rs (write_durable_vector)."
+        ),
+        schema_version: CURRENT_VERSION,
         identity_key: key_hex(bob.identity_key()),
         registration_id: bob.registration_id(),
         device_id: bob.device_id(),
@@ -225,5 +270,5 @@ fn write_durable_v1_vector() {
         .unwrap();
     let mut json = serde_json::to_string_pretty(&v).unwrap();
     json.push('\n');
-    std::fs::write(vector_path("json"), json).unwrap();
+    std::fs::write(vector_path(CURRENT_VERSION, "json"), json).unwrap();
 }

@@ -25,6 +25,11 @@
 //!   `documents_a_rolled_back_file_reuses_message_keys` in
 //!   `tests/durable_review.rs`).
 //!
+//! - the session count (`row_counts`, plain, kept by triggers): a deleted
+//!   count row is [`Error::StoreCorrupt`] for a call that starts a
+//!   session, and a changed count only moves the session cap (documented
+//!   in SECURITY.md).
+//!
 //! A wrong key has its own status: `a_wrong_key_has_its_own_error_and_rekeying_rewraps`
 //! in `tests/durable_store.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -426,4 +431,48 @@ fn an_older_copy_of_the_file_opens_with_the_older_content() {
         .unwrap(),
         b"hi from carol"
     );
+}
+
+/// The session count is plain: changing it moves the cap and nothing
+/// else; deleting it is corrupt for a call that adds a session, while the
+/// calls on existing sessions go on.
+#[test]
+fn the_session_count_row_moves_only_the_cap() {
+    let f = fixture();
+    let carol = |bob: &DurableStore| {
+        bob.decrypt(
+            &Address::new("carol", 1),
+            f.pending.message_type(),
+            f.pending.serialize(),
+            &mut OsRng,
+        )
+        .map(drop)
+    };
+    let db = tampered(|c| {
+        c.execute("DELETE FROM row_counts", []).unwrap();
+    });
+    let bob = open(&db).unwrap();
+    assert_corrupt("row_counts", "deleted", carol(&bob));
+    assert_corrupt("row_counts", "deleted", bob.session_count().map(drop));
+    bob.encrypt(&Address::new("alice", 1), b"x").unwrap();
+    drop(bob);
+
+    let db = tampered(|c| {
+        c.execute(
+            "UPDATE row_counts SET n = ?1 WHERE tbl = 'sessions'",
+            [ratchetkit::store::MAX_DURABLE_SESSIONS as i64],
+        )
+        .unwrap();
+    });
+    let bob = open(&db).unwrap();
+    assert!(matches!(carol(&bob), Err(Error::LimitExceeded(_))));
+    bob.encrypt(&Address::new("alice", 1), b"x").unwrap();
+    drop(bob);
+
+    let db = tampered(|c| {
+        c.execute("UPDATE row_counts SET n = -5 WHERE tbl = 'sessions'", [])
+            .unwrap();
+    });
+    let bob = open(&db).unwrap();
+    carol(&bob).unwrap();
 }

@@ -25,11 +25,20 @@ use crate::wire::{
 };
 use crate::x3dh;
 
-/// A store holds sessions for at most this many remote addresses. A new
-/// session for another address beyond it (from [`ProtocolStore::process_bundle`]
-/// or an incoming prekey message) is [`Error::LimitExceeded`]; sessions can
-/// be dropped with [`ProtocolStore::remove_session`].
+/// An in-memory store holds sessions for at most this many remote
+/// addresses, and the saved format (`save`, `restore`) at most this many.
+/// A new session for another address beyond it (from
+/// [`ProtocolStore::process_bundle`] or an incoming prekey message) is
+/// [`Error::LimitExceeded`]; sessions can be dropped with
+/// [`ProtocolStore::remove_session`].
 pub const MAX_SESSIONS: usize = 65_536;
+
+/// A durable store holds sessions for at most this many remote addresses
+/// (2^20): it reads only the sessions a call needs, so its cap bounds the
+/// file, not memory. A new session beyond it is [`Error::LimitExceeded`].
+/// Saving a durable store that holds more than [`MAX_SESSIONS`] is
+/// [`Error::LimitExceeded`] too, since no in-memory store could restore it.
+pub const MAX_DURABLE_SESSIONS: usize = 1 << 20;
 
 /// A remote device: the user's name (or service id) and a device id.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -183,8 +192,11 @@ pub struct ProtocolStore {
     pub(crate) trusted: TrustMap,
     /// Sessions held elsewhere and not in `sessions` (a durable store's
     /// view holds only the records a call needs): counted against
-    /// [`MAX_SESSIONS`]. Always 0 for an in-memory store.
+    /// `session_cap`. Always 0 for an in-memory store.
     pub(crate) unloaded_sessions: usize,
+    /// The most sessions this store may hold: [`MAX_SESSIONS`] in memory,
+    /// [`MAX_DURABLE_SESSIONS`] in a durable store's view.
+    pub(crate) session_cap: usize,
 }
 
 /// A prekey message decrypted against a snapshot, not yet applied.
@@ -330,6 +342,7 @@ impl ProtocolStore {
             sessions: BTreeMap::new(),
             trusted: TrustMap::default(),
             unloaded_sessions: 0,
+            session_cap: MAX_SESSIONS,
         })
     }
 
@@ -501,7 +514,7 @@ impl ProtocolStore {
     }
 
     /// The number of remote addresses with a session record (at most
-    /// [`MAX_SESSIONS`]).
+    /// [`MAX_SESSIONS`] in memory).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
@@ -514,7 +527,7 @@ impl ProtocolStore {
 
     /// Fails when a session for `address` would be one too many.
     fn check_session_limit(&self, address: &Address) -> Result<()> {
-        if self.sessions.len() + self.unloaded_sessions >= MAX_SESSIONS
+        if self.sessions.len() + self.unloaded_sessions >= self.session_cap
             && !self.sessions.contains_key(address)
         {
             return Err(Error::LimitExceeded("too many sessions in one store"));

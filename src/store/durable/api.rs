@@ -119,9 +119,10 @@ impl DurableStore {
         self.with(&Load::session(address), false, |s| Ok(s.session(address)))
     }
 
-    /// The number of remote addresses with a session record.
+    /// The number of remote addresses with a session record (at most
+    /// [`MAX_DURABLE_SESSIONS`](crate::store::MAX_DURABLE_SESSIONS)).
     pub fn session_count(&self) -> Result<usize> {
-        self.count_rows("sessions")
+        self.shared.lock()?.session_count()
     }
 
     /// As [`ProtocolStore::remove_session`].
@@ -321,12 +322,17 @@ impl DurableStore {
     }
 
     /// Everything the store holds, as an in-memory store (for `save`, or a
-    /// move to another database).
+    /// move to another database). [`Error::LimitExceeded`] when the store
+    /// holds more than [`MAX_SESSIONS`](crate::store::MAX_SESSIONS)
+    /// sessions, the most an in-memory store may.
     pub fn to_memory(&self) -> Result<ProtocolStore> {
         self.with(&Load::everything(), false, |s| Ok(s.clone()))
     }
 
     /// As [`ProtocolStore::save`]: every record, in the saved format.
+    /// [`Error::LimitExceeded`] when the store holds more than
+    /// [`MAX_SESSIONS`](crate::store::MAX_SESSIONS) sessions, the most the
+    /// saved format may.
     pub fn save(&self) -> Result<Vec<u8>> {
         self.with(&Load::everything(), false, |s| Ok(s.save()))
     }

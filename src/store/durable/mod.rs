@@ -60,7 +60,8 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::keys::{IdentityKeyPair, PublicKey};
 use crate::store::{
-    Address, BaseKeyUse, ProtocolStore, SessionCell, MAX_BASE_KEY_USES_PER_PREKEY, MAX_SESSIONS,
+    Address, BaseKeyUse, ProtocolStore, SessionCell, MAX_BASE_KEY_USES_PER_PREKEY,
+    MAX_DURABLE_SESSIONS, MAX_SESSIONS,
 };
 use crate::wire::{PreKeySignalMessage, PREKEY_TYPE, WHISPER_TYPE};
 
@@ -539,9 +540,24 @@ impl Conn {
         Ok(n.max(0) as usize)
     }
 
+    /// The number of session rows, from the count the schema's triggers
+    /// keep (never a scan of the table).
+    fn session_count(&self) -> Result<usize> {
+        let mut stmt = self
+            .db
+            .prepare_cached(schema::SESSION_COUNT)
+            .map_err(sql_error)?;
+        let n: Option<i64> = stmt
+            .query_row([], |r| r.get(0))
+            .optional()
+            .map_err(sql_error)?;
+        n.map(|n| n.max(0) as usize)
+            .ok_or(Error::StoreCorrupt("the session count row is missing"))
+    }
+
     /// After `writes`: fails with [`Error::LimitExceeded`] if a row they
     /// add (one `reads` saw absent) takes the sessions past
-    /// [`MAX_SESSIONS`] or a reusable prekey's base-key uses past its
+    /// [`MAX_DURABLE_SESSIONS`] or a reusable prekey's base-key uses past its
     /// share. (A decrypt's view does not count the sessions; a two-phase
     /// decrypt's counts may be out of date when it commits.)
     fn check_new_rows_within_limits(
@@ -563,9 +579,7 @@ impl Conn {
                 continue;
             }
             match table {
-                Table::Sessions
-                    if self.count("SELECT COUNT(*) FROM sessions", [])? > MAX_SESSIONS =>
-                {
+                Table::Sessions if self.session_count()? > MAX_DURABLE_SESSIONS => {
                     return Err(Error::LimitExceeded("too many sessions in one store"));
                 }
                 Table::BaseKeyUses => {
@@ -626,6 +640,7 @@ impl Conn {
             }
         };
         loaded.meta = rows::encode_meta(&view);
+        view.session_cap = MAX_DURABLE_SESSIONS;
 
         if load.everything {
             return self.load_everything(sealer, view, loaded);
@@ -661,7 +676,7 @@ impl Conn {
             view.sessions.insert(address.clone(), cell);
         }
         if load.count_sessions && absent > 0 {
-            let total = self.count("SELECT COUNT(*) FROM sessions", [])?;
+            let total = self.session_count()?;
             view.unloaded_sessions = total.saturating_sub(load.sessions.len() - absent);
         }
 
@@ -791,6 +806,15 @@ impl Conn {
         mut view: ProtocolStore,
         mut loaded: Loaded,
     ) -> Result<(ProtocolStore, Loaded)> {
+        // Everything becomes an in-memory store (or saved bytes, which
+        // one restores): refused before reading when it could not be.
+        if self.session_count()? > MAX_SESSIONS {
+            return Err(Error::LimitExceeded(
+                "the durable store holds more sessions than an in-memory store or the saved \
+                 format can (MAX_SESSIONS, 65,536)",
+            ));
+        }
+        view.session_cap = MAX_SESSIONS;
         self.load_all_prekeys(sealer, &mut view, &mut loaded)?;
         for (version, plain) in self.open_all_versioned(sealer, Table::Sessions)? {
             let (address, record) = rows::decode_session(&plain)?;

@@ -13,7 +13,8 @@ use rusqlite::params;
 use super::{rows, DurableOptions, DurableStore, Load, Table, Write};
 use crate::error::{Error, Result};
 use crate::store::{
-    Address, BaseKeyUse, ProtocolStore, SessionPolicy, MAX_BASE_KEY_USES_PER_PREKEY, MAX_SESSIONS,
+    Address, BaseKeyUse, ProtocolStore, SessionPolicy, MAX_BASE_KEY_USES_PER_PREKEY,
+    MAX_DURABLE_SESSIONS, MAX_SESSIONS,
 };
 use crate::wire::CiphertextMessage;
 
@@ -133,27 +134,15 @@ fn m1_signed_id(m: &CiphertextMessage) -> u32 {
 /// Review finding: as above for the session limit: two pending decrypts
 /// from new addresses, each seeing room for one more session, both commit.
 #[test]
-fn pending_commits_can_exceed_max_sessions() {
+fn pending_commits_can_exceed_the_session_cap() {
     let db = TempDb::new();
     let bob = db.open();
     let m1 = first_message(&bob);
     let m2 = first_message(&bob);
-    // MAX_SESSIONS - 1 other sessions (only counted, never opened here).
-    {
-        let conn = bob.shared.lock().unwrap();
-        conn.db.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let mut stmt = conn
-            .db
-            .prepare("INSERT INTO sessions (k, version, value) VALUES (?1, 1, x'00')")
-            .unwrap();
-        for _ in 0..MAX_SESSIONS - 1 {
-            let mut k = [0u8; 32];
-            OsRng.fill_bytes(&mut k);
-            stmt.execute(params![&k[..]]).unwrap();
-        }
-        drop(stmt);
-        conn.db.execute_batch("COMMIT").unwrap();
-    }
+    // As if MAX_DURABLE_SESSIONS - 1 other sessions were held: the cap
+    // reads the count the triggers keep (`store_counts_sessions_exactly`
+    // checks it against the rows).
+    set_session_count(&bob, MAX_DURABLE_SESSIONS - 1);
     let a1 = Address::new("alice1", 1);
     let a2 = Address::new("alice2", 1);
     let p1 = bob
@@ -166,8 +155,8 @@ fn pending_commits_can_exceed_max_sessions() {
     let second = p2.commit();
     let n = bob.session_count().unwrap();
     assert!(
-        second.is_err() && n <= MAX_SESSIONS,
-        "the second pending commit went through ({second:?}): {n} sessions, limit {MAX_SESSIONS}"
+        second.is_err() && n <= MAX_DURABLE_SESSIONS,
+        "the second pending commit went through ({second:?}): {n} sessions, limit {MAX_DURABLE_SESSIONS}"
     );
     // Decrypting it again now fails on the limit.
     assert!(matches!(
@@ -221,4 +210,106 @@ fn a_panic_inside_decrypt_pending_leaves_the_read_transaction_open() {
     }));
     assert!(panicked.is_err());
     assert_eq!(bob.policy(), Ok(SessionPolicy::default()));
+}
+
+/// Overwrites the session count the schema's triggers keep.
+fn set_session_count(store: &DurableStore, n: usize) {
+    let conn = store.shared.lock().unwrap();
+    let changed = conn
+        .db
+        .execute(
+            "UPDATE row_counts SET n = ?1 WHERE tbl = 'sessions'",
+            params![n as i64],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+/// The rows of the sessions table, counted.
+fn counted_sessions(store: &DurableStore) -> usize {
+    let conn = store.shared.lock().unwrap();
+    conn.count("SELECT COUNT(*) FROM sessions", []).unwrap()
+}
+
+/// The triggers' count follows inserts, updates (upserts of an existing
+/// row, which fire no insert trigger) and deletes exactly.
+#[test]
+fn store_counts_sessions_exactly() {
+    let db = TempDb::new();
+    let bob = db.open();
+    assert_eq!(
+        (bob.session_count().unwrap(), counted_sessions(&bob)),
+        (0, 0)
+    );
+    let mut peers = Vec::new();
+    for i in 0..5 {
+        let m = first_message(&bob);
+        let a = Address::new(format!("alice{i}"), 1);
+        bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+            .unwrap();
+        peers.push(a);
+    }
+    assert_eq!(
+        (bob.session_count().unwrap(), counted_sessions(&bob)),
+        (5, 5)
+    );
+    // Updates of existing rows: encrypts on every session.
+    for a in &peers {
+        for _ in 0..3 {
+            bob.encrypt(a, b"again").unwrap();
+        }
+    }
+    assert_eq!(
+        (bob.session_count().unwrap(), counted_sessions(&bob)),
+        (5, 5)
+    );
+    assert!(bob.remove_session(&peers[0]).unwrap());
+    assert!(!bob.remove_session(&peers[0]).unwrap());
+    assert_eq!(
+        (bob.session_count().unwrap(), counted_sessions(&bob)),
+        (4, 4)
+    );
+    // A refused new session (the cap) changes neither.
+    set_session_count(&bob, MAX_DURABLE_SESSIONS);
+    let m = first_message(&bob);
+    assert!(matches!(
+        bob.decrypt(
+            &Address::new("late", 1),
+            m.message_type(),
+            m.serialize(),
+            &mut OsRng
+        ),
+        Err(Error::LimitExceeded(_))
+    ));
+    assert_eq!(
+        (bob.session_count().unwrap(), counted_sessions(&bob)),
+        (MAX_DURABLE_SESSIONS, 4)
+    );
+    // Reopened, the count is the one kept.
+    drop(bob);
+    assert_eq!(db.open().session_count().unwrap(), MAX_DURABLE_SESSIONS);
+}
+
+/// A durable store holds more sessions than an in-memory store may, but
+/// never saves what no in-memory store could restore: `save` and
+/// `to_memory` refuse past MAX_SESSIONS, before reading the sessions.
+#[test]
+fn durable_cap_is_above_the_in_memory_cap_but_save_is_not() {
+    let db = TempDb::new();
+    let bob = db.open();
+    set_session_count(&bob, MAX_SESSIONS);
+    let m = first_message(&bob);
+    let a = Address::new("one-more", 1);
+    bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+        .unwrap();
+    assert_eq!(bob.session_count().unwrap(), MAX_SESSIONS + 1);
+    assert!(matches!(bob.save(), Err(Error::LimitExceeded(_))));
+    assert!(matches!(bob.to_memory(), Err(Error::LimitExceeded(_))));
+    // At the in-memory cap, both work, and the copy has the in-memory cap.
+    set_session_count(&bob, 1);
+    let saved = bob.save().unwrap();
+    let restored = ProtocolStore::restore(&saved).unwrap();
+    assert_eq!(restored.session_count(), 1);
+    let memory = bob.to_memory().unwrap();
+    assert_eq!(memory.session_cap, MAX_SESSIONS);
 }

@@ -10,13 +10,22 @@
 //! made by any connection is seen) and `value` (the sealed record), plus
 //! plain columns some tables need for counting (bound into the sealed
 //! value's associated data).
+//!
+//! Versions:
+//! - 1: the record tables and the wrapped store key.
+//! - 2: `row_counts`, the number of session rows, kept by triggers on
+//!   `sessions`, so that the session cap is checked with one row read
+//!   instead of a count of every session (a store may hold
+//!   [`MAX_DURABLE_SESSIONS`](crate::store::MAX_DURABLE_SESSIONS)).
+//!   The count is a plain number, not sealed: altering it can only make
+//!   the cap refuse a new session early or admit it late.
 
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 
 /// The schema version this library writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// The statements that create schema version 1 from an empty database.
 const SCHEMA_1: &str = "
@@ -41,9 +50,23 @@ CREATE INDEX base_key_uses_kyber ON base_key_uses (kyber_id);
 CREATE INDEX base_key_uses_signed ON base_key_uses (signed_id);
 ";
 
-/// Migrations: `MIGRATIONS[i]` takes version `i + 1` to `i + 2`. Empty
-/// while version 1 is the only one.
-const MIGRATIONS: &[&str] = &[];
+/// Version 1 to 2: the session count, taken once from the table, then
+/// kept by triggers. (An upsert that updates an existing row fires no
+/// insert trigger.)
+const MIGRATION_2: &str = "
+CREATE TABLE row_counts (tbl TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO row_counts (tbl, n) SELECT 'sessions', COUNT(*) FROM sessions;
+CREATE TRIGGER sessions_added AFTER INSERT ON sessions
+    BEGIN UPDATE row_counts SET n = n + 1 WHERE tbl = 'sessions'; END;
+CREATE TRIGGER sessions_removed AFTER DELETE ON sessions
+    BEGIN UPDATE row_counts SET n = n - 1 WHERE tbl = 'sessions'; END;
+";
+
+/// Migrations: `MIGRATIONS[i]` takes version `i + 1` to `i + 2`.
+const MIGRATIONS: &[&str] = &[MIGRATION_2];
+
+/// The number of session rows (schema 2 on).
+pub(crate) const SESSION_COUNT: &str = "SELECT n FROM row_counts WHERE tbl = 'sessions'";
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
 
