@@ -113,13 +113,21 @@ def integrity_check(path: str, scratch: str, in_place: bool) -> str:
             rows = db.execute("PRAGMA integrity_check").fetchall()
             mode = db.execute("PRAGMA journal_mode").fetchone()[0]
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            counts = None
+            if "row_counts" in tables:
+                counts = (db.execute("SELECT n FROM row_counts WHERE tbl = 'sessions'").fetchall(),
+                          db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
         finally:
             db.close()
     except sqlite3.Error as e:
         fail(f"the database does not open in SQLite ({'in place' if in_place else 'copy'}): {e}")
     check(rows == [("ok",)], f"PRAGMA integrity_check: {rows[:5]!r}")
     check(mode.lower() == "wal", f"journal mode is {mode!r}, not wal")
-    check("sessions" in tables and "store_key" in tables, f"tables missing: {sorted(tables)}")
+    check("sessions" in tables and "store_key" in tables and "row_counts" in tables,
+          f"tables missing: {sorted(tables)}")
+    kept, rows_counted = counts
+    check(kept == [(rows_counted,)],
+          f"the kept session count {kept!r} is not the {rows_counted} session rows")
     return "in place" if in_place else "copy"
 
 
