@@ -25,6 +25,11 @@
 //!   quick, so that the path runs there too) are imported from a restored
 //!   store, the rest are started in the durable store itself with
 //!   `process_bundle`, one call each.
+//! - `durable/threads/<t>`: decrypt + commit at full durability by `t`
+//!   threads (1 and 2) on one handle, each on its own session; the time
+//!   per message is the wall time over all messages, so 2 threads beside
+//!   1 is group commit's gain (target: 2 threads at least 1.6x the
+//!   throughput of 1).
 //!
 //! Resident memory is not a criterion measurement: for each store size a
 //! child process (this binary again) first opens and uses a small store
@@ -270,6 +275,71 @@ fn bench_commit(c: &mut Criterion) {
     g.finish();
 }
 
+/// Decrypts at full durability by `threads` threads on one handle, each on
+/// its own session with its own peer: the wall time of `iters` messages in
+/// all.
+fn threaded_decrypts(bob: &DurableStore, peers: &mut [ProtocolStore], iters: u64) -> Duration {
+    let threads = peers.len();
+    let per_thread = iters.div_ceil(threads as u64);
+    let messages: Vec<Vec<CiphertextMessage>> = peers
+        .iter_mut()
+        .map(|p| {
+            (0..per_thread)
+                .map(|_| p.encrypt(&bob_addr(), &PAYLOAD).unwrap())
+                .collect()
+        })
+        .collect();
+    let start = std::sync::Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for (i, ms) in messages.iter().enumerate() {
+            let (bob, start) = (bob.clone(), &start);
+            s.spawn(move || {
+                let from = Address::new(format!("peer{i}"), 1);
+                start.wait();
+                for m in ms {
+                    black_box(
+                        bob.decrypt(&from, m.message_type(), m.serialize(), &mut OsRng)
+                            .unwrap(),
+                    );
+                }
+            });
+        }
+        start.wait();
+        // The scope joins the threads before it returns.
+        Instant::now()
+    })
+    .elapsed()
+}
+
+fn bench_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("durable");
+    for threads in [1usize, 2] {
+        let path = fresh_path(&format!("threads-{threads}"));
+        let bob = DurableStore::open(&path, &KEY, &DurableOptions::default()).unwrap();
+        let mut peers: Vec<ProtocolStore> = (0..threads)
+            .map(|i| {
+                let bundle = bob.create_bundle(true, 0, &mut OsRng).unwrap();
+                let mut p = ProtocolStore::generate(1, &mut OsRng).unwrap();
+                p.process_bundle(&bob_addr(), &bundle, &mut OsRng).unwrap();
+                let m = p.encrypt(&bob_addr(), &PAYLOAD).unwrap();
+                let from = Address::new(format!("peer{i}"), 1);
+                bob.decrypt(&from, m.message_type(), m.serialize(), &mut OsRng)
+                    .unwrap();
+                let r = bob.encrypt(&from, &PAYLOAD).unwrap();
+                p.decrypt(&bob_addr(), r.message_type(), r.serialize(), &mut OsRng)
+                    .unwrap();
+                p
+            })
+            .collect();
+        g.bench_function(BenchmarkId::new("threads", threads), |b| {
+            b.iter_custom(|iters| threaded_decrypts(&bob, &mut peers, iters))
+        });
+        drop(bob);
+        remove_db(&path);
+    }
+    g.finish();
+}
+
 /// A session entry of the saved format (`StoreProto` field 9), with the
 /// session states kept as encoded bytes.
 #[derive(Clone, PartialEq, Message)]
@@ -458,6 +528,7 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     bench_commit(&mut c);
+    bench_threads(&mut c);
     let (sizes, import_cap) = match std::env::var_os(QUICK_ENV) {
         Some(_) => (QUICK_SIZES, QUICK_IMPORT_CAP),
         None => (SIZES, MAX_SESSIONS),

@@ -18,6 +18,15 @@
 //! memory grows with the sessions touched (the cache holds at most
 //! [`DurableOptions::cache_sessions`]), not with the sessions held.
 //!
+//! # Threads and group commit
+//! A handle (and its clones) is one connection; its calls serialize on it.
+//! Calls at full durability from several threads share commits: a call
+//! that finds other threads waiting leaves its transaction open for them
+//! (its own changes in a savepoint, so a failing call writes nothing and
+//! leaves the others' changes) and returns when the shared commit is on
+//! disk; the last one commits. One `fsync` then covers several calls. See
+//! `group.rs`.
+//!
 //! # Durability
 //! [`Durability::Full`] (the default): WAL with `synchronous = FULL`; a
 //! call's changes are on disk when it returns. [`Durability::Normal`]:
@@ -49,7 +58,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand::rngs::OsRng;
@@ -66,6 +75,7 @@ use crate::store::{
 use crate::wire::{PreKeySignalMessage, PREKEY_TYPE, WHISPER_TYPE};
 
 mod api;
+mod group;
 #[cfg(test)]
 mod review_tests;
 mod rows;
@@ -133,6 +143,8 @@ struct Shared {
     durability: Durability,
     cache_sessions: usize,
     conn: Mutex<Conn>,
+    /// Group commit's state (see [`group`]).
+    group: group::Group,
 }
 
 struct Conn {
@@ -143,6 +155,11 @@ struct Conn {
     meta: Option<(i64, ProtocolStore)>,
     /// Decoded sessions by row key, with their row versions.
     sessions: HashMap<[u8; 32], (i64, Address, SessionCell)>,
+    /// The write transaction calls of several threads share, while open
+    /// (see [`group`]).
+    batch: Option<group::Batch>,
+    /// The last batch id given.
+    next_batch: u64,
 }
 
 impl std::fmt::Debug for Conn {
@@ -340,24 +357,6 @@ fn poisoned<T>(e: PoisonError<T>) -> T {
     e.into_inner()
 }
 
-impl Shared {
-    fn lock(&self) -> Result<MutexGuard<'_, Conn>> {
-        // A panic while the connection was held rolled back its
-        // transaction (see `unwinding_rolls_back`) and may have left the
-        // cache stale, so the cache is cleared; a transaction still open
-        // (a panic outside one) is rolled back.
-        Ok(self.conn.lock().unwrap_or_else(|e| {
-            let mut c = poisoned(e);
-            if !c.db.is_autocommit() {
-                let _ = c.db.execute_batch("ROLLBACK");
-            }
-            c.sessions.clear();
-            c.meta = None;
-            c
-        }))
-    }
-}
-
 fn random_version() -> i64 {
     (OsRng.next_u64() >> 1) as i64
 }
@@ -390,13 +389,7 @@ impl Conn {
         full_sync: bool,
         f: impl FnOnce(&mut Conn) -> Result<T>,
     ) -> Result<T> {
-        if self.full_sync != full_sync {
-            let mode = if full_sync { "FULL" } else { "NORMAL" };
-            self.db
-                .execute_batch(&format!("PRAGMA synchronous = {mode}"))
-                .map_err(sql_error)?;
-            self.full_sync = full_sync;
-        }
+        self.set_sync(full_sync)?;
         self.db
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(sql_error)?;
@@ -415,6 +408,19 @@ impl Conn {
                 Err(e)
             }
         }
+    }
+
+    /// Sets `synchronous` to FULL (`full_sync`) or NORMAL for the next
+    /// commits.
+    fn set_sync(&mut self, full_sync: bool) -> Result<()> {
+        if self.full_sync != full_sync {
+            let mode = if full_sync { "FULL" } else { "NORMAL" };
+            self.db
+                .execute_batch(&format!("PRAGMA synchronous = {mode}"))
+                .map_err(sql_error)?;
+            self.full_sync = full_sync;
+        }
+        Ok(())
     }
 
     /// Runs `f` in a read transaction (two-phase decrypt's first phase).
@@ -1121,6 +1127,8 @@ impl DurableStore {
             full_sync: true,
             meta: None,
             sessions: HashMap::new(),
+            batch: None,
+            next_batch: 0,
         };
         let mut create = Some(create);
         let store_key = conn.transaction(true, |conn| {
@@ -1197,6 +1205,7 @@ impl DurableStore {
                 durability: options.durability,
                 cache_sessions: options.cache_sessions,
                 conn: Mutex::new(conn),
+                group: group::Group::default(),
             }),
         })
     }
@@ -1235,11 +1244,10 @@ impl DurableStore {
         f: impl FnOnce(&mut ProtocolStore) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let shared = &*self.shared;
-        let mut conn = shared.lock()?;
         let full_sync = full_sync || shared.durability == Durability::Full;
         let mut out = None;
         let mut failure = None;
-        let result = conn.transaction(full_sync, |conn| {
+        let call = |conn: &mut Conn| {
             let (mut view, loaded) = conn.load(&shared.sealer, load)?;
             match f(&mut view) {
                 Ok(v) => out = Some(v),
@@ -1253,7 +1261,8 @@ impl DurableStore {
             let writes = diff(&shared.sealer, &view, &loaded);
             let written = conn.apply(&shared.sealer, &writes)?;
             conn.check_new_rows_within_limits(&loaded.reads, &writes)?;
-            // Each session's row version as committed, for the cache.
+            // Each session's row version as written, for the cache (which
+            // is cleared if the commit fails).
             let versions: Vec<Option<i64>> = view
                 .sessions
                 .keys()
@@ -1262,16 +1271,19 @@ impl DurableStore {
                     written.get(k).copied().or(was.map(|(v, _)| v))
                 })
                 .collect();
-            Ok((view, versions))
-        });
+            conn.keep(shared, view, &versions);
+            Ok(())
+        };
+        let result = if full_sync {
+            shared.write_full(call)
+        } else {
+            shared.lock()?.transaction(false, call)
+        };
         match (result, failure, out) {
             (_, Some(e), _) => Err(e),
-            (Ok((view, versions)), None, Some(out)) => {
-                conn.keep(shared, view, &versions);
-                Ok(out)
-            }
+            (Ok(()), None, Some(out)) => Ok(out),
             (Err(e), None, _) => Err(e.into()),
-            (Ok(_), None, None) => Err(Error::Storage("no result".into()).into()),
+            (Ok(()), None, None) => Err(Error::Storage("no result".into()).into()),
         }
     }
 

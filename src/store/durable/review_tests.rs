@@ -313,3 +313,49 @@ fn durable_cap_is_above_the_in_memory_cap_but_save_is_not() {
     let memory = bob.to_memory().unwrap();
     assert_eq!(memory.session_cap, MAX_SESSIONS);
 }
+
+/// Group commit: threads encrypting on one handle share commits (fewer
+/// batches than calls), and every call's change is in the file.
+#[test]
+fn threads_share_commits() {
+    const THREADS: usize = 4;
+    const CALLS: usize = 50;
+    let db = TempDb::new();
+    let bob = db.open();
+    let peers: Vec<Address> = (0..THREADS)
+        .map(|i| {
+            let m = first_message(&bob);
+            let a = Address::new(format!("peer{i}"), 1);
+            bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+                .unwrap();
+            a
+        })
+        .collect();
+    let before = bob.shared.conn.lock().unwrap().next_batch;
+    let start = std::sync::Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        for a in &peers {
+            let (bob, start) = (bob.clone(), &start);
+            s.spawn(move || {
+                start.wait();
+                for _ in 0..CALLS {
+                    bob.encrypt(a, b"x").unwrap();
+                }
+            });
+        }
+    });
+    let batches = bob.shared.conn.lock().unwrap().next_batch - before;
+    assert!(
+        batches < (THREADS * CALLS) as u64,
+        "{batches} batches for {} calls",
+        THREADS * CALLS
+    );
+    // Each session's sending chain advanced once per call, in the file.
+    drop(bob);
+    let bob = db.open();
+    for a in &peers {
+        let record = bob.session(a).unwrap().unwrap();
+        let index = record.current().unwrap().sender_chain.chain_key.index;
+        assert_eq!(index, CALLS as u32, "{a:?}");
+    }
+}
