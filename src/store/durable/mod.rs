@@ -59,6 +59,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::keys::{IdentityKeyPair, PublicKey};
+use crate::persist;
 use crate::store::{
     Address, BaseKeyUse, ProtocolStore, SessionCell, MAX_BASE_KEY_USES_PER_PREKEY, MAX_SESSIONS,
 };
@@ -142,6 +143,18 @@ struct Conn {
     meta: Option<(i64, ProtocolStore)>,
     /// Decoded sessions by row key, with their row versions.
     sessions: HashMap<[u8; 32], (i64, Address, SessionCell)>,
+    /// Decoded trust rows by row key: row version, name, key. Filled from
+    /// committed rows only (a call reads before it writes); a row this
+    /// connection writes or deletes is dropped.
+    trust: HashMap<[u8; 32], (i64, String, PublicKey)>,
+    /// Row keys of session addresses and trust names: keyed hashes under
+    /// the store key (which never changes for a connection; dropped on
+    /// rekey all the same).
+    session_keys: HashMap<Address, [u8; 32]>,
+    trust_keys: HashMap<String, [u8; 32]>,
+    /// The most entries each of `trust`, `session_keys` and `trust_keys`
+    /// holds ([`DurableOptions::cache_sessions`]).
+    cache_limit: usize,
 }
 
 impl std::fmt::Debug for Conn {
@@ -254,14 +267,19 @@ type LoadedSession = ([u8; 32], Option<(i64, u64)>);
 /// A row: version, sealed value, plain columns.
 type Row = (i64, Vec<u8>, Vec<i64>);
 
+/// A row opened: key, version, plain value.
+type OpenedRow = ([u8; 32], i64, Zeroizing<Vec<u8>>);
+
 /// What a view held when it was built, to find what the call changed.
 #[derive(Default)]
 struct Loaded {
-    meta: Zeroizing<Vec<u8>>,
+    /// The meta row's fields as loaded (`None`: no meta row yet).
+    meta: Option<persist::MetaFields>,
     /// Sessions asked for or held: row key and (row version, generation)
     /// when the row existed.
     sessions: BTreeMap<Address, LoadedSession>,
-    trust: BTreeMap<String, Option<PublicKey>>,
+    /// Names asked for or held: row key and the key trusted, if any.
+    trust: BTreeMap<String, ([u8; 32], Option<PublicKey>)>,
     signed: BTreeSet<u32>,
     one_time: BTreeSet<u32>,
     kyber: BTreeSet<u32>,
@@ -331,7 +349,7 @@ impl PendingDecrypt {
             conn.check_new_rows_within_limits(&self.reads, &self.writes)?;
             Ok(())
         })
-        .inspect_err(|_| conn.sessions.clear())
+        .inspect_err(|_| conn.drop_records())
     }
 }
 
@@ -350,8 +368,7 @@ impl Shared {
             if !c.db.is_autocommit() {
                 let _ = c.db.execute_batch("ROLLBACK");
             }
-            c.sessions.clear();
-            c.meta = None;
+            c.drop_records();
             c
         }))
     }
@@ -404,8 +421,7 @@ impl Conn {
                 Ok(()) => Ok(out),
                 Err(e) => {
                     let _ = self.db.execute_batch("ROLLBACK");
-                    self.sessions.clear();
-                    self.meta = None;
+                    self.drop_records();
                     Err(sql_error(e))
                 }
             },
@@ -433,11 +449,48 @@ impl Conn {
             Ok(out) => out,
             Err(panic) => {
                 let _ = self.db.execute_batch("ROLLBACK");
-                self.sessions.clear();
-                self.meta = None;
+                self.drop_records();
                 std::panic::resume_unwind(panic)
             }
         }
+    }
+
+    /// Drops every cached record (not the row keys: they depend on the
+    /// store key only).
+    fn drop_records(&mut self) {
+        self.sessions.clear();
+        self.meta = None;
+        self.trust.clear();
+    }
+
+    /// The row key of `address`'s session.
+    fn session_lookup(&mut self, sealer: &Sealer, address: &Address) -> [u8; 32] {
+        if let Some(k) = self.session_keys.get(address) {
+            return *k;
+        }
+        let k = sealer.lookup(Table::Sessions, &rows::session_key(address));
+        if self.session_keys.len() >= self.cache_limit {
+            self.session_keys.clear();
+        }
+        if self.cache_limit > 0 {
+            self.session_keys.insert(address.clone(), k);
+        }
+        k
+    }
+
+    /// The row key of `name`'s trust.
+    fn trust_lookup(&mut self, sealer: &Sealer, name: &str) -> [u8; 32] {
+        if let Some(k) = self.trust_keys.get(name) {
+            return *k;
+        }
+        let k = sealer.lookup(Table::Trust, name.as_bytes());
+        if self.trust_keys.len() >= self.cache_limit {
+            self.trust_keys.clear();
+        }
+        if self.cache_limit > 0 {
+            self.trust_keys.insert(name.to_owned(), k);
+        }
+        k
     }
 
     fn read_row(&self, table: Table, k: &[u8; 32]) -> Result<Option<Row>> {
@@ -494,16 +547,12 @@ impl Conn {
         Ok(self
             .open_all_versioned(sealer, table)?
             .into_iter()
-            .map(|(_, plain)| plain)
+            .map(|(_, _, plain)| plain)
             .collect())
     }
 
-    /// Every row of `table`, opened, with its version.
-    fn open_all_versioned(
-        &self,
-        sealer: &Sealer,
-        table: Table,
-    ) -> Result<Vec<(i64, Zeroizing<Vec<u8>>)>> {
+    /// Every row of `table`, opened, with its key and version.
+    fn open_all_versioned(&self, sealer: &Sealer, table: Table) -> Result<Vec<OpenedRow>> {
         let sql = select_sql(table).replace(" WHERE k = ?1", "");
         let sql = sql.replacen("SELECT version", "SELECT k, version", 1);
         let mut stmt = self.db.prepare(&sql).map_err(sql_error)?;
@@ -526,6 +575,7 @@ impl Conn {
                 .try_into()
                 .map_err(|_| Error::StoreCorrupt("a row key has the wrong length"))?;
             out.push((
+                k,
                 version,
                 sealer.open(table, &k, &columns_of(table, a, b), &value)?,
             ));
@@ -602,6 +652,9 @@ impl Conn {
                 self.sessions.remove(k);
             }
             Table::Meta => self.meta = None,
+            Table::Trust => {
+                self.trust.remove(k);
+            }
             _ => {}
         }
     }
@@ -609,7 +662,7 @@ impl Conn {
     /// Builds the view `load` asks for, inside the caller's transaction.
     fn load(&mut self, sealer: &Sealer, load: &Load) -> Result<(ProtocolStore, Loaded)> {
         let mut loaded = Loaded::default();
-        let meta_k = sealer.lookup(Table::Meta, rows::META_KEY);
+        let meta_k = *sealer.meta_key();
         let meta_version = self.row_version(Table::Meta, &meta_k)?;
         loaded.reads.push((Table::Meta, meta_k, meta_version));
         let mut view = match (&self.meta, meta_version) {
@@ -625,7 +678,7 @@ impl Conn {
                 meta
             }
         };
-        loaded.meta = rows::encode_meta(&view);
+        loaded.meta = Some(persist::meta_fields(&view));
 
         if load.everything {
             return self.load_everything(sealer, view, loaded);
@@ -633,7 +686,7 @@ impl Conn {
 
         let mut absent = 0usize;
         for address in &load.sessions {
-            let k = sealer.lookup(Table::Sessions, &rows::session_key(address));
+            let k = self.session_lookup(sealer, address);
             let version = self.row_version(Table::Sessions, &k)?;
             loaded.reads.push((Table::Sessions, k, version));
             let Some(version) = version else {
@@ -666,19 +719,41 @@ impl Conn {
         }
 
         for name in &load.trust {
-            let k = sealer.lookup(Table::Trust, name.as_bytes());
-            let key = match self.open_row(sealer, Table::Trust, &k, &mut loaded.reads)? {
-                Some((_, plain)) => {
-                    let (n, key) = rows::decode_trust(&plain)?;
-                    if n != *name {
-                        return Err(Error::StoreCorrupt("a trust row holds another name"));
-                    }
-                    view.trusted.get_mut().insert(n, key);
-                    Some(key)
-                }
+            let k = self.trust_lookup(sealer, name);
+            let version = self.row_version(Table::Trust, &k)?;
+            loaded.reads.push((Table::Trust, k, version));
+            let key = match version {
                 None => None,
+                Some(version) => match self.trust.get(&k) {
+                    Some((v, n, key)) if *v == version && n == name => Some(*key),
+                    _ => {
+                        let mut ignore = Vec::new();
+                        let (version, plain) = self
+                            .open_row(sealer, Table::Trust, &k, &mut ignore)?
+                            .ok_or(Error::StoreCorrupt("a trust row vanished"))?;
+                        let (n, key) = rows::decode_trust(&plain)?;
+                        if n != *name {
+                            return Err(Error::StoreCorrupt("a trust row holds another name"));
+                        }
+                        // A committed row: nothing is written before the
+                        // view is loaded.
+                        if self.trust.len() >= self.cache_limit {
+                            let victim = self.trust.keys().next().copied();
+                            if let Some(v) = victim {
+                                self.trust.remove(&v);
+                            }
+                        }
+                        if self.cache_limit > 0 {
+                            self.trust.insert(k, (version, n, key));
+                        }
+                        Some(key)
+                    }
+                },
             };
-            loaded.trust.insert(name.clone(), key);
+            if let Some(key) = key {
+                view.trusted.get_mut().insert(name.clone(), key);
+            }
+            loaded.trust.insert(name.clone(), (k, key));
         }
 
         match load.prekeys {
@@ -792,7 +867,7 @@ impl Conn {
         mut loaded: Loaded,
     ) -> Result<(ProtocolStore, Loaded)> {
         self.load_all_prekeys(sealer, &mut view, &mut loaded)?;
-        for (version, plain) in self.open_all_versioned(sealer, Table::Sessions)? {
+        for (_, version, plain) in self.open_all_versioned(sealer, Table::Sessions)? {
             let (address, record) = rows::decode_session(&plain)?;
             let k = sealer.lookup(Table::Sessions, &rows::session_key(&address));
             let cell = SessionCell::new(record);
@@ -803,9 +878,10 @@ impl Conn {
                 return Err(Error::StoreCorrupt("two rows hold one session address"));
             }
         }
-        for plain in self.open_all(sealer, Table::Trust)? {
+        for (k, _, plain) in self.open_all_versioned(sealer, Table::Trust)? {
             let (name, key) = rows::decode_trust(&plain)?;
-            loaded.trust.insert(name.clone(), Some(key));
+            // The row's key is its name's: the sealed value binds it.
+            loaded.trust.insert(name.clone(), (k, Some(key)));
             view.trusted.get_mut().insert(name, key);
         }
         for plain in self.open_all(sealer, Table::BaseKeyUses)? {
@@ -856,6 +932,9 @@ impl Conn {
                         Table::Sessions => {
                             written.insert(*k, version);
                         }
+                        Table::Trust => {
+                            self.trust.remove(k);
+                        }
                         _ => {}
                     }
                 }
@@ -897,20 +976,22 @@ fn diff(sealer: &Sealer, view: &ProtocolStore, loaded: &Loaded) -> Vec<Write> {
             columns,
             value,
         };
-    let meta = rows::encode_meta(view);
-    if *meta != *loaded.meta {
+    if loaded.meta != Some(persist::meta_fields(view)) {
         writes.push(upsert(
             Table::Meta,
-            sealer.lookup(Table::Meta, rows::META_KEY),
+            *sealer.meta_key(),
             Vec::new(),
-            meta,
+            rows::encode_meta(view),
         ));
     }
     for (address, cell) in &view.sessions {
         let unchanged = matches!(loaded.sessions.get(address),
             Some((_, Some((_, g)))) if *g == cell.generation());
         if !unchanged {
-            let k = sealer.lookup(Table::Sessions, &rows::session_key(address));
+            let k = match loaded.sessions.get(address) {
+                Some((k, _)) => *k,
+                None => sealer.lookup(Table::Sessions, &rows::session_key(address)),
+            };
             writes.push(upsert(
                 Table::Sessions,
                 k,
@@ -929,20 +1010,25 @@ fn diff(sealer: &Sealer, view: &ProtocolStore, loaded: &Loaded) -> Vec<Write> {
     }
     let trusted = view.trusted.read();
     for (name, key) in trusted.iter() {
-        if loaded.trust.get(name).copied().flatten() != Some(*key) {
+        let was = loaded.trust.get(name);
+        if was.and_then(|(_, key)| *key) != Some(*key) {
+            let k = match was {
+                Some((k, _)) => *k,
+                None => sealer.lookup(Table::Trust, name.as_bytes()),
+            };
             writes.push(upsert(
                 Table::Trust,
-                sealer.lookup(Table::Trust, name.as_bytes()),
+                k,
                 Vec::new(),
                 rows::encode_trust(name, key),
             ));
         }
     }
-    for (name, was) in &loaded.trust {
+    for (name, (k, was)) in &loaded.trust {
         if was.is_some() && !trusted.contains_key(name) {
             writes.push(Write::Delete {
                 table: Table::Trust,
-                k: sealer.lookup(Table::Trust, name.as_bytes()),
+                k: *k,
             });
         }
     }
@@ -1097,6 +1183,10 @@ impl DurableStore {
             full_sync: true,
             meta: None,
             sessions: HashMap::new(),
+            trust: HashMap::new(),
+            session_keys: HashMap::new(),
+            trust_keys: HashMap::new(),
+            cache_limit: options.cache_sessions,
         };
         let mut create = Some(create);
         let store_key = conn.transaction(true, |conn| {
@@ -1181,6 +1271,12 @@ impl DurableStore {
     /// must be the key the store was opened with.
     pub fn rekey(&self, old_key: &[u8], new_key: &[u8]) -> Result<()> {
         let mut conn = self.shared.lock()?;
+        // The store key stays the same (only its wrapping changes), so the
+        // cached row keys would stay right; they are dropped all the same,
+        // with the records.
+        conn.drop_records();
+        conn.session_keys.clear();
+        conn.trust_keys.clear();
         conn.transaction(true, |conn| {
             let wrapped: Vec<u8> = conn
                 .db
@@ -1229,13 +1325,15 @@ impl DurableStore {
             let writes = diff(&shared.sealer, &view, &loaded);
             let written = conn.apply(&shared.sealer, &writes)?;
             conn.check_new_rows_within_limits(&loaded.reads, &writes)?;
-            // Each session's row version as committed, for the cache.
-            let versions: Vec<Option<i64>> = view
+            // Each session's row key and version as committed, for the
+            // cache.
+            let versions: Vec<Option<([u8; 32], i64)>> = view
                 .sessions
                 .keys()
                 .map(|a| {
                     let (k, was) = loaded.sessions.get(a)?;
-                    written.get(k).copied().or(was.map(|(v, _)| v))
+                    let version = written.get(k).copied().or(was.map(|(v, _)| v))?;
+                    Some((*k, version))
                 })
                 .collect();
             Ok((view, versions))
@@ -1287,19 +1385,18 @@ impl DurableStore {
 impl Conn {
     /// Keeps a committed view's sessions in the cache, with their row
     /// versions as committed.
-    fn keep(&mut self, shared: &Shared, view: ProtocolStore, versions: &[Option<i64>]) {
+    fn keep(&mut self, shared: &Shared, view: ProtocolStore, versions: &[Option<([u8; 32], i64)>]) {
         for ((address, cell), version) in view.sessions.into_iter().zip(versions) {
-            let Some(version) = version else { continue };
+            let Some((k, version)) = version else {
+                continue;
+            };
             if self.sessions.len() >= shared.cache_sessions {
                 let victim = self.sessions.keys().next().copied();
                 if let Some(v) = victim {
                     self.sessions.remove(&v);
                 }
             }
-            let k = shared
-                .sealer
-                .lookup(Table::Sessions, &rows::session_key(&address));
-            self.sessions.insert(k, (*version, address, cell));
+            self.sessions.insert(*k, (*version, address, cell));
         }
     }
 }

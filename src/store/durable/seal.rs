@@ -24,6 +24,8 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::ratchet::hmac_keyed;
 
+use super::rows::META_KEY;
+
 /// Length of the application's key that opens a durable store.
 pub const STORE_KEY_LEN: usize = 32;
 
@@ -135,6 +137,8 @@ pub(crate) fn unwrap(app_key: &[u8], wrapped: &[u8]) -> Result<Zeroizing<[u8; 32
 pub(crate) struct Sealer {
     value: XChaCha20Poly1305,
     lookup_key: Zeroizing<[u8; 32]>,
+    /// The meta row's lookup key (read by every call).
+    meta_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Sealer {
@@ -145,10 +149,18 @@ impl std::fmt::Debug for Sealer {
 
 impl Sealer {
     pub(crate) fn new(store_key: &[u8; 32]) -> Self {
-        Sealer {
+        let mut sealer = Sealer {
             value: cipher(&expand(store_key, VALUE_INFO)),
             lookup_key: expand(store_key, LOOKUP_INFO),
-        }
+            meta_key: [0; 32],
+        };
+        sealer.meta_key = sealer.lookup(Table::Meta, META_KEY);
+        sealer
+    }
+
+    /// The meta row's lookup key: `lookup(Table::Meta, META_KEY)`.
+    pub(crate) fn meta_key(&self) -> &[u8; 32] {
+        &self.meta_key
     }
 
     /// The row key of a record: a keyed hash of its table and natural key.
