@@ -374,8 +374,11 @@ impl Shared {
     }
 }
 
-fn random_version() -> i64 {
-    (OsRng.next_u64() >> 1) as i64
+/// A row version (63 bits) from 8 random bytes.
+fn random_version(bytes: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    (u64::from_le_bytes(b) >> 1) as i64
 }
 
 fn select_sql(table: Table) -> String {
@@ -413,11 +416,9 @@ impl Conn {
                 .map_err(sql_error)?;
             self.full_sync = full_sync;
         }
-        self.db
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(sql_error)?;
+        self.execute_cached("BEGIN IMMEDIATE").map_err(sql_error)?;
         match self.unwinding_rolls_back(f) {
-            Ok(out) => match self.db.execute_batch("COMMIT") {
+            Ok(out) => match self.execute_cached("COMMIT") {
                 Ok(()) => Ok(out),
                 Err(e) => {
                     let _ = self.db.execute_batch("ROLLBACK");
@@ -430,6 +431,11 @@ impl Conn {
                 Err(e)
             }
         }
+    }
+
+    /// Runs a statement without parameters, prepared once per connection.
+    fn execute_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.db.prepare_cached(sql)?.execute([]).map(|_| ())
     }
 
     /// Runs `f` in a read transaction (two-phase decrypt's first phase).
@@ -904,8 +910,13 @@ impl Conn {
                     columns,
                     value,
                 } => {
-                    let version = random_version();
-                    let sealed = sealer.seal(*table, k, columns, value)?;
+                    // One read of the system's generator for both.
+                    let mut random = [0u8; seal::NONCE_LEN + 8];
+                    OsRng.fill_bytes(&mut random);
+                    let mut nonce = [0u8; seal::NONCE_LEN];
+                    nonce.copy_from_slice(&random[..seal::NONCE_LEN]);
+                    let version = random_version(&random[seal::NONCE_LEN..]);
+                    let sealed = sealer.seal_with_nonce(*table, k, columns, value, &nonce)?;
                     let sql = match table {
                         Table::KyberPreKeys => "INSERT INTO kyber_prekeys (k, version, value, last_resort) VALUES (?1, ?2, ?3, ?4) \
                              ON CONFLICT(k) DO UPDATE SET version = excluded.version, value = excluded.value, last_resort = excluded.last_resort".to_owned(),

@@ -29,7 +29,7 @@ use super::rows::META_KEY;
 /// Length of the application's key that opens a durable store.
 pub const STORE_KEY_LEN: usize = 32;
 
-const NONCE_LEN: usize = 24;
+pub(crate) const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const WRAP_INFO: &[u8] = b"ratchetkit durable store v1: key wrapping";
 const WRAP_AD: &[u8] = b"ratchetkit durable store v1: store key";
@@ -186,6 +186,7 @@ impl Sealer {
 
     /// Seals a record value for row `lookup` of `table`, binding the row's
     /// plain `columns` too.
+    #[cfg(test)]
     pub(crate) fn seal(
         &self,
         table: Table,
@@ -195,10 +196,23 @@ impl Sealer {
     ) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
+        self.seal_with_nonce(table, lookup, columns, plain, &nonce)
+    }
+
+    /// As `seal`, with a `nonce` the caller took from the system's
+    /// generator (never reused: 24 random bytes).
+    pub(crate) fn seal_with_nonce(
+        &self,
+        table: Table,
+        lookup: &[u8],
+        columns: &[i64],
+        plain: &[u8],
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<Vec<u8>> {
         let ct = self
             .value
             .encrypt(
-                XNonce::from_slice(&nonce),
+                XNonce::from_slice(nonce),
                 Payload {
                     msg: plain,
                     aad: &Self::ad(table, lookup, columns),
@@ -206,7 +220,7 @@ impl Sealer {
             )
             .map_err(|_| Error::Storage("record sealing failed".into()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-        out.extend_from_slice(&nonce);
+        out.extend_from_slice(nonce);
         out.extend_from_slice(&ct);
         Ok(out)
     }
