@@ -139,14 +139,22 @@ struct Conn {
     db: Connection,
     /// The synchronous setting in force (true: FULL).
     full_sync: bool,
-    /// The meta row's version and decoded content.
-    meta: Option<(i64, ProtocolStore)>,
-    /// Decoded sessions by row key, with their row versions.
-    sessions: HashMap<[u8; 32], (i64, Address, SessionCell)>,
-    /// Decoded trust rows by row key: row version, name, key. Filled from
-    /// committed rows only (a call reads before it writes); a row this
-    /// connection writes or deletes is dropped.
-    trust: HashMap<[u8; 32], (i64, String, PublicKey)>,
+    /// The meta row's version and decoded content, and the stamp (below).
+    meta: Option<(i64, ProtocolStore, i64)>,
+    /// Decoded sessions by row key, with their row versions and stamps.
+    sessions: HashMap<[u8; 32], (i64, Address, SessionCell, i64)>,
+    /// Decoded trust rows by row key: row version, name, key, stamp.
+    /// Filled from committed rows only (a call reads before it writes).
+    ///
+    /// Every cached record's *stamp* is SQLite's `data_version` in the
+    /// transaction that last saw its row hold that version (read it, or
+    /// committed it). `data_version` changes whenever another connection
+    /// commits, and never for this connection's own commits: when it still
+    /// equals the stamp, the row holds that version without being read
+    /// again. A row this connection writes or deletes is dropped from the
+    /// cache when written (and a session put back, with its new version,
+    /// once committed).
+    trust: HashMap<[u8; 32], (i64, String, PublicKey, i64)>,
     /// Row keys of session addresses and trust names: keyed hashes under
     /// the store key (which never changes for a connection; dropped on
     /// rekey all the same).
@@ -273,6 +281,8 @@ type OpenedRow = ([u8; 32], i64, Zeroizing<Vec<u8>>);
 /// What a view held when it was built, to find what the call changed.
 #[derive(Default)]
 struct Loaded {
+    /// SQLite's `data_version` in the transaction that loaded the view.
+    data_version: i64,
     /// The meta row's fields as loaded (`None`: no meta row yet).
     meta: Option<persist::MetaFields>,
     /// Sessions asked for or held: row key and (row version, generation)
@@ -517,6 +527,32 @@ impl Conn {
         .map(|row| row.map(|(v, value, a, b)| (v, value, columns_of(table, a, b))))
     }
 
+    /// SQLite's `data_version` in the open transaction (see `Conn::trust`).
+    fn data_version(&self) -> Result<i64> {
+        self.db
+            .prepare_cached("PRAGMA data_version")
+            .map_err(sql_error)?
+            .query_row([], |r| r.get(0))
+            .map_err(sql_error)
+    }
+
+    /// The version of row `k` of `table` in the open transaction, whose
+    /// `data_version` is `dv`: a cached entry's (version, stamp) when no
+    /// other connection committed since it was stamped, the row's
+    /// otherwise.
+    fn current_version(
+        &self,
+        table: Table,
+        k: &[u8; 32],
+        cached: Option<(i64, i64)>,
+        dv: i64,
+    ) -> Result<Option<i64>> {
+        match cached {
+            Some((version, stamp)) if stamp == dv => Ok(Some(version)),
+            _ => self.row_version(table, k),
+        }
+    }
+
     fn row_version(&self, table: Table, k: &[u8; 32]) -> Result<Option<i64>> {
         let mut stmt = self
             .db
@@ -667,12 +703,20 @@ impl Conn {
 
     /// Builds the view `load` asks for, inside the caller's transaction.
     fn load(&mut self, sealer: &Sealer, load: &Load) -> Result<(ProtocolStore, Loaded)> {
-        let mut loaded = Loaded::default();
+        let dv = self.data_version()?;
+        let mut loaded = Loaded {
+            data_version: dv,
+            ..Loaded::default()
+        };
         let meta_k = *sealer.meta_key();
-        let meta_version = self.row_version(Table::Meta, &meta_k)?;
+        let cached = self.meta.as_ref().map(|(v, _, stamp)| (*v, *stamp));
+        let meta_version = self.current_version(Table::Meta, &meta_k, cached, dv)?;
         loaded.reads.push((Table::Meta, meta_k, meta_version));
-        let mut view = match (&self.meta, meta_version) {
-            (Some((v, meta)), Some(version)) if *v == version => meta.clone(),
+        let mut view = match (&mut self.meta, meta_version) {
+            (Some((v, meta, stamp)), Some(version)) if *v == version => {
+                *stamp = dv;
+                meta.clone()
+            }
             (_, None) => return Err(Error::StoreCorrupt("the meta row is missing")),
             _ => {
                 let mut ignore = Vec::new();
@@ -680,7 +724,7 @@ impl Conn {
                     .open_row(sealer, Table::Meta, &meta_k, &mut ignore)?
                     .ok_or(Error::StoreCorrupt("the meta row is missing"))?;
                 let meta = rows::decode_meta(&plain)?;
-                self.meta = Some((version, meta.clone()));
+                self.meta = Some((version, meta.clone(), dv));
                 meta
             }
         };
@@ -693,7 +737,8 @@ impl Conn {
         let mut absent = 0usize;
         for address in &load.sessions {
             let k = self.session_lookup(sealer, address);
-            let version = self.row_version(Table::Sessions, &k)?;
+            let cached = self.sessions.get(&k).map(|(v, _, _, stamp)| (*v, *stamp));
+            let version = self.current_version(Table::Sessions, &k, cached, dv)?;
             loaded.reads.push((Table::Sessions, k, version));
             let Some(version) = version else {
                 absent += 1;
@@ -701,7 +746,7 @@ impl Conn {
                 continue;
             };
             let cell = match self.sessions.remove(&k) {
-                Some((v, a, cell)) if v == version && a == *address => cell,
+                Some((v, a, cell, _)) if v == version && a == *address => cell,
                 _ => {
                     let mut ignore = Vec::new();
                     let (_, plain) = self
@@ -726,12 +771,16 @@ impl Conn {
 
         for name in &load.trust {
             let k = self.trust_lookup(sealer, name);
-            let version = self.row_version(Table::Trust, &k)?;
+            let cached = self.trust.get(&k).map(|(v, _, _, stamp)| (*v, *stamp));
+            let version = self.current_version(Table::Trust, &k, cached, dv)?;
             loaded.reads.push((Table::Trust, k, version));
             let key = match version {
                 None => None,
-                Some(version) => match self.trust.get(&k) {
-                    Some((v, n, key)) if *v == version && n == name => Some(*key),
+                Some(version) => match self.trust.get_mut(&k) {
+                    Some((v, n, key, stamp)) if *v == version && n == name => {
+                        *stamp = dv;
+                        Some(*key)
+                    }
                     _ => {
                         let mut ignore = Vec::new();
                         let (version, plain) = self
@@ -750,7 +799,7 @@ impl Conn {
                             }
                         }
                         if self.cache_limit > 0 {
-                            self.trust.insert(k, (version, n, key));
+                            self.trust.insert(k, (version, n, key, dv));
                         }
                         Some(key)
                     }
@@ -928,6 +977,8 @@ impl Conn {
                             t.name()
                         ),
                     };
+                    // The cached record (if any) is no longer the row's.
+                    self.forget(*table, k);
                     let mut stmt = self.db.prepare_cached(&sql).map_err(sql_error)?;
                     let c = |i: usize| columns.get(i).copied().unwrap_or(0);
                     match table {
@@ -938,15 +989,8 @@ impl Conn {
                         _ => stmt.execute(params![&k[..], version, sealed]),
                     }
                     .map_err(sql_error)?;
-                    match table {
-                        Table::Meta => self.meta = None,
-                        Table::Sessions => {
-                            written.insert(*k, version);
-                        }
-                        Table::Trust => {
-                            self.trust.remove(k);
-                        }
-                        _ => {}
+                    if *table == Table::Sessions {
+                        written.insert(*k, version);
                     }
                 }
                 Write::Delete { table, k } => {
@@ -1347,12 +1391,12 @@ impl DurableStore {
                     Some((*k, version))
                 })
                 .collect();
-            Ok((view, versions))
+            Ok((view, versions, loaded.data_version))
         });
         match (result, failure, out) {
             (_, Some(e), _) => Err(e),
-            (Ok((view, versions)), None, Some(out)) => {
-                conn.keep(shared, view, &versions);
+            (Ok((view, versions, dv)), None, Some(out)) => {
+                conn.keep(shared, view, &versions, dv);
                 Ok(out)
             }
             (Err(e), None, _) => Err(e.into()),
@@ -1396,7 +1440,14 @@ impl DurableStore {
 impl Conn {
     /// Keeps a committed view's sessions in the cache, with their row
     /// versions as committed.
-    fn keep(&mut self, shared: &Shared, view: ProtocolStore, versions: &[Option<([u8; 32], i64)>]) {
+    /// `dv`: the `data_version` of the transaction that committed them.
+    fn keep(
+        &mut self,
+        shared: &Shared,
+        view: ProtocolStore,
+        versions: &[Option<([u8; 32], i64)>],
+        dv: i64,
+    ) {
         for ((address, cell), version) in view.sessions.into_iter().zip(versions) {
             let Some((k, version)) = version else {
                 continue;
@@ -1407,7 +1458,7 @@ impl Conn {
                     self.sessions.remove(&v);
                 }
             }
-            self.sessions.insert(*k, (*version, address, cell));
+            self.sessions.insert(*k, (*version, address, cell, dv));
         }
     }
 }
