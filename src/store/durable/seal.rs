@@ -12,7 +12,7 @@
 //!   and the record's natural key (a remote name and device id, a prekey
 //!   id, a base key): the file does not list who the user talks to.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use hmac::Mac;
@@ -209,20 +209,22 @@ impl Sealer {
         plain: &[u8],
         nonce: &[u8; NONCE_LEN],
     ) -> Result<Vec<u8>> {
-        let ct = self
+        // Encrypted in place, in a buffer of the final size (no copy of
+        // the ciphertext, no reallocation leaving plaintext behind).
+        let mut out = Zeroizing::new(Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN));
+        out.extend_from_slice(nonce);
+        out.extend_from_slice(plain);
+        let tag = self
             .value
-            .encrypt(
+            .encrypt_in_place_detached(
                 XNonce::from_slice(nonce),
-                Payload {
-                    msg: plain,
-                    aad: &Self::ad(table, lookup, columns),
-                },
+                &Self::ad(table, lookup, columns),
+                &mut out[NONCE_LEN..],
             )
             .map_err(|_| Error::Storage("record sealing failed".into()))?;
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-        out.extend_from_slice(nonce);
-        out.extend_from_slice(&ct);
-        Ok(out)
+        out.extend_from_slice(&tag);
+        // Only ciphertext now: nothing to wipe.
+        Ok(std::mem::take(&mut *out))
     }
 
     /// Opens a record value read from row `lookup` of `table`.
