@@ -11,10 +11,12 @@
 //! is written. Because the lock is taken before the read, two writers
 //! (threads or processes) never interleave a read-modify-write.
 //!
-//! Decoded records are cached per connection, each with its row's
-//! `version` (a random number that changes with every write by anyone): a
-//! cached record is used only when the version read inside the
-//! transaction matches. Opening reads only the key row and the meta row;
+//! Decoded records (the meta row, sessions, trust) are cached per
+//! connection, each with its row's `version` (a random number that changes
+//! with every write by anyone): a cached record is used only when the
+//! row's version inside the transaction matches. The version is read
+//! again only when another connection has committed since the record was
+//! last seen (SQLite's `data_version` changed). Opening reads only the key row and the meta row;
 //! memory grows with the sessions touched (the cache holds at most
 //! [`DurableOptions::cache_sessions`]), not with the sessions held.
 //!
