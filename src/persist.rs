@@ -563,6 +563,43 @@ fn from_proto(p: &StoreProto, format_version: u8) -> Result<ProtocolStore> {
 // ---- one record at a time (the saved format's pieces, also the rows of
 // the durable store) --------------------------------------------------------
 
+/// What [`meta_to_proto`] encodes, without the encoding (the identity by
+/// its public key, from which the private key is never told apart: a
+/// store's identity never changes): two stores with equal fields encode to
+/// the same meta row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MetaFields {
+    identity: PublicKey,
+    registration_id: u32,
+    device_id: u32,
+    current_signed_prekey: Option<u32>,
+    next_prekey_id: u32,
+    next_signed_prekey_id: u32,
+    current_last_resort: Option<u32>,
+    next_kyber_prekey_id: u32,
+    allow_v3_initiation: bool,
+    accept_v3_prekey_messages: bool,
+    spqr_policy: u32,
+}
+
+/// The fields of `store` that [`meta_to_proto`] encodes (keep the two in
+/// step).
+pub(crate) fn meta_fields(store: &ProtocolStore) -> MetaFields {
+    MetaFields {
+        identity: *store.identity.public_key(),
+        registration_id: store.registration_id,
+        device_id: store.device_id,
+        current_signed_prekey: store.current_signed_prekey,
+        next_prekey_id: store.next_prekey_id,
+        next_signed_prekey_id: store.next_signed_prekey_id,
+        current_last_resort: store.current_last_resort,
+        next_kyber_prekey_id: store.next_kyber_prekey_id,
+        allow_v3_initiation: store.policy.allow_v3_initiation,
+        accept_v3_prekey_messages: store.policy.accept_v3_prekey_messages,
+        spqr_policy: spqr_policy_number(store.spqr_policy),
+    }
+}
+
 /// The store's scalar fields (identity, ids, counters, policy) as a
 /// `StoreProto` with every list empty.
 pub(crate) fn meta_to_proto(store: &ProtocolStore) -> StoreProto {

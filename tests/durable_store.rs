@@ -221,6 +221,45 @@ fn two_connections_alternating_lose_no_advance() {
     }
 }
 
+/// A trust row (or the meta row) cached by one connection is read again
+/// when another connection changes it (or removes its name's trust by
+/// deleting the row), and a connection's own change is seen by both.
+#[test]
+fn trust_changed_by_another_connection_is_seen() {
+    let db = TempDb::new();
+    let one = open(&db);
+    let two = open(&db);
+    let k1 = *ProtocolStore::generate(1, &mut OsRng)
+        .unwrap()
+        .identity_key();
+    let k2 = *ProtocolStore::generate(1, &mut OsRng)
+        .unwrap()
+        .identity_key();
+    assert_eq!(one.trusted_identity("carol").unwrap(), None);
+    assert!(!two.approve_identity("carol", k1).unwrap());
+    assert_eq!(one.trusted_identity("carol").unwrap(), Some(k1));
+    assert_eq!(two.trusted_identity("carol").unwrap(), Some(k1));
+    assert!(two.approve_identity("carol", k2).unwrap());
+    assert_eq!(one.trusted_identity("carol").unwrap(), Some(k2));
+    assert!(one.approve_identity("carol", k1).unwrap());
+    assert_eq!(one.trusted_identity("carol").unwrap(), Some(k1));
+    assert_eq!(two.trusted_identity("carol").unwrap(), Some(k1));
+    raw(&db).execute("DELETE FROM trust", []).unwrap();
+    assert_eq!(one.trusted_identity("carol").unwrap(), None);
+    assert_eq!(two.trusted_identity("carol").unwrap(), None);
+    // The meta row likewise.
+    let policy = one.policy().unwrap();
+    let flipped = ratchetkit::store::SessionPolicy {
+        allow_v3_initiation: !policy.allow_v3_initiation,
+        ..policy
+    };
+    two.set_policy(flipped).unwrap();
+    assert_eq!(one.policy().unwrap(), flipped);
+    one.set_policy(policy).unwrap();
+    assert_eq!(two.policy().unwrap(), policy);
+    assert_eq!(one.policy().unwrap(), policy);
+}
+
 fn raw(db: &TempDb) -> Connection {
     Connection::open(&db.0).unwrap()
 }

@@ -83,8 +83,7 @@ impl Shared {
             if let Some(batch) = c.batch.take() {
                 self.publish(&batch, Some(panicked()));
             }
-            c.sessions.clear();
-            c.meta = None;
+            c.drop_records();
             c
         })
     }
@@ -99,9 +98,7 @@ impl Shared {
         self.group.waiting.fetch_sub(1, Ordering::SeqCst);
         if conn.batch.is_none() {
             conn.set_sync(true)?;
-            conn.db
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(sql_error)?;
+            conn.execute_cached("BEGIN IMMEDIATE").map_err(sql_error)?;
             conn.next_batch += 1;
             conn.batch = Some(Batch {
                 id: conn.next_batch,
@@ -185,7 +182,7 @@ impl Shared {
         let Some(batch) = conn.batch.take() else {
             return Ok(());
         };
-        match conn.db.execute_batch("COMMIT") {
+        match conn.execute_cached("COMMIT") {
             Ok(()) => {
                 self.publish(&batch, None);
                 Ok(())
@@ -203,8 +200,7 @@ impl Shared {
     /// cache, which may hold what the batch wrote.
     fn abandon_batch(&self, conn: &mut Conn, e: Error) {
         let _ = conn.db.execute_batch("ROLLBACK");
-        conn.sessions.clear();
-        conn.meta = None;
+        conn.drop_records();
         if let Some(batch) = conn.batch.take() {
             self.publish(&batch, Some(e));
         }

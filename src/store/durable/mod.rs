@@ -11,10 +11,12 @@
 //! is written. Because the lock is taken before the read, two writers
 //! (threads or processes) never interleave a read-modify-write.
 //!
-//! Decoded records are cached per connection, each with its row's
-//! `version` (a random number that changes with every write by anyone): a
-//! cached record is used only when the version read inside the
-//! transaction matches. Opening reads only the key row and the meta row;
+//! Decoded records (the meta row, sessions, trust) are cached per
+//! connection, each with its row's `version` (a random number that changes
+//! with every write by anyone): a cached record is used only when the
+//! row's version inside the transaction matches. The version is read
+//! again only when another connection has committed since the record was
+//! last seen (SQLite's `data_version` changed). Opening reads only the key row and the meta row;
 //! memory grows with the sessions touched (the cache holds at most
 //! [`DurableOptions::cache_sessions`]), not with the sessions held.
 //!
@@ -68,6 +70,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::keys::{IdentityKeyPair, PublicKey};
+use crate::persist;
 use crate::store::{
     Address, BaseKeyUse, ProtocolStore, SessionCell, MAX_BASE_KEY_USES_PER_PREKEY,
     MAX_DURABLE_SESSIONS, MAX_SESSIONS,
@@ -151,10 +154,30 @@ struct Conn {
     db: Connection,
     /// The synchronous setting in force (true: FULL).
     full_sync: bool,
-    /// The meta row's version and decoded content.
-    meta: Option<(i64, ProtocolStore)>,
-    /// Decoded sessions by row key, with their row versions.
-    sessions: HashMap<[u8; 32], (i64, Address, SessionCell)>,
+    /// The meta row's version and decoded content, and the stamp (below).
+    meta: Option<(i64, ProtocolStore, i64)>,
+    /// Decoded sessions by row key, with their row versions and stamps.
+    sessions: HashMap<[u8; 32], (i64, Address, SessionCell, i64)>,
+    /// Decoded trust rows by row key: row version, name, key, stamp.
+    /// Filled from committed rows only (a call reads before it writes).
+    ///
+    /// Every cached record's *stamp* is SQLite's `data_version` in the
+    /// transaction that last saw its row hold that version (read it, or
+    /// committed it). `data_version` changes whenever another connection
+    /// commits, and never for this connection's own commits: when it still
+    /// equals the stamp, the row holds that version without being read
+    /// again. A row this connection writes or deletes is dropped from the
+    /// cache when written (and a session put back, with its new version,
+    /// once committed).
+    trust: HashMap<[u8; 32], (i64, String, PublicKey, i64)>,
+    /// Row keys of session addresses and trust names: keyed hashes under
+    /// the store key (which never changes for a connection; dropped on
+    /// rekey all the same).
+    session_keys: HashMap<Address, [u8; 32]>,
+    trust_keys: HashMap<String, [u8; 32]>,
+    /// The most entries each of `trust`, `session_keys` and `trust_keys`
+    /// holds ([`DurableOptions::cache_sessions`]).
+    cache_limit: usize,
     /// The write transaction calls of several threads share, while open
     /// (see [`group`]).
     batch: Option<group::Batch>,
@@ -272,14 +295,21 @@ type LoadedSession = ([u8; 32], Option<(i64, u64)>);
 /// A row: version, sealed value, plain columns.
 type Row = (i64, Vec<u8>, Vec<i64>);
 
+/// A row opened: key, version, plain value.
+type OpenedRow = ([u8; 32], i64, Zeroizing<Vec<u8>>);
+
 /// What a view held when it was built, to find what the call changed.
 #[derive(Default)]
 struct Loaded {
-    meta: Zeroizing<Vec<u8>>,
+    /// SQLite's `data_version` in the transaction that loaded the view.
+    data_version: i64,
+    /// The meta row's fields as loaded (`None`: no meta row yet).
+    meta: Option<persist::MetaFields>,
     /// Sessions asked for or held: row key and (row version, generation)
     /// when the row existed.
     sessions: BTreeMap<Address, LoadedSession>,
-    trust: BTreeMap<String, Option<PublicKey>>,
+    /// Names asked for or held: row key and the key trusted, if any.
+    trust: BTreeMap<String, ([u8; 32], Option<PublicKey>)>,
     signed: BTreeSet<u32>,
     one_time: BTreeSet<u32>,
     kyber: BTreeSet<u32>,
@@ -349,7 +379,7 @@ impl PendingDecrypt {
             conn.check_new_rows_within_limits(&self.reads, &self.writes)?;
             Ok(())
         })
-        .inspect_err(|_| conn.sessions.clear())
+        .inspect_err(|_| conn.drop_records())
     }
 }
 
@@ -357,8 +387,11 @@ fn poisoned<T>(e: PoisonError<T>) -> T {
     e.into_inner()
 }
 
-fn random_version() -> i64 {
-    (OsRng.next_u64() >> 1) as i64
+/// A row version (63 bits) from 8 random bytes.
+fn random_version(bytes: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    (u64::from_le_bytes(b) >> 1) as i64
 }
 
 fn select_sql(table: Table) -> String {
@@ -390,16 +423,13 @@ impl Conn {
         f: impl FnOnce(&mut Conn) -> Result<T>,
     ) -> Result<T> {
         self.set_sync(full_sync)?;
-        self.db
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(sql_error)?;
+        self.execute_cached("BEGIN IMMEDIATE").map_err(sql_error)?;
         match self.unwinding_rolls_back(f) {
-            Ok(out) => match self.db.execute_batch("COMMIT") {
+            Ok(out) => match self.execute_cached("COMMIT") {
                 Ok(()) => Ok(out),
                 Err(e) => {
                     let _ = self.db.execute_batch("ROLLBACK");
-                    self.sessions.clear();
-                    self.meta = None;
+                    self.drop_records();
                     Err(sql_error(e))
                 }
             },
@@ -423,6 +453,11 @@ impl Conn {
         Ok(())
     }
 
+    /// Runs a statement without parameters, prepared once per connection.
+    fn execute_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.db.prepare_cached(sql)?.execute([]).map(|_| ())
+    }
+
     /// Runs `f` in a read transaction (two-phase decrypt's first phase).
     fn read_transaction<T>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
         self.db.execute_batch("BEGIN").map_err(sql_error)?;
@@ -440,11 +475,48 @@ impl Conn {
             Ok(out) => out,
             Err(panic) => {
                 let _ = self.db.execute_batch("ROLLBACK");
-                self.sessions.clear();
-                self.meta = None;
+                self.drop_records();
                 std::panic::resume_unwind(panic)
             }
         }
+    }
+
+    /// Drops every cached record (not the row keys: they depend on the
+    /// store key only).
+    fn drop_records(&mut self) {
+        self.sessions.clear();
+        self.meta = None;
+        self.trust.clear();
+    }
+
+    /// The row key of `address`'s session.
+    fn session_lookup(&mut self, sealer: &Sealer, address: &Address) -> [u8; 32] {
+        if let Some(k) = self.session_keys.get(address) {
+            return *k;
+        }
+        let k = sealer.lookup(Table::Sessions, &rows::session_key(address));
+        if self.session_keys.len() >= self.cache_limit {
+            self.session_keys.clear();
+        }
+        if self.cache_limit > 0 {
+            self.session_keys.insert(address.clone(), k);
+        }
+        k
+    }
+
+    /// The row key of `name`'s trust.
+    fn trust_lookup(&mut self, sealer: &Sealer, name: &str) -> [u8; 32] {
+        if let Some(k) = self.trust_keys.get(name) {
+            return *k;
+        }
+        let k = sealer.lookup(Table::Trust, name.as_bytes());
+        if self.trust_keys.len() >= self.cache_limit {
+            self.trust_keys.clear();
+        }
+        if self.cache_limit > 0 {
+            self.trust_keys.insert(name.to_owned(), k);
+        }
+        k
     }
 
     fn read_row(&self, table: Table, k: &[u8; 32]) -> Result<Option<Row>> {
@@ -463,6 +535,32 @@ impl Conn {
         .optional()
         .map_err(sql_error)
         .map(|row| row.map(|(v, value, a, b)| (v, value, columns_of(table, a, b))))
+    }
+
+    /// SQLite's `data_version` in the open transaction (see `Conn::trust`).
+    fn data_version(&self) -> Result<i64> {
+        self.db
+            .prepare_cached("PRAGMA data_version")
+            .map_err(sql_error)?
+            .query_row([], |r| r.get(0))
+            .map_err(sql_error)
+    }
+
+    /// The version of row `k` of `table` in the open transaction, whose
+    /// `data_version` is `dv`: a cached entry's (version, stamp) when no
+    /// other connection committed since it was stamped, the row's
+    /// otherwise.
+    fn current_version(
+        &self,
+        table: Table,
+        k: &[u8; 32],
+        cached: Option<(i64, i64)>,
+        dv: i64,
+    ) -> Result<Option<i64>> {
+        match cached {
+            Some((version, stamp)) if stamp == dv => Ok(Some(version)),
+            _ => self.row_version(table, k),
+        }
     }
 
     fn row_version(&self, table: Table, k: &[u8; 32]) -> Result<Option<i64>> {
@@ -501,16 +599,12 @@ impl Conn {
         Ok(self
             .open_all_versioned(sealer, table)?
             .into_iter()
-            .map(|(_, plain)| plain)
+            .map(|(_, _, plain)| plain)
             .collect())
     }
 
-    /// Every row of `table`, opened, with its version.
-    fn open_all_versioned(
-        &self,
-        sealer: &Sealer,
-        table: Table,
-    ) -> Result<Vec<(i64, Zeroizing<Vec<u8>>)>> {
+    /// Every row of `table`, opened, with its key and version.
+    fn open_all_versioned(&self, sealer: &Sealer, table: Table) -> Result<Vec<OpenedRow>> {
         let sql = select_sql(table).replace(" WHERE k = ?1", "");
         let sql = sql.replacen("SELECT version", "SELECT k, version", 1);
         let mut stmt = self.db.prepare(&sql).map_err(sql_error)?;
@@ -533,6 +627,7 @@ impl Conn {
                 .try_into()
                 .map_err(|_| Error::StoreCorrupt("a row key has the wrong length"))?;
             out.push((
+                k,
                 version,
                 sealer.open(table, &k, &columns_of(table, a, b), &value)?,
             ));
@@ -622,18 +717,29 @@ impl Conn {
                 self.sessions.remove(k);
             }
             Table::Meta => self.meta = None,
+            Table::Trust => {
+                self.trust.remove(k);
+            }
             _ => {}
         }
     }
 
     /// Builds the view `load` asks for, inside the caller's transaction.
     fn load(&mut self, sealer: &Sealer, load: &Load) -> Result<(ProtocolStore, Loaded)> {
-        let mut loaded = Loaded::default();
-        let meta_k = sealer.lookup(Table::Meta, rows::META_KEY);
-        let meta_version = self.row_version(Table::Meta, &meta_k)?;
+        let dv = self.data_version()?;
+        let mut loaded = Loaded {
+            data_version: dv,
+            ..Loaded::default()
+        };
+        let meta_k = *sealer.meta_key();
+        let cached = self.meta.as_ref().map(|(v, _, stamp)| (*v, *stamp));
+        let meta_version = self.current_version(Table::Meta, &meta_k, cached, dv)?;
         loaded.reads.push((Table::Meta, meta_k, meta_version));
-        let mut view = match (&self.meta, meta_version) {
-            (Some((v, meta)), Some(version)) if *v == version => meta.clone(),
+        let mut view = match (&mut self.meta, meta_version) {
+            (Some((v, meta, stamp)), Some(version)) if *v == version => {
+                *stamp = dv;
+                meta.clone()
+            }
             (_, None) => return Err(Error::StoreCorrupt("the meta row is missing")),
             _ => {
                 let mut ignore = Vec::new();
@@ -641,11 +747,11 @@ impl Conn {
                     .open_row(sealer, Table::Meta, &meta_k, &mut ignore)?
                     .ok_or(Error::StoreCorrupt("the meta row is missing"))?;
                 let meta = rows::decode_meta(&plain)?;
-                self.meta = Some((version, meta.clone()));
+                self.meta = Some((version, meta.clone(), dv));
                 meta
             }
         };
-        loaded.meta = rows::encode_meta(&view);
+        loaded.meta = Some(persist::meta_fields(&view));
         view.session_cap = MAX_DURABLE_SESSIONS;
 
         if load.everything {
@@ -654,8 +760,9 @@ impl Conn {
 
         let mut absent = 0usize;
         for address in &load.sessions {
-            let k = sealer.lookup(Table::Sessions, &rows::session_key(address));
-            let version = self.row_version(Table::Sessions, &k)?;
+            let k = self.session_lookup(sealer, address);
+            let cached = self.sessions.get(&k).map(|(v, _, _, stamp)| (*v, *stamp));
+            let version = self.current_version(Table::Sessions, &k, cached, dv)?;
             loaded.reads.push((Table::Sessions, k, version));
             let Some(version) = version else {
                 absent += 1;
@@ -663,7 +770,7 @@ impl Conn {
                 continue;
             };
             let cell = match self.sessions.remove(&k) {
-                Some((v, a, cell)) if v == version && a == *address => cell,
+                Some((v, a, cell, _)) if v == version && a == *address => cell,
                 _ => {
                     let mut ignore = Vec::new();
                     let (_, plain) = self
@@ -687,19 +794,45 @@ impl Conn {
         }
 
         for name in &load.trust {
-            let k = sealer.lookup(Table::Trust, name.as_bytes());
-            let key = match self.open_row(sealer, Table::Trust, &k, &mut loaded.reads)? {
-                Some((_, plain)) => {
-                    let (n, key) = rows::decode_trust(&plain)?;
-                    if n != *name {
-                        return Err(Error::StoreCorrupt("a trust row holds another name"));
-                    }
-                    view.trusted.get_mut().insert(n, key);
-                    Some(key)
-                }
+            let k = self.trust_lookup(sealer, name);
+            let cached = self.trust.get(&k).map(|(v, _, _, stamp)| (*v, *stamp));
+            let version = self.current_version(Table::Trust, &k, cached, dv)?;
+            loaded.reads.push((Table::Trust, k, version));
+            let key = match version {
                 None => None,
+                Some(version) => match self.trust.get_mut(&k) {
+                    Some((v, n, key, stamp)) if *v == version && n == name => {
+                        *stamp = dv;
+                        Some(*key)
+                    }
+                    _ => {
+                        let mut ignore = Vec::new();
+                        let (version, plain) = self
+                            .open_row(sealer, Table::Trust, &k, &mut ignore)?
+                            .ok_or(Error::StoreCorrupt("a trust row vanished"))?;
+                        let (n, key) = rows::decode_trust(&plain)?;
+                        if n != *name {
+                            return Err(Error::StoreCorrupt("a trust row holds another name"));
+                        }
+                        // A committed row: nothing is written before the
+                        // view is loaded.
+                        if self.trust.len() >= self.cache_limit {
+                            let victim = self.trust.keys().next().copied();
+                            if let Some(v) = victim {
+                                self.trust.remove(&v);
+                            }
+                        }
+                        if self.cache_limit > 0 {
+                            self.trust.insert(k, (version, n, key, dv));
+                        }
+                        Some(key)
+                    }
+                },
             };
-            loaded.trust.insert(name.clone(), key);
+            if let Some(key) = key {
+                view.trusted.get_mut().insert(name.clone(), key);
+            }
+            loaded.trust.insert(name.clone(), (k, key));
         }
 
         match load.prekeys {
@@ -822,7 +955,7 @@ impl Conn {
         }
         view.session_cap = MAX_SESSIONS;
         self.load_all_prekeys(sealer, &mut view, &mut loaded)?;
-        for (version, plain) in self.open_all_versioned(sealer, Table::Sessions)? {
+        for (_, version, plain) in self.open_all_versioned(sealer, Table::Sessions)? {
             let (address, record) = rows::decode_session(&plain)?;
             let k = sealer.lookup(Table::Sessions, &rows::session_key(&address));
             let cell = SessionCell::new(record);
@@ -833,9 +966,10 @@ impl Conn {
                 return Err(Error::StoreCorrupt("two rows hold one session address"));
             }
         }
-        for plain in self.open_all(sealer, Table::Trust)? {
+        for (k, _, plain) in self.open_all_versioned(sealer, Table::Trust)? {
             let (name, key) = rows::decode_trust(&plain)?;
-            loaded.trust.insert(name.clone(), Some(key));
+            // The row's key is its name's: the sealed value binds it.
+            loaded.trust.insert(name.clone(), (k, Some(key)));
             view.trusted.get_mut().insert(name, key);
         }
         for plain in self.open_all(sealer, Table::BaseKeyUses)? {
@@ -858,8 +992,13 @@ impl Conn {
                     columns,
                     value,
                 } => {
-                    let version = random_version();
-                    let sealed = sealer.seal(*table, k, columns, value)?;
+                    // One read of the system's generator for both.
+                    let mut random = [0u8; seal::NONCE_LEN + 8];
+                    OsRng.fill_bytes(&mut random);
+                    let mut nonce = [0u8; seal::NONCE_LEN];
+                    nonce.copy_from_slice(&random[..seal::NONCE_LEN]);
+                    let version = random_version(&random[seal::NONCE_LEN..]);
+                    let sealed = sealer.seal_with_nonce(*table, k, columns, value, &nonce)?;
                     let sql = match table {
                         Table::KyberPreKeys => "INSERT INTO kyber_prekeys (k, version, value, last_resort) VALUES (?1, ?2, ?3, ?4) \
                              ON CONFLICT(k) DO UPDATE SET version = excluded.version, value = excluded.value, last_resort = excluded.last_resort".to_owned(),
@@ -871,6 +1010,8 @@ impl Conn {
                             t.name()
                         ),
                     };
+                    // The cached record (if any) is no longer the row's.
+                    self.forget(*table, k);
                     let mut stmt = self.db.prepare_cached(&sql).map_err(sql_error)?;
                     let c = |i: usize| columns.get(i).copied().unwrap_or(0);
                     match table {
@@ -881,12 +1022,8 @@ impl Conn {
                         _ => stmt.execute(params![&k[..], version, sealed]),
                     }
                     .map_err(sql_error)?;
-                    match table {
-                        Table::Meta => self.meta = None,
-                        Table::Sessions => {
-                            written.insert(*k, version);
-                        }
-                        _ => {}
+                    if *table == Table::Sessions {
+                        written.insert(*k, version);
                     }
                 }
                 Write::Delete { table, k } => {
@@ -927,20 +1064,22 @@ fn diff(sealer: &Sealer, view: &ProtocolStore, loaded: &Loaded) -> Vec<Write> {
             columns,
             value,
         };
-    let meta = rows::encode_meta(view);
-    if *meta != *loaded.meta {
+    if loaded.meta != Some(persist::meta_fields(view)) {
         writes.push(upsert(
             Table::Meta,
-            sealer.lookup(Table::Meta, rows::META_KEY),
+            *sealer.meta_key(),
             Vec::new(),
-            meta,
+            rows::encode_meta(view),
         ));
     }
     for (address, cell) in &view.sessions {
         let unchanged = matches!(loaded.sessions.get(address),
             Some((_, Some((_, g)))) if *g == cell.generation());
         if !unchanged {
-            let k = sealer.lookup(Table::Sessions, &rows::session_key(address));
+            let k = match loaded.sessions.get(address) {
+                Some((k, _)) => *k,
+                None => sealer.lookup(Table::Sessions, &rows::session_key(address)),
+            };
             writes.push(upsert(
                 Table::Sessions,
                 k,
@@ -959,20 +1098,25 @@ fn diff(sealer: &Sealer, view: &ProtocolStore, loaded: &Loaded) -> Vec<Write> {
     }
     let trusted = view.trusted.read();
     for (name, key) in trusted.iter() {
-        if loaded.trust.get(name).copied().flatten() != Some(*key) {
+        let was = loaded.trust.get(name);
+        if was.and_then(|(_, key)| *key) != Some(*key) {
+            let k = match was {
+                Some((k, _)) => *k,
+                None => sealer.lookup(Table::Trust, name.as_bytes()),
+            };
             writes.push(upsert(
                 Table::Trust,
-                sealer.lookup(Table::Trust, name.as_bytes()),
+                k,
                 Vec::new(),
                 rows::encode_trust(name, key),
             ));
         }
     }
-    for (name, was) in &loaded.trust {
+    for (name, (k, was)) in &loaded.trust {
         if was.is_some() && !trusted.contains_key(name) {
             writes.push(Write::Delete {
                 table: Table::Trust,
-                k: sealer.lookup(Table::Trust, name.as_bytes()),
+                k: *k,
             });
         }
     }
@@ -1127,6 +1271,10 @@ impl DurableStore {
             full_sync: true,
             meta: None,
             sessions: HashMap::new(),
+            trust: HashMap::new(),
+            session_keys: HashMap::new(),
+            trust_keys: HashMap::new(),
+            cache_limit: options.cache_sessions,
             batch: None,
             next_batch: 0,
         };
@@ -1214,6 +1362,12 @@ impl DurableStore {
     /// must be the key the store was opened with.
     pub fn rekey(&self, old_key: &[u8], new_key: &[u8]) -> Result<()> {
         let mut conn = self.shared.lock()?;
+        // The store key stays the same (only its wrapping changes), so the
+        // cached row keys would stay right; they are dropped all the same,
+        // with the records.
+        conn.drop_records();
+        conn.session_keys.clear();
+        conn.trust_keys.clear();
         conn.transaction(true, |conn| {
             let wrapped: Vec<u8> = conn
                 .db
@@ -1261,17 +1415,18 @@ impl DurableStore {
             let writes = diff(&shared.sealer, &view, &loaded);
             let written = conn.apply(&shared.sealer, &writes)?;
             conn.check_new_rows_within_limits(&loaded.reads, &writes)?;
-            // Each session's row version as written, for the cache (which
-            // is cleared if the commit fails).
-            let versions: Vec<Option<i64>> = view
+            // Each session's row key and version as written, for the
+            // cache (which is cleared if the commit fails).
+            let versions: Vec<Option<([u8; 32], i64)>> = view
                 .sessions
                 .keys()
                 .map(|a| {
                     let (k, was) = loaded.sessions.get(a)?;
-                    written.get(k).copied().or(was.map(|(v, _)| v))
+                    let version = written.get(k).copied().or(was.map(|(v, _)| v))?;
+                    Some((*k, version))
                 })
                 .collect();
-            conn.keep(shared, view, &versions);
+            conn.keep(shared, view, &versions, loaded.data_version);
             Ok(())
         };
         let result = if full_sync {
@@ -1323,19 +1478,25 @@ impl DurableStore {
 impl Conn {
     /// Keeps a committed view's sessions in the cache, with their row
     /// versions as committed.
-    fn keep(&mut self, shared: &Shared, view: ProtocolStore, versions: &[Option<i64>]) {
+    /// `dv`: the `data_version` of the transaction that committed them.
+    fn keep(
+        &mut self,
+        shared: &Shared,
+        view: ProtocolStore,
+        versions: &[Option<([u8; 32], i64)>],
+        dv: i64,
+    ) {
         for ((address, cell), version) in view.sessions.into_iter().zip(versions) {
-            let Some(version) = version else { continue };
+            let Some((k, version)) = version else {
+                continue;
+            };
             if self.sessions.len() >= shared.cache_sessions {
                 let victim = self.sessions.keys().next().copied();
                 if let Some(v) = victim {
                     self.sessions.remove(&v);
                 }
             }
-            let k = shared
-                .sealer
-                .lookup(Table::Sessions, &rows::session_key(&address));
-            self.sessions.insert(k, (*version, address, cell));
+            self.sessions.insert(*k, (*version, address, cell, dv));
         }
     }
 }

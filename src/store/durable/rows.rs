@@ -75,8 +75,19 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Result<ProtocolStore> {
     persist::meta_from_proto(&*decode(bytes)?, FORMAT_VERSION).map_err(corrupt)
 }
 
+/// `StoreProto`'s field of session entries.
+const SESSIONS_FIELD: u32 = 9;
+
 pub(crate) fn encode_session(address: &Address, record: &SessionRecord) -> Zeroizing<Vec<u8>> {
-    encode_with(|p| p.sessions.push(persist::session_to_proto(address, record)))
+    // The bytes of a `StoreProto` holding only this entry (every other
+    // field empty, so not written), without building one.
+    let entry = Zeroizing::new(persist::session_to_proto(address, record));
+    let mut out = Zeroizing::new(Vec::with_capacity(prost::encoding::message::encoded_len(
+        SESSIONS_FIELD,
+        &*entry,
+    )));
+    prost::encoding::message::encode(SESSIONS_FIELD, &*entry, &mut *out);
+    out
 }
 
 pub(crate) fn decode_session(bytes: &[u8]) -> Result<(Address, SessionRecord)> {
@@ -121,4 +132,31 @@ pub(crate) fn encode_base_key_use(u: &BaseKeyUse) -> Zeroizing<Vec<u8>> {
 
 pub(crate) fn decode_base_key_use(bytes: &[u8]) -> Result<BaseKeyUse> {
     persist::base_key_use_from_proto(one(&decode(bytes)?.base_key_uses)?).map_err(corrupt)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rand::rngs::OsRng;
+
+    use super::*;
+
+    /// A session row is exactly a `StoreProto` holding only that session.
+    #[test]
+    fn a_session_row_is_a_store_proto_of_one_session() {
+        let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
+        let b = Address::new("bob", 7);
+        let bundle = bob.create_bundle(true, 0, &mut OsRng).unwrap();
+        alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
+        alice.encrypt(&b, b"hi").unwrap();
+        let record = alice.session(&b).unwrap();
+        let row = encode_session(&b, &record);
+        let via_store = encode_with(|p| p.sessions.push(persist::session_to_proto(&b, &record)));
+        assert_eq!(*row, *via_store);
+        let (address, decoded) = decode_session(&row).unwrap();
+        assert_eq!(address, b);
+        assert_eq!(*encode_session(&address, &decoded), *row);
+    }
 }

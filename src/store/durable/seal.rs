@@ -12,7 +12,7 @@
 //!   and the record's natural key (a remote name and device id, a prekey
 //!   id, a base key): the file does not list who the user talks to.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use hmac::Mac;
@@ -24,10 +24,12 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::ratchet::hmac_keyed;
 
+use super::rows::META_KEY;
+
 /// Length of the application's key that opens a durable store.
 pub const STORE_KEY_LEN: usize = 32;
 
-const NONCE_LEN: usize = 24;
+pub(crate) const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const WRAP_INFO: &[u8] = b"ratchetkit durable store v1: key wrapping";
 const WRAP_AD: &[u8] = b"ratchetkit durable store v1: store key";
@@ -135,6 +137,8 @@ pub(crate) fn unwrap(app_key: &[u8], wrapped: &[u8]) -> Result<Zeroizing<[u8; 32
 pub(crate) struct Sealer {
     value: XChaCha20Poly1305,
     lookup_key: Zeroizing<[u8; 32]>,
+    /// The meta row's lookup key (read by every call).
+    meta_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Sealer {
@@ -145,10 +149,18 @@ impl std::fmt::Debug for Sealer {
 
 impl Sealer {
     pub(crate) fn new(store_key: &[u8; 32]) -> Self {
-        Sealer {
+        let mut sealer = Sealer {
             value: cipher(&expand(store_key, VALUE_INFO)),
             lookup_key: expand(store_key, LOOKUP_INFO),
-        }
+            meta_key: [0; 32],
+        };
+        sealer.meta_key = sealer.lookup(Table::Meta, META_KEY);
+        sealer
+    }
+
+    /// The meta row's lookup key: `lookup(Table::Meta, META_KEY)`.
+    pub(crate) fn meta_key(&self) -> &[u8; 32] {
+        &self.meta_key
     }
 
     /// The row key of a record: a keyed hash of its table and natural key.
@@ -174,6 +186,7 @@ impl Sealer {
 
     /// Seals a record value for row `lookup` of `table`, binding the row's
     /// plain `columns` too.
+    #[cfg(test)]
     pub(crate) fn seal(
         &self,
         table: Table,
@@ -183,20 +196,35 @@ impl Sealer {
     ) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
-        let ct = self
+        self.seal_with_nonce(table, lookup, columns, plain, &nonce)
+    }
+
+    /// As `seal`, with a `nonce` the caller took from the system's
+    /// generator (never reused: 24 random bytes).
+    pub(crate) fn seal_with_nonce(
+        &self,
+        table: Table,
+        lookup: &[u8],
+        columns: &[i64],
+        plain: &[u8],
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<Vec<u8>> {
+        // Encrypted in place, in a buffer of the final size (no copy of
+        // the ciphertext, no reallocation leaving plaintext behind).
+        let mut out = Zeroizing::new(Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN));
+        out.extend_from_slice(nonce);
+        out.extend_from_slice(plain);
+        let tag = self
             .value
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plain,
-                    aad: &Self::ad(table, lookup, columns),
-                },
+            .encrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                &Self::ad(table, lookup, columns),
+                &mut out[NONCE_LEN..],
             )
             .map_err(|_| Error::Storage("record sealing failed".into()))?;
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        Ok(out)
+        out.extend_from_slice(&tag);
+        // Only ciphertext now: nothing to wipe.
+        Ok(std::mem::take(&mut *out))
     }
 
     /// Opens a record value read from row `lookup` of `table`.
