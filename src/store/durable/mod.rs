@@ -813,16 +813,24 @@ impl Conn {
         mut loaded: Loaded,
     ) -> Result<(ProtocolStore, Loaded)> {
         // Everything becomes an in-memory store (or saved bytes, which
-        // one restores): refused before reading when it could not be.
-        if self.session_count()? > MAX_SESSIONS {
-            return Err(Error::LimitExceeded(
+        // one restores): refused before reading when it could not be, and
+        // while reading whatever the count says (it is plain: an altered
+        // count must not make bytes that `restore` refuses).
+        let too_many = || {
+            Error::LimitExceeded(
                 "the durable store holds more sessions than an in-memory store or the saved \
                  format can (MAX_SESSIONS, 65,536)",
-            ));
+            )
+        };
+        if self.session_count()? > MAX_SESSIONS {
+            return Err(too_many());
         }
         view.session_cap = MAX_SESSIONS;
         self.load_all_prekeys(sealer, &mut view, &mut loaded)?;
         for (version, plain) in self.open_all_versioned(sealer, Table::Sessions)? {
+            if view.sessions.len() >= MAX_SESSIONS {
+                return Err(too_many());
+            }
             let (address, record) = rows::decode_session(&plain)?;
             let k = sealer.lookup(Table::Sessions, &rows::session_key(&address));
             let cell = SessionCell::new(record);

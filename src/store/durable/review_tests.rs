@@ -359,3 +359,44 @@ fn threads_share_commits() {
         assert_eq!(index, CALLS as u32, "{a:?}");
     }
 }
+
+/// `save` and `to_memory` refuse past MAX_SESSIONS by the kept count; a
+/// count lower than the rows (the count is plain, so an altered file) must
+/// not let `save` write bytes that `restore` refuses, nor `to_memory` make
+/// an in-memory store above its cap.
+#[test]
+fn save_refuses_more_sessions_than_restore_takes_whatever_the_count() {
+    let db = TempDb::new();
+    let bob = db.open();
+    let m = first_message(&bob);
+    let a = Address::new("alice", 1);
+    bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+        .unwrap();
+    let record = bob.session(&a).unwrap().unwrap();
+    // MAX_SESSIONS more rows (copies of alice's session under other
+    // addresses), written directly: MAX_SESSIONS + 1 rows in all.
+    bob.with(&Load::session(&a), true, |s| -> Result<()> {
+        for i in 0..MAX_SESSIONS {
+            s.sessions.insert(
+                Address::new(format!("filler{i}"), 1),
+                crate::store::SessionCell::new(record.clone()),
+            );
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(counted_sessions(&bob), MAX_SESSIONS + 1);
+    assert_eq!(bob.session_count().unwrap(), MAX_SESSIONS + 1);
+    // The count altered down.
+    set_session_count(&bob, 1);
+    match bob.save() {
+        Err(Error::LimitExceeded(_)) => {}
+        Err(e) => panic!("save: {e:?}"),
+        Ok(saved) => panic!(
+            "save wrote {} bytes that restore refuses: {:?}",
+            saved.len(),
+            ProtocolStore::restore(&saved).err()
+        ),
+    }
+    assert!(matches!(bob.to_memory(), Err(Error::LimitExceeded(_))));
+}
