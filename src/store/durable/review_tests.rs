@@ -400,3 +400,140 @@ fn save_refuses_more_sessions_than_restore_takes_whatever_the_count() {
     }
     assert!(matches!(bob.to_memory(), Err(Error::LimitExceeded(_))));
 }
+
+/// A session with "alice", and its sending chain's index as stored.
+fn bob_with_alice(db: &TempDb) -> (DurableStore, Address) {
+    let bob = db.open();
+    let m = first_message(&bob);
+    let a = Address::new("alice", 1);
+    bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+        .unwrap();
+    (bob, a)
+}
+
+fn sending_index(bob: &DurableStore, a: &Address) -> u32 {
+    let record = bob.session(a).unwrap().unwrap();
+    record.current().unwrap().sender_chain.chain_key.index
+}
+
+/// Runs two full-durability calls in one batch: an encrypt to `a` that
+/// holds the connection until `second` (run on this thread) is waiting
+/// for it, so the encrypt leaves the batch open for `second`. Returns the
+/// encrypt's result, `second`'s (or its panic), and the batches used.
+fn in_one_batch<R>(
+    bob: &DurableStore,
+    a: &Address,
+    second: impl FnOnce() -> R,
+) -> (Result<()>, std::thread::Result<R>, u64) {
+    let before = bob.shared.lock().unwrap().next_batch;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (first, second) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            bob.with(&Load::session(a), true, |st| {
+                let r = st.encrypt(a, b"held").map(drop);
+                tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                r
+            })
+        });
+        rx.recv().unwrap();
+        let second = catch_unwind(AssertUnwindSafe(second));
+        (h.join().unwrap(), second)
+    });
+    let after = bob.shared.lock().unwrap().next_batch;
+    (first, second, after - before)
+}
+
+/// A call that fails after writing, in a batch: its writes are undone,
+/// the other call's are committed.
+#[test]
+fn a_failing_call_in_a_batch_writes_nothing_and_keeps_the_others() {
+    let db = TempDb::new();
+    let (bob, a) = bob_with_alice(&db);
+    let index = sending_index(&bob, &a);
+    let count = bob.session_count().unwrap();
+    let (first, second, batches) = in_one_batch(&bob, &a, || {
+        bob.shared.write_full(|conn| -> Result<()> {
+            conn.db
+                .execute(
+                    "UPDATE row_counts SET n = n + 100 WHERE tbl = 'sessions'",
+                    [],
+                )
+                .unwrap();
+            Err(Error::StoreConflict)
+        })
+    });
+    assert_eq!(batches, 1, "the two calls shared one batch");
+    assert_eq!(first, Ok(()));
+    assert_eq!(second.unwrap(), Err(Error::StoreConflict));
+    drop(bob);
+    let bob = db.open();
+    assert_eq!(bob.session_count().unwrap(), count);
+    assert_eq!(sending_index(&bob, &a), index + 1);
+}
+
+/// A call that panics in a batch: the batch is rolled back, the call
+/// waiting on it fails (no hang, no Ok for an uncommitted change), and the
+/// handle and the file stay usable.
+#[test]
+fn a_panic_in_a_batch_fails_its_waiting_calls() {
+    let db = TempDb::new();
+    let (bob, a) = bob_with_alice(&db);
+    let index = sending_index(&bob, &a);
+    let (first, second, batches) = in_one_batch(&bob, &a, || {
+        let _: Result<()> = bob.with(&Load::meta(), true, |s| {
+            s.set_policy(v3());
+            panic!("a bug in a call")
+        });
+    });
+    assert_eq!(batches, 1, "the two calls shared one batch");
+    assert!(second.is_err(), "the second call panicked");
+    assert!(matches!(first, Err(Error::Storage(_))), "{first:?}");
+    assert_eq!(sending_index(&bob, &a), index, "rolled back");
+    assert_eq!(bob.policy(), Ok(SessionPolicy::default()));
+    let options = DurableOptions {
+        busy_timeout: Duration::from_millis(200),
+        ..DurableOptions::default()
+    };
+    let other = DurableStore::open(&db.0, &KEY, &options).unwrap();
+    other.set_policy(v3()).unwrap();
+    bob.encrypt(&a, b"after").unwrap();
+    assert_eq!(sending_index(&other, &a), index + 1);
+}
+
+/// A commit that fails (here a deferred constraint of a table the test
+/// adds): every call of the batch fails, nothing is written, and the
+/// cache serves none of it.
+#[test]
+fn a_failed_commit_fails_every_call_of_the_batch() {
+    let db = TempDb::new();
+    let (bob, a) = bob_with_alice(&db);
+    {
+        let conn = bob.shared.lock().unwrap();
+        conn.db
+            .execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (p INTEGER REFERENCES parent (id)
+                     DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .unwrap();
+    }
+    let index = sending_index(&bob, &a);
+    let (first, second, batches) = in_one_batch(&bob, &a, || {
+        bob.shared.write_full(|conn| -> Result<()> {
+            conn.db
+                .execute("INSERT INTO child (p) VALUES (7)", [])
+                .map_err(super::schema::sql_error)?;
+            Ok(())
+        })
+    });
+    assert_eq!(batches, 1, "the two calls shared one batch");
+    assert!(matches!(first, Err(Error::Storage(_))), "{first:?}");
+    assert!(matches!(second.unwrap(), Err(Error::Storage(_))));
+    assert_eq!(sending_index(&bob, &a), index, "rolled back");
+    bob.encrypt(&a, b"after").unwrap();
+    assert_eq!(sending_index(&bob, &a), index + 1);
+    drop(bob);
+    assert_eq!(sending_index(&db.open(), &a), index + 1);
+}
