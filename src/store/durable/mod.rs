@@ -1288,6 +1288,9 @@ impl DurableStore {
             shared.lock()?.transaction(false, call)
         };
         match (result, failure, out) {
+            // The batch this call shared failed: its own failure may rest
+            // on the batch's other calls, now undone (see `group`).
+            (Err(e), Some(_), _) if e != Error::StoreConflict => Err(e.into()),
             (_, Some(e), _) => Err(e),
             (Ok(()), None, Some(out)) => Ok(out),
             (Err(e), None, _) => Err(e.into()),

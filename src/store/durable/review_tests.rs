@@ -537,3 +537,78 @@ fn a_failed_commit_fails_every_call_of_the_batch() {
     drop(bob);
     assert_eq!(sending_index(&db.open(), &a), index + 1);
 }
+
+/// A call that fails in a batch returned its error before the batch's
+/// commit, and kept it when the commit failed. Its error can come from
+/// another call of the batch that is then undone: here a replay of a
+/// message, refused as a duplicate because the first decrypt of it in the
+/// same batch marked it used, and then that decrypt is rolled back (the
+/// commit fails). The application was told "decrypt failed" and "already
+/// seen" for one message that was never delivered: it drops the message.
+/// A call of a failed batch must fail with the batch's error.
+#[test]
+fn a_refusal_based_on_a_rolled_back_batch_is_not_final() {
+    let db = TempDb::new();
+    let bob = db.open();
+    let bundle = bob.create_bundle(false, 0, &mut OsRng).unwrap();
+    let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let b = Address::new("bob", 1);
+    let a = Address::new("alice", 1);
+    alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
+    let m1 = alice.encrypt(&b, b"one").unwrap();
+    bob.decrypt(&a, m1.message_type(), m1.serialize(), &mut OsRng)
+        .unwrap();
+    let m = alice.encrypt(&b, b"two").unwrap();
+    {
+        let conn = bob.shared.lock().unwrap();
+        conn.db
+            .execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (p INTEGER REFERENCES parent (id)
+                     DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let load = Load::decrypt(&a, m.message_type(), m.serialize());
+    let (first, replay, failing) = std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            bob.with(&load, false, |st| {
+                let r = st.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng);
+                tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                r
+            })
+        });
+        rx.recv().unwrap();
+        let replay = s.spawn(|| bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng));
+        std::thread::sleep(Duration::from_millis(50));
+        // A call whose commit fails (a deferred constraint).
+        let failing = s.spawn(|| {
+            bob.shared.write_full(|conn| -> Result<()> {
+                conn.db
+                    .execute("INSERT INTO child (p) VALUES (7)", [])
+                    .map_err(super::schema::sql_error)?;
+                Ok(())
+            })
+        });
+        (
+            first.join().unwrap(),
+            replay.join().unwrap(),
+            failing.join().unwrap(),
+        )
+    });
+    assert!(failing.is_err());
+    assert!(first.is_err(), "the batch failed: {first:?}");
+    assert!(
+        !matches!(replay, Err(Error::DuplicateMessage { .. })),
+        "a replay refused against a decrypt that was rolled back"
+    );
+    // The message is still deliverable: nobody had it.
+    assert_eq!(
+        bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+            .unwrap(),
+        b"two"
+    );
+}
