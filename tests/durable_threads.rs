@@ -235,3 +235,85 @@ fn two_phase_commits_interleave_with_batches() {
         }
     });
 }
+
+/// Two connections on one file (two handles), one at full durability and
+/// one at normal, each with threads that start, use and remove sessions
+/// (process_bundle always commits at full durability, so batches form on
+/// both) beside two-phase decrypts: every call succeeds, and afterwards
+/// the kept session count equals the rows and the sessions expected.
+#[test]
+fn two_connections_start_and_remove_sessions_beside_batches() {
+    const CHURN: usize = 4;
+    const CHURN_ROUNDS: usize = 24;
+    let db = TempDb::new();
+    let full = open(&db, Durability::Full);
+    let normal = open(&db, Durability::Normal);
+    let mut peers: Vec<ProtocolStore> = (0..2).map(|i| peer(&full, i)).collect();
+    let start = Barrier::new(CHURN + 2);
+    std::thread::scope(|s| {
+        for t in 0..CHURN {
+            let bob = if t % 2 == 0 {
+                full.clone()
+            } else {
+                normal.clone()
+            };
+            let start = &start;
+            s.spawn(move || {
+                let mut remote = ProtocolStore::generate(7, &mut OsRng).unwrap();
+                start.wait();
+                for round in 0..CHURN_ROUNDS {
+                    let a = Address::new(format!("churn{t}-{}", round % 3), 1);
+                    if round % 4 == 3 {
+                        bob.remove_session(&a).unwrap();
+                        continue;
+                    }
+                    if !bob.has_session(&a).unwrap() {
+                        let bundle = remote.create_bundle(true, 0, &mut OsRng).unwrap();
+                        bob.process_bundle(&a, &bundle, &mut OsRng).unwrap();
+                    }
+                    bob.encrypt(&a, b"x").unwrap();
+                }
+            });
+        }
+        for (i, p) in peers.iter_mut().enumerate() {
+            let bob = if i == 0 { full.clone() } else { normal.clone() };
+            let start = &start;
+            s.spawn(move || {
+                start.wait();
+                for _ in 0..ROUNDS / 2 {
+                    let m = p.encrypt(&bob_addr(), b"y").unwrap();
+                    let pending = bob
+                        .decrypt_pending(&peer_addr(i), m.message_type(), m.serialize(), &mut OsRng)
+                        .unwrap();
+                    pending.commit().unwrap();
+                    let r = bob.encrypt(&peer_addr(i), b"z").unwrap();
+                    p.decrypt(&bob_addr(), r.message_type(), r.serialize(), &mut OsRng)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    // Which churn addresses end with a session (each thread has the same
+    // plan), plus the two peers.
+    let mut held = [false; 3];
+    for round in 0..CHURN_ROUNDS {
+        held[round % 3] = round % 4 != 3;
+    }
+    let expected = 2 + CHURN * held.iter().filter(|h| **h).count();
+    drop((full, normal));
+    let c = rusqlite::Connection::open(&db.0).unwrap();
+    let rows: i64 = c
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    let kept: i64 = c
+        .query_row("SELECT n FROM row_counts WHERE tbl = 'sessions'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    drop(c);
+    assert_eq!((kept, rows), (expected as i64, expected as i64));
+    assert_eq!(
+        open(&db, Durability::Full).session_count().unwrap(),
+        expected
+    );
+}

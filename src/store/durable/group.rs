@@ -9,9 +9,9 @@
 //! the transaction open for that thread and waits for the batch's commit
 //! without holding the connection; otherwise (or when the batch holds
 //! [`MAX_BATCH`] calls) it commits the batch and wakes the threads waiting
-//! on it. No call returns success before its changes are committed at
-//! full durability; when the commit fails, every call of the batch fails
-//! with its error.
+//! on it. No call returns before its batch is committed or rolled back
+//! (a failed call's error may rest on the other calls' changes); when the
+//! commit fails, every call of the batch fails with its error.
 //!
 //! Every other use of the connection (a call at [`Durability::Normal`],
 //! two-phase decrypt, rekey) goes through [`Shared::lock`], which commits
@@ -54,7 +54,7 @@ struct Finished {
 /// The write transaction several calls share, while it is open.
 pub(super) struct Batch {
     id: u64,
-    /// Calls that succeeded and wait for this batch's commit.
+    /// Calls that wait for this batch's commit.
     waiting: usize,
     /// Calls that ran in it (the ones that failed included).
     calls: usize,
@@ -115,13 +115,17 @@ impl Shared {
             // rolled back (and its calls told).
             return result;
         };
+        // A call that failed waits for the batch too, and fails with the
+        // batch's error when it fails: its own error may come from changes
+        // of the batch's other calls that are then undone (a replay refused
+        // against a decrypt that is rolled back), and is final only once
+        // they are committed.
         let others_waiting = self.group.waiting.load(Ordering::SeqCst) > 0;
         if !others_waiting || batch.calls >= MAX_BATCH {
             let committed = self.finish_batch(&mut conn);
-            return result.and_then(|v| committed.map(|()| v));
+            return committed.and(result);
         }
         // Left open for the next thread, which commits it or passes it on.
-        let out = result?;
         batch.waiting += 1;
         let id = batch.id;
         drop(conn);
@@ -130,7 +134,7 @@ impl Shared {
             state = self.group.finished.wait(state).unwrap_or_else(poisoned);
         }
         match state.failed.get_mut(&id) {
-            None => Ok(out),
+            None => result,
             Some((e, left)) => {
                 let e = e.clone();
                 *left -= 1;

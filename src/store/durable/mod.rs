@@ -946,16 +946,24 @@ impl Conn {
         mut loaded: Loaded,
     ) -> Result<(ProtocolStore, Loaded)> {
         // Everything becomes an in-memory store (or saved bytes, which
-        // one restores): refused before reading when it could not be.
-        if self.session_count()? > MAX_SESSIONS {
-            return Err(Error::LimitExceeded(
+        // one restores): refused before reading when it could not be, and
+        // while reading whatever the count says (it is plain: an altered
+        // count must not make bytes that `restore` refuses).
+        let too_many = || {
+            Error::LimitExceeded(
                 "the durable store holds more sessions than an in-memory store or the saved \
                  format can (MAX_SESSIONS, 65,536)",
-            ));
+            )
+        };
+        if self.session_count()? > MAX_SESSIONS {
+            return Err(too_many());
         }
         view.session_cap = MAX_SESSIONS;
         self.load_all_prekeys(sealer, &mut view, &mut loaded)?;
         for (_, version, plain) in self.open_all_versioned(sealer, Table::Sessions)? {
+            if view.sessions.len() >= MAX_SESSIONS {
+                return Err(too_many());
+            }
             let (address, record) = rows::decode_session(&plain)?;
             let k = sealer.lookup(Table::Sessions, &rows::session_key(&address));
             let cell = SessionCell::new(record);
@@ -1435,6 +1443,9 @@ impl DurableStore {
             shared.lock()?.transaction(false, call)
         };
         match (result, failure, out) {
+            // The batch this call shared failed: its own failure may rest
+            // on the batch's other calls, now undone (see `group`).
+            (Err(e), Some(_), _) if e != Error::StoreConflict => Err(e.into()),
             (_, Some(e), _) => Err(e),
             (Ok(()), None, Some(out)) => Ok(out),
             (Err(e), None, _) => Err(e.into()),

@@ -359,3 +359,256 @@ fn threads_share_commits() {
         assert_eq!(index, CALLS as u32, "{a:?}");
     }
 }
+
+/// `save` and `to_memory` refuse past MAX_SESSIONS by the kept count; a
+/// count lower than the rows (the count is plain, so an altered file) must
+/// not let `save` write bytes that `restore` refuses, nor `to_memory` make
+/// an in-memory store above its cap.
+#[test]
+fn save_refuses_more_sessions_than_restore_takes_whatever_the_count() {
+    let db = TempDb::new();
+    let bob = db.open();
+    let m = first_message(&bob);
+    let a = Address::new("alice", 1);
+    bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+        .unwrap();
+    let record = bob.session(&a).unwrap().unwrap();
+    // MAX_SESSIONS more rows (copies of alice's session under other
+    // addresses), written directly: MAX_SESSIONS + 1 rows in all.
+    bob.with(&Load::session(&a), true, |s| -> Result<()> {
+        for i in 0..MAX_SESSIONS {
+            s.sessions.insert(
+                Address::new(format!("filler{i}"), 1),
+                crate::store::SessionCell::new(record.clone()),
+            );
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(counted_sessions(&bob), MAX_SESSIONS + 1);
+    assert_eq!(bob.session_count().unwrap(), MAX_SESSIONS + 1);
+    // The count altered down.
+    set_session_count(&bob, 1);
+    match bob.save() {
+        Err(Error::LimitExceeded(_)) => {}
+        Err(e) => panic!("save: {e:?}"),
+        Ok(saved) => panic!(
+            "save wrote {} bytes that restore refuses: {:?}",
+            saved.len(),
+            ProtocolStore::restore(&saved).err()
+        ),
+    }
+    assert!(matches!(bob.to_memory(), Err(Error::LimitExceeded(_))));
+}
+
+/// A session with "alice", and its sending chain's index as stored.
+fn bob_with_alice(db: &TempDb) -> (DurableStore, Address) {
+    let bob = db.open();
+    let m = first_message(&bob);
+    let a = Address::new("alice", 1);
+    bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+        .unwrap();
+    (bob, a)
+}
+
+fn sending_index(bob: &DurableStore, a: &Address) -> u32 {
+    let record = bob.session(a).unwrap().unwrap();
+    record.current().unwrap().sender_chain.chain_key.index
+}
+
+/// Runs two full-durability calls in one batch: an encrypt to `a` that
+/// holds the connection until `second` (run on this thread) is waiting
+/// for it, so the encrypt leaves the batch open for `second`. Returns the
+/// encrypt's result, `second`'s (or its panic), and the batches used.
+fn in_one_batch<R>(
+    bob: &DurableStore,
+    a: &Address,
+    second: impl FnOnce() -> R,
+) -> (Result<()>, std::thread::Result<R>, u64) {
+    let before = bob.shared.lock().unwrap().next_batch;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (first, second) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            bob.with(&Load::session(a), true, |st| {
+                let r = st.encrypt(a, b"held").map(drop);
+                tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                r
+            })
+        });
+        rx.recv().unwrap();
+        let second = catch_unwind(AssertUnwindSafe(second));
+        (h.join().unwrap(), second)
+    });
+    let after = bob.shared.lock().unwrap().next_batch;
+    (first, second, after - before)
+}
+
+/// A call that fails after writing, in a batch: its writes are undone,
+/// the other call's are committed.
+#[test]
+fn a_failing_call_in_a_batch_writes_nothing_and_keeps_the_others() {
+    let db = TempDb::new();
+    let (bob, a) = bob_with_alice(&db);
+    let index = sending_index(&bob, &a);
+    let count = bob.session_count().unwrap();
+    let (first, second, batches) = in_one_batch(&bob, &a, || {
+        bob.shared.write_full(|conn| -> Result<()> {
+            conn.db
+                .execute(
+                    "UPDATE row_counts SET n = n + 100 WHERE tbl = 'sessions'",
+                    [],
+                )
+                .unwrap();
+            Err(Error::StoreConflict)
+        })
+    });
+    assert_eq!(batches, 1, "the two calls shared one batch");
+    assert_eq!(first, Ok(()));
+    assert_eq!(second.unwrap(), Err(Error::StoreConflict));
+    drop(bob);
+    let bob = db.open();
+    assert_eq!(bob.session_count().unwrap(), count);
+    assert_eq!(sending_index(&bob, &a), index + 1);
+}
+
+/// A call that panics in a batch: the batch is rolled back, the call
+/// waiting on it fails (no hang, no Ok for an uncommitted change), and the
+/// handle and the file stay usable.
+#[test]
+fn a_panic_in_a_batch_fails_its_waiting_calls() {
+    let db = TempDb::new();
+    let (bob, a) = bob_with_alice(&db);
+    let index = sending_index(&bob, &a);
+    let (first, second, batches) = in_one_batch(&bob, &a, || {
+        let _: Result<()> = bob.with(&Load::meta(), true, |s| {
+            s.set_policy(v3());
+            panic!("a bug in a call")
+        });
+    });
+    assert_eq!(batches, 1, "the two calls shared one batch");
+    assert!(second.is_err(), "the second call panicked");
+    assert!(matches!(first, Err(Error::Storage(_))), "{first:?}");
+    assert_eq!(sending_index(&bob, &a), index, "rolled back");
+    assert_eq!(bob.policy(), Ok(SessionPolicy::default()));
+    let options = DurableOptions {
+        busy_timeout: Duration::from_millis(200),
+        ..DurableOptions::default()
+    };
+    let other = DurableStore::open(&db.0, &KEY, &options).unwrap();
+    other.set_policy(v3()).unwrap();
+    bob.encrypt(&a, b"after").unwrap();
+    assert_eq!(sending_index(&other, &a), index + 1);
+}
+
+/// A commit that fails (here a deferred constraint of a table the test
+/// adds): every call of the batch fails, nothing is written, and the
+/// cache serves none of it.
+#[test]
+fn a_failed_commit_fails_every_call_of_the_batch() {
+    let db = TempDb::new();
+    let (bob, a) = bob_with_alice(&db);
+    {
+        let conn = bob.shared.lock().unwrap();
+        conn.db
+            .execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (p INTEGER REFERENCES parent (id)
+                     DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .unwrap();
+    }
+    let index = sending_index(&bob, &a);
+    let (first, second, batches) = in_one_batch(&bob, &a, || {
+        bob.shared.write_full(|conn| -> Result<()> {
+            conn.db
+                .execute("INSERT INTO child (p) VALUES (7)", [])
+                .map_err(super::schema::sql_error)?;
+            Ok(())
+        })
+    });
+    assert_eq!(batches, 1, "the two calls shared one batch");
+    assert!(matches!(first, Err(Error::Storage(_))), "{first:?}");
+    assert!(matches!(second.unwrap(), Err(Error::Storage(_))));
+    assert_eq!(sending_index(&bob, &a), index, "rolled back");
+    bob.encrypt(&a, b"after").unwrap();
+    assert_eq!(sending_index(&bob, &a), index + 1);
+    drop(bob);
+    assert_eq!(sending_index(&db.open(), &a), index + 1);
+}
+
+/// A call that fails in a batch returned its error before the batch's
+/// commit, and kept it when the commit failed. Its error can come from
+/// another call of the batch that is then undone: here a replay of a
+/// message, refused as a duplicate because the first decrypt of it in the
+/// same batch marked it used, and then that decrypt is rolled back (the
+/// commit fails). The application was told "decrypt failed" and "already
+/// seen" for one message that was never delivered: it drops the message.
+/// A call of a failed batch must fail with the batch's error.
+#[test]
+fn a_refusal_based_on_a_rolled_back_batch_is_not_final() {
+    let db = TempDb::new();
+    let bob = db.open();
+    let bundle = bob.create_bundle(false, 0, &mut OsRng).unwrap();
+    let mut alice = ProtocolStore::generate(1, &mut OsRng).unwrap();
+    let b = Address::new("bob", 1);
+    let a = Address::new("alice", 1);
+    alice.process_bundle(&b, &bundle, &mut OsRng).unwrap();
+    let m1 = alice.encrypt(&b, b"one").unwrap();
+    bob.decrypt(&a, m1.message_type(), m1.serialize(), &mut OsRng)
+        .unwrap();
+    let m = alice.encrypt(&b, b"two").unwrap();
+    {
+        let conn = bob.shared.lock().unwrap();
+        conn.db
+            .execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (p INTEGER REFERENCES parent (id)
+                     DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let load = Load::decrypt(&a, m.message_type(), m.serialize());
+    let (first, replay, failing) = std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            bob.with(&load, false, |st| {
+                let r = st.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng);
+                tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                r
+            })
+        });
+        rx.recv().unwrap();
+        let replay = s.spawn(|| bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng));
+        std::thread::sleep(Duration::from_millis(50));
+        // A call whose commit fails (a deferred constraint).
+        let failing = s.spawn(|| {
+            bob.shared.write_full(|conn| -> Result<()> {
+                conn.db
+                    .execute("INSERT INTO child (p) VALUES (7)", [])
+                    .map_err(super::schema::sql_error)?;
+                Ok(())
+            })
+        });
+        (
+            first.join().unwrap(),
+            replay.join().unwrap(),
+            failing.join().unwrap(),
+        )
+    });
+    assert!(failing.is_err());
+    assert!(first.is_err(), "the batch failed: {first:?}");
+    assert!(
+        !matches!(replay, Err(Error::DuplicateMessage { .. })),
+        "a replay refused against a decrypt that was rolled back"
+    );
+    // The message is still deliverable: nobody had it.
+    assert_eq!(
+        bob.decrypt(&a, m.message_type(), m.serialize(), &mut OsRng)
+            .unwrap(),
+        b"two"
+    );
+}
