@@ -20,10 +20,13 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::TempDb;
+
 use std::path::{Path, PathBuf};
 
 use rand::rngs::OsRng;
-use rand::RngCore;
 use ratchetkit::{Address, DurableOptions, DurableStore, Error, ProtocolStore, PublicKey};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -54,27 +57,11 @@ fn vector_path(version: i64, ext: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/vectors/durable_v{version}.{ext}"))
 }
 
-/// A fresh database path in the system's temp folder, removed on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    /// A copy of the committed vector of schema `version`.
-    fn copy_of_vector(version: i64) -> Self {
-        let mut n = [0u8; 8];
-        OsRng.fill_bytes(&mut n);
-        let db =
-            TempDb(std::env::temp_dir().join(format!("rk-migration-{}.sqlite", hex::encode(n))));
-        std::fs::copy(vector_path(version, "sqlite"), &db.0).unwrap();
-        db
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
+/// A copy of the committed vector of schema `version`.
+fn copy_of_vector(version: i64) -> TempDb {
+    let db = TempDb::new("rk-migration");
+    std::fs::copy(vector_path(version, "sqlite"), &db.0).unwrap();
+    db
 }
 
 fn open_existing(path: &Path) -> ratchetkit::Result<DurableStore> {
@@ -106,7 +93,7 @@ fn every_version_opens_with_its_content() {
 fn opens_with_its_content(version: i64) {
     let v = vector(version);
     assert_eq!(v.schema_version, version);
-    let db = TempDb::copy_of_vector(version);
+    let db = copy_of_vector(version);
     assert_eq!(user_version(&db.0), version);
     let bob = open_existing(&db.0).unwrap();
     assert_eq!(hex::encode(bob.identity_key().serialize()), v.identity_key);
@@ -169,7 +156,7 @@ fn stored_session_count(path: &Path) -> (i64, i64) {
 /// leaves the file at version 1, and the right key then migrates it.
 #[test]
 fn a_refused_open_does_not_migrate() {
-    let db = TempDb::copy_of_vector(1);
+    let db = copy_of_vector(1);
     let wrong = [0x11; 32];
     assert!(matches!(
         DurableStore::open(&db.0, &wrong, &DurableOptions::default()),
@@ -183,7 +170,7 @@ fn a_refused_open_does_not_migrate() {
 #[test]
 fn a_newer_schema_version_is_refused() {
     for newer in [CURRENT_VERSION + 1, 1000] {
-        let db = TempDb::copy_of_vector(1);
+        let db = copy_of_vector(1);
         Connection::open(&db.0)
             .unwrap()
             .execute_batch(&format!("PRAGMA user_version = {newer}"))
@@ -204,7 +191,7 @@ fn a_newer_schema_version_is_refused() {
 
 #[test]
 fn a_negative_schema_version_is_refused() {
-    let db = TempDb::copy_of_vector(1);
+    let db = copy_of_vector(1);
     Connection::open(&db.0)
         .unwrap()
         .execute_batch("PRAGMA user_version = -1")

@@ -5,7 +5,10 @@
 //! fail until it is fixed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+mod common;
+
+use common::TempDb;
+
 use std::time::{Duration, Instant};
 
 use rand::rngs::OsRng;
@@ -17,24 +20,6 @@ use ratchetkit::{
 use rusqlite::Connection;
 
 const KEY: [u8; 32] = [0x42; 32];
-
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> Self {
-        let mut n = [0u8; 8];
-        OsRng.fill_bytes(&mut n);
-        TempDb(std::env::temp_dir().join(format!("rk-review-{}.sqlite", hex::encode(n))))
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
 
 fn open(db: &TempDb) -> DurableStore {
     DurableStore::open(&db.0, &KEY, &DurableOptions::default()).unwrap()
@@ -67,7 +52,7 @@ fn first_message(bob: &DurableStore) -> (ProtocolStore, CiphertextMessage) {
 /// its contacts do not know, with every session gone.
 #[test]
 fn a_missing_key_row_is_corrupt_not_a_new_identity() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-review");
     let bob = open(&db);
     let identity = *bob.identity_key();
     let (_alice, m) = first_message(&bob);
@@ -99,7 +84,7 @@ fn a_missing_key_row_is_corrupt_not_a_new_identity() {
 /// message (which counts nothing), on a store of 20,000 sessions.
 #[test]
 fn a_garbage_prekey_message_scans_the_sessions_table() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-review");
     let bob = open(&db);
     // 20,000 rows the size of a small session record (only counted here).
     {
@@ -147,7 +132,7 @@ fn a_garbage_prekey_message_scans_the_sessions_table() {
 /// The at-rest encryption cannot see it: every row is genuine.
 #[test]
 fn documents_a_rolled_back_file_reuses_message_keys() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-review");
     let bob = open(&db);
     let alice = Address::new("alice", 1);
     let (mut a, m) = first_message(&bob);
@@ -197,7 +182,7 @@ fn documents_a_rolled_back_file_reuses_message_keys() {
 /// deliver its plaintext again.
 #[test]
 fn documents_a_deleted_use_row_lets_a_replay_through() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-review");
     let bob = open(&db);
     let (_a, m) = first_message(&bob);
     let parsed = PreKeySignalMessage::deserialize(m.serialize()).unwrap();

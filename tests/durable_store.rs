@@ -5,33 +5,13 @@
 
 mod common;
 
-use std::path::PathBuf;
+use common::TempDb;
 
 use rand::rngs::OsRng;
-use rand::RngCore;
 use ratchetkit::{Address, CiphertextMessage, DurableOptions, DurableStore, Error, ProtocolStore};
 use rusqlite::Connection;
 
 const KEY: [u8; 32] = [0x42; 32];
-
-/// A fresh database path in the system's temp folder, removed on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> Self {
-        let mut n = [0u8; 8];
-        OsRng.fill_bytes(&mut n);
-        TempDb(std::env::temp_dir().join(format!("rk-durable-{}.sqlite", hex::encode(n))))
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
 
 fn open(db: &TempDb) -> DurableStore {
     DurableStore::open(&db.0, &KEY, &DurableOptions::default()).unwrap()
@@ -62,7 +42,7 @@ fn recv(bob: &DurableStore, m: &CiphertextMessage) -> ratchetkit::Result<Vec<u8>
 
 #[test]
 fn a_conversation_survives_reopening() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     let (mut alice, bob) = pair(&db);
     let identity = *bob.identity_key();
     let m = alice.encrypt(&bob_addr(), b"hello").unwrap();
@@ -102,7 +82,7 @@ fn a_conversation_survives_reopening() {
 
 #[test]
 fn a_wrong_key_has_its_own_error_and_rekeying_rewraps() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     drop(open(&db));
     let err = DurableStore::open(&db.0, &[1u8; 32], &DurableOptions::default()).unwrap_err();
     assert_eq!(err, Error::WrongStoreKey);
@@ -124,7 +104,7 @@ fn a_wrong_key_has_its_own_error_and_rekeying_rewraps() {
 
 #[test]
 fn opening_without_create_fails_on_an_empty_file() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     let options = DurableOptions {
         create_device_id: None,
         ..DurableOptions::default()
@@ -137,7 +117,7 @@ fn opening_without_create_fails_on_an_empty_file() {
 
 #[test]
 fn a_failed_decrypt_writes_nothing() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     let (mut alice, bob) = pair(&db);
     let m = alice.encrypt(&bob_addr(), b"first").unwrap();
     assert_eq!(recv(&bob, &m).unwrap(), b"first");
@@ -159,7 +139,7 @@ fn a_failed_decrypt_writes_nothing() {
 
 #[test]
 fn two_phase_decrypt_commit_discard_and_conflict() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     let (alice, bob) = pair(&db);
     let m1 = alice.encrypt(&bob_addr(), b"one").unwrap();
     // Discard: nothing written, the message decrypts again.
@@ -201,7 +181,7 @@ fn two_phase_decrypt_commit_discard_and_conflict() {
 
 #[test]
 fn two_connections_alternating_lose_no_advance() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     let (mut alice, bob) = pair(&db);
     let other = open(&db);
     let m = alice.encrypt(&bob_addr(), b"start").unwrap();
@@ -226,7 +206,7 @@ fn two_connections_alternating_lose_no_advance() {
 /// deleting the row), and a connection's own change is seen by both.
 #[test]
 fn trust_changed_by_another_connection_is_seen() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     let one = open(&db);
     let two = open(&db);
     let k1 = *ProtocolStore::generate(1, &mut OsRng)
@@ -286,7 +266,7 @@ fn flip(c: &Connection, table: &str, at: usize) {
 
 #[test]
 fn tampered_records_are_refused_never_used() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     let (alice, bob) = pair(&db);
     let m = alice.encrypt(&bob_addr(), b"hello").unwrap();
     recv(&bob, &m).unwrap();
@@ -331,7 +311,7 @@ fn tampered_records_are_refused_never_used() {
 
 #[test]
 fn the_file_does_not_list_names() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     let (alice, bob) = pair(&db);
     let m = alice.encrypt(&bob_addr(), b"hello").unwrap();
     recv(&bob, &m).unwrap();
@@ -346,7 +326,7 @@ fn the_file_does_not_list_names() {
 
 #[test]
 fn import_of_saved_bytes_and_save_round_trip() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     let (alice, mut bob_mem) = {
         let mut bob = ProtocolStore::generate(1, &mut OsRng).unwrap();
         let bundle = bob.create_bundle(true, 0, &mut OsRng).unwrap();
@@ -375,7 +355,7 @@ fn import_of_saved_bytes_and_save_round_trip() {
 
 #[test]
 fn prekey_management_is_durable() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-durable");
     let store = open(&db);
     let ids = store.generate_prekeys(10, &mut OsRng).unwrap();
     assert_eq!(ids.len(), 10);

@@ -34,11 +34,13 @@
 //! in `tests/durable_store.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+mod common;
+
+use common::TempDb;
+
 use std::sync::OnceLock;
 
 use rand::rngs::OsRng;
-use rand::RngCore;
 use ratchetkit::{
     Address, CiphertextMessage, DurableOptions, DurableStore, Error, PreKeySignalMessage,
     ProtocolStore,
@@ -57,25 +59,6 @@ const TABLES: [&str; 7] = [
     "kyber_prekeys",
     "base_key_uses",
 ];
-
-/// A fresh database path in the system's temp folder, removed on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> Self {
-        let mut n = [0u8; 8];
-        OsRng.fill_bytes(&mut n);
-        TempDb(std::env::temp_dir().join(format!("rk-tamper-{}.sqlite", hex::encode(n))))
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
 
 fn open(db: &TempDb) -> ratchetkit::Result<DurableStore> {
     let options = DurableOptions {
@@ -120,7 +103,7 @@ fn first_message(
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let db = TempDb::new();
+        let db = TempDb::new("rk-tamper");
         let bob = DurableStore::open(&db.0, &KEY, &DurableOptions::default()).unwrap();
         // Two sessions, two trusted names, two base-key uses (both on the
         // last-resort Kyber prekey).
@@ -178,7 +161,7 @@ fn rows(c: &Connection, table: &str) -> usize {
 
 /// A copy of the fixture file, changed by `tamper` while closed.
 fn tampered(tamper: impl FnOnce(&Connection)) -> TempDb {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-tamper");
     std::fs::write(&db.0, &fixture().file).unwrap();
     let c = Connection::open(&db.0).unwrap();
     tamper(&c);

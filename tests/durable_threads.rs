@@ -5,11 +5,13 @@
 //! advance afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+mod common;
+
+use common::TempDb;
+
 use std::sync::Barrier;
 
 use rand::rngs::OsRng;
-use rand::RngCore;
 use ratchetkit::{
     Address, CiphertextMessage, Durability, DurableOptions, DurableStore, Error, ProtocolStore,
 };
@@ -17,25 +19,6 @@ use ratchetkit::{
 const KEY: [u8; 32] = [0x42; 32];
 const THREADS: usize = 4;
 const ROUNDS: usize = 60;
-
-/// A fresh database path in the system's temp folder, removed on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> Self {
-        let mut n = [0u8; 8];
-        OsRng.fill_bytes(&mut n);
-        TempDb(std::env::temp_dir().join(format!("rk-threads-{}.sqlite", hex::encode(n))))
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
 
 fn open(db: &TempDb, durability: Durability) -> DurableStore {
     let options = DurableOptions {
@@ -74,46 +57,57 @@ fn deliver_to_bob(
     bob.decrypt(&peer_addr(i), m.message_type(), m.serialize(), &mut OsRng)
 }
 
+/// Runs `round` ROUNDS times for each peer, each peer on its own thread
+/// with its own clone of `bob`, the threads started together.
+fn each_peer_on_its_thread(
+    bob: &DurableStore,
+    peers: &mut [ProtocolStore],
+    round: impl Fn(usize, &mut ProtocolStore, &DurableStore, usize) + Sync,
+) {
+    let start = Barrier::new(peers.len());
+    std::thread::scope(|s| {
+        for (i, p) in peers.iter_mut().enumerate() {
+            let (bob, start, round) = (bob.clone(), &start, &round);
+            s.spawn(move || {
+                start.wait();
+                for n in 0..ROUNDS {
+                    round(i, p, &bob, n);
+                }
+            });
+        }
+    });
+}
+
 /// Each thread converses with its own peer through one handle; some
 /// calls fail (a forged message, a replay) in between. Then the file,
 /// reopened, carries every conversation on.
 fn conversations_on_one_handle(durability: Durability) {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-threads");
     let bob = open(&db, durability);
     let mut peers: Vec<ProtocolStore> = (0..THREADS).map(|i| peer(&bob, i)).collect();
-    let start = Barrier::new(THREADS);
-    std::thread::scope(|s| {
-        for (i, p) in peers.iter_mut().enumerate() {
-            let bob = bob.clone();
-            let start = &start;
-            s.spawn(move || {
-                start.wait();
-                for round in 0..ROUNDS {
-                    let text = format!("{i}:{round}");
-                    let m = p.encrypt(&bob_addr(), text.as_bytes()).unwrap();
-                    assert_eq!(deliver_to_bob(&bob, i, &m).unwrap(), text.as_bytes());
-                    // A replay fails and writes nothing.
-                    let replay = deliver_to_bob(&bob, i, &m);
-                    assert!(
-                        matches!(replay, Err(Error::DuplicateMessage { .. })),
-                        "thread {i} round {round}: {replay:?}"
-                    );
-                    // A forged message fails and writes nothing.
-                    let mut forged = m.serialize().to_vec();
-                    let last = forged.len() - 1;
-                    forged[last] ^= 1;
-                    assert!(bob
-                        .decrypt(&peer_addr(i), m.message_type(), &forged, &mut OsRng)
-                        .is_err());
-                    let r = bob.encrypt(&peer_addr(i), text.as_bytes()).unwrap();
-                    assert_eq!(
-                        p.decrypt(&bob_addr(), r.message_type(), r.serialize(), &mut OsRng)
-                            .unwrap(),
-                        text.as_bytes()
-                    );
-                }
-            });
-        }
+    each_peer_on_its_thread(&bob, &mut peers, |i, p, bob, round| {
+        let text = format!("{i}:{round}");
+        let m = p.encrypt(&bob_addr(), text.as_bytes()).unwrap();
+        assert_eq!(deliver_to_bob(bob, i, &m).unwrap(), text.as_bytes());
+        // A replay fails and writes nothing.
+        let replay = deliver_to_bob(bob, i, &m);
+        assert!(
+            matches!(replay, Err(Error::DuplicateMessage { .. })),
+            "thread {i} round {round}: {replay:?}"
+        );
+        // A forged message fails and writes nothing.
+        let mut forged = m.serialize().to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(bob
+            .decrypt(&peer_addr(i), m.message_type(), &forged, &mut OsRng)
+            .is_err());
+        let r = bob.encrypt(&peer_addr(i), text.as_bytes()).unwrap();
+        assert_eq!(
+            p.decrypt(&bob_addr(), r.message_type(), r.serialize(), &mut OsRng)
+                .unwrap(),
+            text.as_bytes()
+        );
     });
     drop(bob);
     let bob = open(&db, durability);
@@ -146,7 +140,7 @@ fn threads_converse_on_one_normal_durability_handle() {
 /// twice: every message decrypts, once, at the peer, whatever the order.
 #[test]
 fn threads_encrypting_on_one_session_use_each_key_once() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-threads");
     let bob = open(&db, Durability::Full);
     let mut p = peer(&bob, 0);
     let start = Barrier::new(THREADS);
@@ -198,41 +192,26 @@ fn threads_encrypting_on_one_session_use_each_key_once() {
 /// beside threads in batches.
 #[test]
 fn two_phase_commits_interleave_with_batches() {
-    let db = TempDb::new();
+    let db = TempDb::new("rk-threads");
     let bob = open(&db, Durability::Full);
     let mut peers: Vec<ProtocolStore> = (0..THREADS).map(|i| peer(&bob, i)).collect();
-    let start = Barrier::new(THREADS);
-    std::thread::scope(|s| {
-        for (i, p) in peers.iter_mut().enumerate() {
-            let bob = bob.clone();
-            let start = &start;
-            s.spawn(move || {
-                start.wait();
-                for round in 0..ROUNDS {
-                    let m = p.encrypt(&bob_addr(), b"x").unwrap();
-                    if i % 2 == 0 {
-                        let pending = bob
-                            .decrypt_pending(
-                                &peer_addr(i),
-                                m.message_type(),
-                                m.serialize(),
-                                &mut OsRng,
-                            )
-                            .unwrap();
-                        assert_eq!(pending.plaintext(), b"x");
-                        pending.commit().unwrap();
-                    } else {
-                        deliver_to_bob(&bob, i, &m).unwrap();
-                    }
-                    assert_eq!(bob.session_count().unwrap(), THREADS, "round {round}");
-                    let replay = deliver_to_bob(&bob, i, &m);
-                    assert!(
-                        matches!(replay, Err(Error::DuplicateMessage { .. })),
-                        "thread {i} round {round}: {replay:?}"
-                    );
-                }
-            });
+    each_peer_on_its_thread(&bob, &mut peers, |i, p, bob, round| {
+        let m = p.encrypt(&bob_addr(), b"x").unwrap();
+        if i % 2 == 0 {
+            let pending = bob
+                .decrypt_pending(&peer_addr(i), m.message_type(), m.serialize(), &mut OsRng)
+                .unwrap();
+            assert_eq!(pending.plaintext(), b"x");
+            pending.commit().unwrap();
+        } else {
+            deliver_to_bob(bob, i, &m).unwrap();
         }
+        assert_eq!(bob.session_count().unwrap(), THREADS, "round {round}");
+        let replay = deliver_to_bob(bob, i, &m);
+        assert!(
+            matches!(replay, Err(Error::DuplicateMessage { .. })),
+            "thread {i} round {round}: {replay:?}"
+        );
     });
 }
 
@@ -245,7 +224,7 @@ fn two_phase_commits_interleave_with_batches() {
 fn two_connections_start_and_remove_sessions_beside_batches() {
     const CHURN: usize = 4;
     const CHURN_ROUNDS: usize = 24;
-    let db = TempDb::new();
+    let db = TempDb::new("rk-threads");
     let full = open(&db, Durability::Full);
     let normal = open(&db, Durability::Normal);
     let mut peers: Vec<ProtocolStore> = (0..2).map(|i| peer(&full, i)).collect();

@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::{assert_fails_unchanged, Party};
 use rand::rngs::OsRng;
-use rand::RngCore;
 use ratchetkit::spqr::SpqrPolicy;
 use ratchetkit::{DurableOptions, DurableStore, Error, ErrorKind};
 
@@ -155,22 +152,9 @@ fn saves_without_the_policy_restore_as_required_and_old_sessions_go_on() {
     ));
 }
 
-/// A fresh database path in the system's temp folder, removed on drop.
-struct TempDb(PathBuf);
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
-
 #[test]
 fn the_durable_store_keeps_the_policy_and_shows_spqr() {
-    let mut n = [0u8; 8];
-    OsRng.fill_bytes(&mut n);
-    let db = TempDb(std::env::temp_dir().join(format!("rk-spqr-{}.sqlite", hex::encode(n))));
+    let db = common::TempDb::new("rk-spqr");
     let key = [7u8; 32];
     let open = || DurableStore::open(&db.0, &key, &DurableOptions::default()).unwrap();
     let store = open();

@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
+
 use rand::rngs::OsRng;
+use rand::RngCore;
 use ratchetkit::spqr::SpqrPolicy;
 use ratchetkit::store::{BundleRequest, KyberPreKeyKind, SessionPolicy};
 use ratchetkit::{Address, CiphertextMessage, PreKeyBundle, ProtocolStore};
@@ -117,4 +120,25 @@ pub fn assert_fails_unchanged<T: std::fmt::Debug>(
         "failed operation ({err}) changed the store"
     );
     err
+}
+
+/// A fresh database path in the system's temp folder
+/// (`<prefix>-<random>.sqlite`), removed with its WAL and shared-memory
+/// files on drop.
+pub struct TempDb(pub PathBuf);
+
+impl TempDb {
+    pub fn new(prefix: &str) -> Self {
+        let mut n = [0u8; 8];
+        OsRng.fill_bytes(&mut n);
+        TempDb(std::env::temp_dir().join(format!("{prefix}-{}.sqlite", hex::encode(n))))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
 }

@@ -508,17 +508,7 @@ fn a_panic_in_a_batch_fails_its_waiting_calls() {
 fn a_failed_commit_fails_every_call_of_the_batch() {
     let db = TempDb::new();
     let (bob, a) = bob_with_alice(&db);
-    {
-        let conn = bob.shared.lock().unwrap();
-        conn.db
-            .execute_batch(
-                "PRAGMA foreign_keys = ON;
-                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
-                 CREATE TABLE child (p INTEGER REFERENCES parent (id)
-                     DEFERRABLE INITIALLY DEFERRED);",
-            )
-            .unwrap();
-    }
+    arm_deferred_foreign_key(&bob);
     let index = sending_index(&bob, &a);
     let (first, second, batches) = in_one_batch(&bob, &a, || {
         bob.shared.write_full(|conn| -> Result<()> {
@@ -559,17 +549,7 @@ fn a_refusal_based_on_a_rolled_back_batch_is_not_final() {
     bob.decrypt(&a, m1.message_type(), m1.serialize(), &mut OsRng)
         .unwrap();
     let m = alice.encrypt(&b, b"two").unwrap();
-    {
-        let conn = bob.shared.lock().unwrap();
-        conn.db
-            .execute_batch(
-                "PRAGMA foreign_keys = ON;
-                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
-                 CREATE TABLE child (p INTEGER REFERENCES parent (id)
-                     DEFERRABLE INITIALLY DEFERRED);",
-            )
-            .unwrap();
-    }
+    arm_deferred_foreign_key(&bob);
     let (tx, rx) = std::sync::mpsc::channel();
     let load = Load::decrypt(&a, m.message_type(), m.serialize());
     let (first, replay, failing) = std::thread::scope(|s| {
@@ -611,4 +591,18 @@ fn a_refusal_based_on_a_rolled_back_batch_is_not_final() {
             .unwrap(),
         b"two"
     );
+}
+
+/// Tables whose deferred foreign key makes a commit fail after an insert
+/// into `child` (a way to fail a batch's commit on purpose).
+fn arm_deferred_foreign_key(bob: &DurableStore) {
+    let conn = bob.shared.lock().unwrap();
+    conn.db
+        .execute_batch(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE child (p INTEGER REFERENCES parent (id)
+                 DEFERRABLE INITIALLY DEFERRED);",
+        )
+        .unwrap();
 }
