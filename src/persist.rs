@@ -582,8 +582,8 @@ pub(crate) struct MetaFields {
     spqr_policy: u32,
 }
 
-/// The fields of `store` that [`meta_to_proto`] encodes (keep the two in
-/// step).
+/// The fields of `store` that [`meta_to_proto`] encodes. The proto is
+/// built from them, so a field added there is compared here too.
 pub(crate) fn meta_fields(store: &ProtocolStore) -> MetaFields {
     MetaFields {
         identity: *store.identity.public_key(),
@@ -603,18 +603,32 @@ pub(crate) fn meta_fields(store: &ProtocolStore) -> MetaFields {
 /// The store's scalar fields (identity, ids, counters, policy) as a
 /// `StoreProto` with every list empty.
 pub(crate) fn meta_to_proto(store: &ProtocolStore) -> StoreProto {
+    let MetaFields {
+        identity: _,
+        registration_id,
+        device_id,
+        current_signed_prekey,
+        next_prekey_id,
+        next_signed_prekey_id,
+        current_last_resort,
+        next_kyber_prekey_id,
+        allow_v3_initiation,
+        accept_v3_prekey_messages,
+        spqr_policy,
+    } = meta_fields(store);
     StoreProto {
+        // The public identity key is derived from the private one.
         identity_private: store.identity.private_key().serialize().to_vec(),
-        registration_id: store.registration_id,
-        device_id: store.device_id,
-        current_signed_prekey: store.current_signed_prekey,
-        next_prekey_id: store.next_prekey_id,
-        next_signed_prekey_id: store.next_signed_prekey_id,
-        current_last_resort: store.current_last_resort,
-        next_kyber_prekey_id: store.next_kyber_prekey_id,
-        allow_v3_initiation: store.policy.allow_v3_initiation,
-        accept_v3_prekey_messages: store.policy.accept_v3_prekey_messages,
-        spqr_policy: spqr_policy_number(store.spqr_policy),
+        registration_id,
+        device_id,
+        current_signed_prekey,
+        next_prekey_id,
+        next_signed_prekey_id,
+        current_last_resort,
+        next_kyber_prekey_id,
+        allow_v3_initiation,
+        accept_v3_prekey_messages,
+        spqr_policy,
         ..StoreProto::default()
     }
 }
